@@ -1,0 +1,2 @@
+//! The JMAP Web Push plugin.
+pub mod crypto;
