@@ -1,2 +1,87 @@
-//! The JMAP Web Push plugin.
+//! # The JMAP Web Push plugin
+//!
+//! Push notifications for JMAP clients (RFC 8620 §7) as a WebAssembly
+//! component: `PushSubscription/get` and `/set` with verification, and, for
+//! every state change the mail server reports, an RFC 8291-encrypted,
+//! VAPID-signed (RFC 8292) push (RFC 8030) to each matching subscription.
+//!
+//! The crate is a *sans-IO core*: every rule lives in plain Rust modules
+//! written against two ports ([`ports::Store`], [`ports::HttpOut`]) and an
+//! explicit clock ([`Env::now_ms`]), so it compiles and is tested natively.
+//! The WIT bindings (`bindings`, only on `wasm32`) are a thin layer that
+//! implements the ports with the component's imports and maps the exports
+//! to [`Plugin`].
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | [`config`] | the typed configuration and its defaults |
+//! | [`subscription`] | the PushSubscription model and its validation (B1) |
+//! | [`jmap`] | `PushSubscription/get` and `/set` (B2, B3) |
+//! | [`verification`] | PushVerification (B4) |
+//! | [`lifecycle`] | expiry, credential revocation, user deletion, `tick` (B5) |
+//! | [`delivery`] | StateChange fan-out and the push-service answer table (B6) |
+//! | [`crypto`] | RFC 8291 encryption, key validation, VAPID (B7, B8) |
+//! | [`keyring`] | the VAPID key in force |
+//! | [`repo`] | the key layout in the store |
+//! | [`addr`] | push URL rules and the address deny list |
+
+pub mod addr;
+pub mod config;
 pub mod crypto;
+pub mod delivery;
+pub mod jmap;
+pub mod keyring;
+pub mod lifecycle;
+pub mod ports;
+pub mod repo;
+pub mod subscription;
+pub mod utcdate;
+pub mod verification;
+
+#[cfg(target_arch = "wasm32")]
+mod bindings;
+
+use config::Config;
+use ports::{HttpOut, Log, LogLevel, Store};
+
+/// Everything one call may touch: the ports, the configuration and the
+/// current time.
+pub struct Env<'a> {
+    /// Persistence.
+    pub store: &'a mut dyn Store,
+    /// Outbound HTTP.
+    pub http: &'a mut dyn HttpOut,
+    /// The host's logger.
+    pub log: &'a mut dyn Log,
+    /// The configuration in force (normalized).
+    pub config: &'a Config,
+    /// Now, Unix milliseconds.
+    pub now_ms: u64,
+}
+
+impl Env<'_> {
+    /// Now, Unix seconds.
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms / 1000
+    }
+
+    /// Logs a line.
+    pub fn log(&mut self, level: LogLevel, message: &str) {
+        self.log.log(level, message);
+    }
+}
+
+/// State kept across calls within one instance (caches only: everything
+/// that matters is in the store).
+#[derive(Debug, Default)]
+pub struct Plugin {
+    /// The VAPID signer and its token cache.
+    pub keyring: keyring::Keyring,
+}
+
+impl Plugin {
+    /// A plugin with empty caches.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}

@@ -1,1 +1,207 @@
-//! Host harness.
+//! # jmap-web-push-host
+//!
+//! The wasmtime host harness for the JMAP Web Push plugin component: what a
+//! Rust mail server embeds to get standards-correct Web Push for its JMAP
+//! clients, and what the `jmap-web-push` binary runs on.
+//!
+//! The plugin is a WebAssembly component (`wit/plugin.wit`, world
+//! `jmap:web-push/plugin`). This crate supplies its imports — a [`store`]
+//! backend and an outbound HTTP client ([`net`]) — runs it in a sandbox
+//! ([`runtime`]: AOT-cached compilation, pre-linked instances, memory cap,
+//! CPU deadline, trap containment) and exposes its exports as plain Rust
+//! methods on [`PushPlugin`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use jmap_web_push_host::{PushPlugin, PluginConfig, Caller, store::memory::MemoryStore};
+//!
+//! let plugin = PushPlugin::builder()
+//!     .config(PluginConfig { vapid_contact: Some("mailto:ops@example.com".into()), ..Default::default() })
+//!     .store(Arc::new(MemoryStore::new()))
+//!     .build()?;
+//! let caller = Caller { username: "alice".into(), credential_id: Some("token-1".into()) };
+//! let response = plugin.call(&caller, "PushSubscription/get", r#"{"ids":null}"#, &[])?;
+//! println!("{:?}", response);
+//! // On every state change of the mail server:
+//! // plugin.state_changed(&event)?;  and periodically: plugin.tick()?;
+//! # anyhow::Ok(())
+//! ```
+//!
+//! Every method blocks the calling thread while the plugin runs (it may
+//! send HTTP requests); from async code, use `spawn_blocking`. Calls from
+//! several threads run in parallel on separate instances.
+
+pub mod bindings;
+pub mod config;
+pub mod net;
+pub mod runtime;
+pub mod store;
+
+use std::sync::Arc;
+
+pub use bindings::exports::jmap::web_push::event_in::{
+    AccountChanges, DeliveryReport, OutcomeCount, StateChange, TickReport, TypeState,
+};
+pub use bindings::exports::jmap::web_push::jmap::{MethodError, MethodResponse, SessionInfo};
+pub use bindings::jmap::web_push::types::{Caller, PluginError};
+pub use config::PluginConfig;
+pub use net::{HttpClient, HttpPolicy};
+pub use runtime::{CallError, Flavour, SandboxOptions};
+
+use runtime::{Sandbox, Shared};
+use store::KvStore;
+
+/// Builds a [`PushPlugin`].
+#[derive(Default)]
+pub struct PushPluginBuilder {
+    config: PluginConfig,
+    store: Option<Arc<dyn KvStore>>,
+    http: Option<Arc<HttpClient>>,
+    http_policy: HttpPolicy,
+    sandbox: SandboxOptions,
+}
+
+impl PushPluginBuilder {
+    /// The plugin configuration (default: [`PluginConfig::default`]).
+    pub fn config(mut self, config: PluginConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The store backend (required).
+    pub fn store(mut self, store: Arc<dyn KvStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// An HTTP client to share (default: a new one with `http_policy`).
+    pub fn http_client(mut self, http: Arc<HttpClient>) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The outbound HTTP policy when no client is given. Its loopback
+    /// allowance follows the plugin's `insecure_test_mode` unless set here.
+    pub fn http_policy(mut self, policy: HttpPolicy) -> Self {
+        self.http_policy = policy;
+        self
+    }
+
+    /// Sandbox options.
+    pub fn sandbox(mut self, options: SandboxOptions) -> Self {
+        self.sandbox = options;
+        self
+    }
+
+    /// Loads the component and links it.
+    pub fn build(self) -> anyhow::Result<PushPlugin> {
+        let store = self
+            .store
+            .ok_or_else(|| anyhow::anyhow!("a store backend is required"))?;
+        if self.config.insecure_test_mode {
+            tracing::warn!("TEST MODE: the plugin accepts http:// and loopback push URLs");
+        }
+        let http = match self.http {
+            Some(h) => h,
+            None => {
+                let mut policy = self.http_policy;
+                policy.allow_insecure_loopback |= self.config.insecure_test_mode;
+                Arc::new(HttpClient::new(policy)?)
+            }
+        };
+        let shared = Shared {
+            kv: store,
+            http,
+            config: self.config.to_wit(),
+        };
+        Ok(PushPlugin {
+            sandbox: Sandbox::new(shared, self.sandbox)?,
+        })
+    }
+}
+
+/// The plugin, loaded and ready. Cheap to share behind an `Arc`.
+pub struct PushPlugin {
+    sandbox: Sandbox,
+}
+
+impl PushPlugin {
+    /// A builder.
+    pub fn builder() -> PushPluginBuilder {
+        PushPluginBuilder::default()
+    }
+
+    /// How the component was loaded (compiled or from the AOT cache).
+    pub fn load_report(&self) -> &runtime::LoadReport {
+        &self.sandbox.load_report
+    }
+
+    /// Instantiates a fresh instance and drops it, returning the time
+    /// taken (benchmarks).
+    pub fn measure_instantiate(&self) -> Result<std::time::Duration, CallError> {
+        self.sandbox.instantiate_fresh()
+    }
+
+    /// Calls a JMAP method (`PushSubscription/get` or `/set`) for an
+    /// authenticated caller. `arguments` is the JSON arguments object;
+    /// `created_ids` the request's createdIds so far. The inner `Err` is a
+    /// JMAP method-level error to return to the client as `["error", ...]`.
+    pub fn call(
+        &self,
+        caller: &Caller,
+        method: &str,
+        arguments: &str,
+        created_ids: &[(String, String)],
+    ) -> Result<Result<MethodResponse, MethodError>, CallError> {
+        self.sandbox.call(|p, s| {
+            p.jmap_web_push_jmap()
+                .call_call(s, caller, method, arguments, created_ids)
+        })
+    }
+
+    /// The Session capabilities and their state.
+    pub fn session(&self) -> Result<Result<SessionInfo, PluginError>, CallError> {
+        self.sandbox
+            .call(|p, s| p.jmap_web_push_jmap().call_session(s))
+    }
+
+    /// Delivers a state change to the user's subscriptions.
+    pub fn state_changed(
+        &self,
+        event: &StateChange,
+    ) -> Result<Result<DeliveryReport, PluginError>, CallError> {
+        self.sandbox
+            .call(|p, s| p.jmap_web_push_event_in().call_state_changed(s, event))
+    }
+
+    /// A credential was revoked: destroys its subscriptions.
+    pub fn credential_revoked(
+        &self,
+        username: &str,
+        credential_id: &str,
+    ) -> Result<Result<u32, PluginError>, CallError> {
+        self.sandbox.call(|p, s| {
+            p.jmap_web_push_event_in()
+                .call_credential_revoked(s, username, credential_id)
+        })
+    }
+
+    /// A user was deleted: destroys all of the user's subscriptions.
+    pub fn user_deleted(&self, username: &str) -> Result<Result<u32, PluginError>, CallError> {
+        self.sandbox
+            .call(|p, s| p.jmap_web_push_event_in().call_user_deleted(s, username))
+    }
+
+    /// Rotates the generated VAPID key (B8).
+    pub fn rotate_vapid_key(&self) -> Result<Result<String, PluginError>, CallError> {
+        self.sandbox
+            .call(|p, s| p.jmap_web_push_event_in().call_rotate_vapid_key(s))
+    }
+
+    /// Does due work; call when the last report's `next_run_in_ms` says,
+    /// and at least every minute.
+    pub fn tick(&self) -> Result<Result<TickReport, PluginError>, CallError> {
+        self.sandbox
+            .call(|p, s| p.jmap_web_push_event_in().call_tick(s))
+    }
+}

@@ -1,0 +1,277 @@
+//! Everything cryptographic a Web Push needs, in pure Rust (no OpenSSL).
+//!
+//! * [`keys`]: parsing and validation of a subscription's receiver keys
+//!   (`p256dh`, `auth`) as sent by `PushManager.subscribe()` (B1).
+//! * [`ece`]: RFC 8291 message encryption with the RFC 8188 `aes128gcm`
+//!   content coding, one record of 4096 octets (B7).
+//! * [`vapid`]: RFC 8292 VAPID signing keys, JWTs and the `Authorization`
+//!   header value, plus the RFC 9749 `applicationServerKey` (B8).
+//!
+//! This module also holds the base64url helpers and the randomness source
+//! shared by the whole crate. Randomness comes from `getrandom`, which uses
+//! `wasi:random` on `wasm32-wasip2` and the operating system natively.
+
+use core::fmt;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+
+pub mod ece;
+pub mod keys;
+pub mod vapid;
+
+pub use ece::{encrypt, EceError, MAX_PLAINTEXT_OCTETS};
+pub use keys::{parse_receiver_keys, KeyError, KeyField, ReceiverKeys};
+pub use vapid::{audience, VapidError, VapidKey, VapidSigner};
+
+/// base64url (RFC 4648 §5): encodes without padding, decodes with or
+/// without canonical `=` padding, rejects non-zero trailing bits.
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Encodes `bytes` as base64url (RFC 4648 §5) **without** `=` padding, the
+/// form used by Web Push, JWS and JMAP.
+#[must_use]
+pub fn b64url_encode(bytes: &[u8]) -> String {
+    B64URL.encode(bytes)
+}
+
+/// Decodes base64url (RFC 4648 §5), with or without `=` padding.
+///
+/// Accepts only the URL-safe alphabet (`A-Z a-z 0-9 - _`) plus trailing `=`
+/// padding. Rejects the standard alphabet's `+` and `/`, whitespace, any other
+/// character, impossible lengths and encodings whose last symbol carries
+/// non-zero unused bits (so every accepted string decodes to exactly one
+/// octet sequence). The empty string decodes to no octets.
+///
+/// # Errors
+/// A [`Base64UrlError`] naming the first problem found.
+pub fn b64url_decode(input: &str) -> Result<Vec<u8>, Base64UrlError> {
+    B64URL.decode(input).map_err(|e| match e {
+        base64::DecodeError::InvalidByte(offset, byte) => {
+            Base64UrlError::InvalidCharacter { offset, byte }
+        }
+        base64::DecodeError::InvalidLength(len) => Base64UrlError::InvalidLength { len },
+        base64::DecodeError::InvalidLastSymbol(offset, _) => {
+            Base64UrlError::NonCanonical { offset }
+        }
+        base64::DecodeError::InvalidPadding => Base64UrlError::InvalidPadding,
+    })
+}
+
+/// Why a string is not valid base64url (see [`b64url_decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base64UrlError {
+    /// A character outside the base64url alphabet (or a misplaced `=`) at
+    /// octet `offset` of the input.
+    InvalidCharacter {
+        /// Octet offset in the input string.
+        offset: usize,
+        /// The offending octet (for non-ASCII input, one octet of its UTF-8 form).
+        byte: u8,
+    },
+    /// The number of base64 symbols cannot encode whole octets (one symbol too
+    /// many or too few, typically a truncated value).
+    InvalidLength {
+        /// Number of symbols seen.
+        len: usize,
+    },
+    /// The last symbol (at `offset`) has non-zero unused bits: the value was
+    /// altered or truncated.
+    NonCanonical {
+        /// Octet offset of the symbol in the input string.
+        offset: usize,
+    },
+    /// `=` padding is present but not of the right length.
+    InvalidPadding,
+}
+
+impl fmt::Display for Base64UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::InvalidCharacter { offset, byte } => match byte {
+                b'+' | b'/' => write!(
+                    f,
+                    "'{}' at offset {offset} belongs to the standard base64 alphabet; \
+                     use base64url ('-' instead of '+', '_' instead of '/')",
+                    char::from(byte)
+                ),
+                b' ' | b'\t' | b'\r' | b'\n' | 0x0b | 0x0c => write!(
+                    f,
+                    "whitespace at offset {offset}; base64url values must not contain \
+                     spaces or line breaks"
+                ),
+                b'=' => write!(
+                    f,
+                    "misplaced '=' at offset {offset}; padding may only end the value"
+                ),
+                0x21..=0x7e => write!(
+                    f,
+                    "character '{}' at offset {offset} is not in the base64url alphabet \
+                     (A-Z a-z 0-9 - _)",
+                    char::from(byte)
+                ),
+                _ => write!(
+                    f,
+                    "octet 0x{byte:02x} at offset {offset} is not in the base64url alphabet \
+                     (A-Z a-z 0-9 - _)"
+                ),
+            },
+            Self::InvalidLength { len } => write!(
+                f,
+                "{len} base64url symbols cannot encode whole octets; the value looks truncated"
+            ),
+            Self::NonCanonical { offset } => write!(
+                f,
+                "the last base64url symbol (offset {offset}) has non-zero unused bits; \
+                 the value looks altered or truncated"
+            ),
+            Self::InvalidPadding => write!(f, "wrong '=' padding"),
+        }
+    }
+}
+
+impl std::error::Error for Base64UrlError {}
+
+/// The randomness source failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RandomError {
+    /// The platform random source (`wasi:random` / the OS) reported an error.
+    Unavailable(getrandom::Error),
+    /// The random source kept producing values that are not valid P-256
+    /// secret scalars (zero or >= the group order); this only happens when
+    /// the source is broken (for example constant output).
+    BrokenSource,
+}
+
+impl fmt::Display for RandomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(e) => write!(f, "the system random source failed: {e}"),
+            Self::BrokenSource => write!(
+                f,
+                "the system random source produced no valid P-256 secret scalar in many \
+                 attempts; it is broken"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RandomError {}
+
+/// Fills an `N`-octet array from the system random source (`getrandom`).
+///
+/// # Errors
+/// [`RandomError::Unavailable`] when the platform source fails.
+pub fn random_array<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(RandomError::Unavailable)?;
+    Ok(out)
+}
+
+/// How many 32-octet draws [`random_secret_key`] makes before giving up. A
+/// draw is rejected with probability about 2^-32, so giving up means the
+/// source is broken.
+const SCALAR_ATTEMPTS: usize = 8;
+
+/// A fresh uniformly random P-256 secret key (rejection sampling of 32 random
+/// octets into `[1, n-1]`).
+///
+/// # Errors
+/// [`RandomError`] when the random source fails or is broken.
+pub(crate) fn random_secret_key() -> Result<p256::SecretKey, RandomError> {
+    for _ in 0..SCALAR_ATTEMPTS {
+        let bytes: [u8; 32] = random_array()?;
+        if let Ok(key) = p256::SecretKey::from_bytes(&bytes.into()) {
+            return Ok(key);
+        }
+    }
+    Err(RandomError::BrokenSource)
+}
+
+/// The 65-octet uncompressed SEC1 encoding (`0x04 || X || Y`) of a public key.
+pub(crate) fn uncompressed_point(key: &p256::PublicKey) -> [u8; 65] {
+    use p256::elliptic_curve::sec1::ToSec1Point as _;
+    let point = key.to_sec1_point(false);
+    let mut out = [0u8; 65];
+    // An uncompressed encoding of a non-identity point is always 65 octets;
+    // copy defensively without panicking.
+    let bytes = point.as_bytes();
+    let n = bytes.len().min(65);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn b64url_round_trip_and_padding() {
+        for len in 0..40usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
+            let enc = b64url_encode(&data);
+            assert!(!enc.contains('='));
+            assert_eq!(b64url_decode(&enc).unwrap(), data);
+            let padded = format!("{enc}{}", "=".repeat((4 - enc.len() % 4) % 4));
+            assert_eq!(b64url_decode(&padded).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn b64url_rejects() {
+        let table: &[(&str, Base64UrlError)] = &[
+            (
+                "ab+d",
+                Base64UrlError::InvalidCharacter {
+                    offset: 2,
+                    byte: b'+',
+                },
+            ),
+            (
+                "ab/d",
+                Base64UrlError::InvalidCharacter {
+                    offset: 2,
+                    byte: b'/',
+                },
+            ),
+            (
+                "ab d",
+                Base64UrlError::InvalidCharacter {
+                    offset: 2,
+                    byte: b' ',
+                },
+            ),
+            (
+                "ab!d",
+                Base64UrlError::InvalidCharacter {
+                    offset: 2,
+                    byte: b'!',
+                },
+            ),
+            ("abcde", Base64UrlError::InvalidLength { len: 5 }),
+            ("QR", Base64UrlError::NonCanonical { offset: 1 }),
+        ];
+        for (input, want) in table {
+            assert_eq!(b64url_decode(input), Err(*want), "{input:?}");
+            assert!(!want.to_string().is_empty());
+        }
+        assert!(b64url_decode("QQ===").is_err());
+        assert!(b64url_decode("é").is_err());
+        assert!(b64url_decode("\nQQ").is_err());
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let a = random_secret_key().unwrap();
+        let b = random_secret_key().unwrap();
+        assert_ne!(a.to_bytes(), b.to_bytes());
+        let p = uncompressed_point(&a.public_key());
+        assert_eq!(p[0], 4);
+    }
+}

@@ -1,0 +1,730 @@
+//! Delivery of StateChange pushes (behaviour B6): fan-out to a user's
+//! subscriptions, message building and splitting, the push-service answer
+//! table, durable pending changes and retries.
+//!
+//! Durability: a change that could not be delivered is kept in the
+//! subscription's pending record with a due entry, so a restart or another
+//! host process sharing the store delivers it later. A change is only
+//! acknowledged to the host (the `state-changed` call returns) after its
+//! push was answered or stored as pending.
+
+pub mod pending;
+pub mod policy;
+pub mod push;
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use crate::lifecycle::PluginError;
+use crate::ports::{Condition, HttpRequest, LogLevel, StoreError};
+use crate::repo::{self, DueEntry, DueKind};
+use crate::subscription::Subscription;
+use crate::{Env, Plugin};
+use pending::{merge, pending_key, Changed, Pending};
+use policy::Answer;
+use push::OutgoingPush;
+
+/// Counts of what happened to the pushes of one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Delivered (2xx).
+    pub delivered: u32,
+    /// Kept pending for later.
+    pub deferred: u32,
+    /// Given up.
+    pub dropped: u32,
+    /// Subscriptions destroyed because of the answer.
+    pub destroyed: u32,
+    /// (outcome, reason) → count.
+    pub details: BTreeMap<(String, String), u32>,
+}
+
+impl DeliveryReport {
+    fn count(&mut self, outcome: &str, reason: &str) {
+        match outcome {
+            "delivered" => self.delivered += 1,
+            "deferred" => self.deferred += 1,
+            "dropped" => self.dropped += 1,
+            _ => self.destroyed += 1,
+        }
+        *self
+            .details
+            .entry((outcome.to_string(), reason.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Adds another report's counts.
+    pub fn add(&mut self, other: &DeliveryReport) {
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.dropped += other.dropped;
+        self.destroyed += other.destroyed;
+        for (k, v) in &other.details {
+            *self.details.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// A state change for one user (the WIT `state-change`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// Whose subscriptions to notify.
+    pub username: String,
+    /// accountId → type → state.
+    pub changed: Changed,
+}
+
+/// How long a claimed pending push is owned by the claimer, ms.
+const LEASE_MS: u64 = 60_000;
+
+/// One subscription's work in a batch.
+struct Job {
+    sub: Subscription,
+    sub_version: u64,
+    /// The pending record's version when we hold it (claimed or read).
+    pending: Option<(Pending, u64)>,
+    changed: Changed,
+}
+
+/// Delivers `event` to the user's verified, unexpired subscriptions whose
+/// `types` match.
+pub fn state_changed(
+    plugin: &mut Plugin,
+    env: &mut Env<'_>,
+    event: &StateChange,
+) -> Result<DeliveryReport, PluginError> {
+    if event.username.is_empty() {
+        return Err(PluginError::InvalidArgument("username is empty".into()));
+    }
+    let mut report = DeliveryReport::default();
+    let ids = repo::user_ids(env.store, &event.username)?;
+    let now = env.now_ms;
+    let mut jobs = Vec::new();
+    for (sub, sub_version) in repo::load_many(env.store, &ids)? {
+        if sub.owner.username != event.username
+            || !sub.verification.verified
+            || sub.is_expired(env.now_secs())
+        {
+            continue;
+        }
+        let mut changed = Changed::new();
+        for (account, types) in &event.changed {
+            let kept: BTreeMap<String, String> = types
+                .iter()
+                .filter(|(t, _)| sub.wants(t))
+                .map(|(t, s)| (t.clone(), s.clone()))
+                .collect();
+            if !kept.is_empty() {
+                changed.insert(account.clone(), kept);
+            }
+        }
+        if changed.is_empty() {
+            continue;
+        }
+        // Merge with what is pending; defer when the subscription must wait.
+        let key = pending_key(&sub.id);
+        let interval_ms = u64::from(env.config.min_push_interval_secs) * 1000;
+        let mut deferred = false;
+        for _ in 0..8 {
+            let existing = env.store.get(&key)?;
+            let (mut p, cond) = match &existing {
+                Some(e) => (
+                    serde_json::from_slice::<Pending>(&e.value).unwrap_or_default(),
+                    Condition::Version(e.version),
+                ),
+                None => (Pending::default(), Condition::Absent),
+            };
+            let wait_until = if existing.is_some() {
+                p.next_attempt_ms
+            } else if interval_ms > 0 && sub.last_push_ms + interval_ms > now {
+                sub.last_push_ms + interval_ms
+            } else {
+                0
+            };
+            if wait_until <= now {
+                if existing.is_some() {
+                    // Due now: send the merged change (claimed below by CAS).
+                    let mut merged = p.changed.clone();
+                    merge(&mut merged, &changed);
+                    p.changed = merged.clone();
+                    p.next_attempt_ms = now + LEASE_MS;
+                    match env.store.put(&key, &encode(&p), cond) {
+                        Ok(v) => {
+                            env.store.put(
+                                &repo::due_key(p.next_attempt_ms, DueKind::Push, &sub.id),
+                                b"",
+                                Condition::Any,
+                            )?;
+                            changed = merged;
+                            jobs.push(Job {
+                                sub: sub.clone(),
+                                sub_version,
+                                pending: Some((p, v)),
+                                changed: changed.clone(),
+                            });
+                        }
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    jobs.push(Job {
+                        sub: sub.clone(),
+                        sub_version,
+                        pending: None,
+                        changed: changed.clone(),
+                    });
+                }
+                break;
+            }
+            if existing.is_none() {
+                p.first_ms = now;
+                p.next_attempt_ms = wait_until;
+                p.reason = "interval".into();
+            }
+            merge(&mut p.changed, &changed);
+            match env.store.put(&key, &encode(&p), cond) {
+                Ok(_) => {
+                    if existing.is_none() {
+                        env.store.put(
+                            &repo::due_key(wait_until, DueKind::Push, &sub.id),
+                            b"",
+                            Condition::Any,
+                        )?;
+                    }
+                    deferred = true;
+                    break;
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if deferred {
+            report.count("deferred", "merged");
+        }
+    }
+    send_jobs(plugin, env, jobs, &mut report)?;
+    Ok(report)
+}
+
+/// Sends the due pending pushes named by `entries` (from `tick`).
+pub fn send_due(
+    plugin: &mut Plugin,
+    env: &mut Env<'_>,
+    entries: Vec<DueEntry>,
+) -> Result<DeliveryReport, PluginError> {
+    let mut report = DeliveryReport::default();
+    let now = env.now_ms;
+    let mut jobs = Vec::new();
+    for entry in entries {
+        let key = pending_key(&entry.id);
+        let Some(e) = env.store.get(&key)? else {
+            env.store.delete(&entry.key, Condition::Any)?;
+            continue;
+        };
+        let mut p: Pending = match serde_json::from_slice(&e.value) {
+            Ok(p) => p,
+            Err(_) => {
+                env.store.delete(&key, Condition::Version(e.version)).ok();
+                env.store.delete(&entry.key, Condition::Any)?;
+                continue;
+            }
+        };
+        if p.next_attempt_ms != entry.at_ms {
+            // Stale entry: the record was rescheduled.
+            env.store.delete(&entry.key, Condition::Any)?;
+            continue;
+        }
+        let sub = repo::load(env.store, &entry.id)?;
+        let Some((sub, sub_version)) =
+            sub.filter(|(s, _)| s.verification.verified && !s.is_expired(env.now_secs()))
+        else {
+            env.store.delete(&key, Condition::Any)?;
+            env.store.delete(&entry.key, Condition::Any)?;
+            continue;
+        };
+        if now.saturating_sub(p.first_ms) > u64::from(env.config.give_up_after_secs) * 1000 {
+            env.log(
+                LogLevel::Warn,
+                &format!(
+                    "pending push for {} given up after {} attempts ({})",
+                    sub.id, p.attempts, p.reason
+                ),
+            );
+            env.store.delete(&key, Condition::Version(e.version)).ok();
+            env.store.delete(&entry.key, Condition::Any)?;
+            report.count("dropped", "expired");
+            continue;
+        }
+        // Claim: move the due time forward by a lease, with CAS.
+        let lease = now + LEASE_MS;
+        p.next_attempt_ms = lease;
+        env.store.put(
+            &repo::due_key(lease, DueKind::Push, &sub.id),
+            b"",
+            Condition::Any,
+        )?;
+        match env
+            .store
+            .put(&key, &encode(&p), Condition::Version(e.version))
+        {
+            Ok(v) => {
+                env.store.delete(&entry.key, Condition::Any)?;
+                let changed = p.changed.clone();
+                jobs.push(Job {
+                    sub,
+                    sub_version,
+                    pending: Some((p, v)),
+                    changed,
+                });
+            }
+            Err(StoreError::Conflict) => continue, // another process has it
+            Err(err) => return Err(err.into()),
+        }
+    }
+    send_jobs(plugin, env, jobs, &mut report)?;
+    Ok(report)
+}
+
+fn encode(p: &Pending) -> Vec<u8> {
+    serde_json::to_vec(p).unwrap_or_default()
+}
+
+/// The StateChange JSON for `changed`.
+pub fn state_change_json(changed: &Changed) -> Vec<u8> {
+    let mut m = Map::new();
+    for (account, types) in changed {
+        let t: Map<String, Value> = types
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        m.insert(account.clone(), Value::Object(t));
+    }
+    json!({"@type": "StateChange", "changed": m})
+        .to_string()
+        .into_bytes()
+}
+
+/// Splits `changed` into messages whose JSON fits in `max` octets: whole
+/// accounts first; an account that alone is too large is split by type.
+/// A single (account, type) that cannot fit is dropped (returned second).
+pub fn split(changed: &Changed, max: usize) -> (Vec<Changed>, Vec<(String, String)>) {
+    let mut out: Vec<Changed> = Vec::new();
+    let mut dropped = Vec::new();
+    let mut current = Changed::new();
+    for (account, types) in changed {
+        let mut single = Changed::new();
+        single.insert(account.clone(), types.clone());
+        let mut candidate = current.clone();
+        candidate.insert(account.clone(), types.clone());
+        if state_change_json(&candidate).len() <= max {
+            current = candidate;
+            continue;
+        }
+        if !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        if state_change_json(&single).len() <= max {
+            current = single;
+            continue;
+        }
+        // One account too large: split its types.
+        let mut part = Changed::new();
+        for (t, s) in types {
+            let mut cand = part.clone();
+            cand.entry(account.clone())
+                .or_default()
+                .insert(t.clone(), s.clone());
+            if state_change_json(&cand).len() <= max {
+                part = cand;
+                continue;
+            }
+            if !part.is_empty() {
+                out.push(std::mem::take(&mut part));
+            }
+            let mut one = Changed::new();
+            one.entry(account.clone())
+                .or_default()
+                .insert(t.clone(), s.clone());
+            if state_change_json(&one).len() <= max {
+                part = one;
+            } else {
+                dropped.push((account.clone(), t.clone()));
+            }
+        }
+        if !part.is_empty() {
+            out.push(part);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    (out, dropped)
+}
+
+fn message(env: &Env<'_>, sub: &Subscription, changed: &Changed) -> OutgoingPush {
+    let keys = changed
+        .iter()
+        .flat_map(|(a, ts)| ts.keys().map(move |t| (a.as_str(), t.as_str())));
+    let types = changed
+        .values()
+        .flat_map(|ts| ts.keys().map(String::as_str));
+    OutgoingPush {
+        payload: state_change_json(changed),
+        topic: Some(push::topic(&sub.id, keys)),
+        urgency: env.config.urgency_for(types),
+    }
+}
+
+/// Sends every job's messages in one batch and applies the answer table.
+fn send_jobs(
+    plugin: &mut Plugin,
+    env: &mut Env<'_>,
+    jobs: Vec<Job>,
+    report: &mut DeliveryReport,
+) -> Result<(), PluginError> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let now_secs = env.now_secs();
+    let max = env.config.max_plaintext_octets as usize;
+    // (job index, the part of its change this request carries)
+    let mut requests: Vec<HttpRequest> = Vec::new();
+    let mut owners: Vec<(usize, Changed)> = Vec::new();
+    {
+        let mut signer = plugin.keyring.signer(env)?;
+        for (i, job) in jobs.iter().enumerate() {
+            let (parts, dropped) = split(&job.changed, max);
+            for (account, t) in dropped {
+                env.log(
+                    LogLevel::Warn,
+                    &format!("change of {t} in account {account} cannot fit one push; dropped"),
+                );
+            }
+            for part in parts {
+                let msg = message(env, &job.sub, &part);
+                match push::build_request(
+                    env.config,
+                    signer.as_deref_mut(),
+                    &job.sub,
+                    &msg,
+                    now_secs,
+                ) {
+                    Ok(r) => {
+                        requests.push(r);
+                        owners.push((i, part));
+                    }
+                    Err(e) => {
+                        env.log(
+                            LogLevel::Error,
+                            &format!("push for {} not built: {e}", job.sub.id),
+                        );
+                        report.count("dropped", "build");
+                    }
+                }
+            }
+        }
+    }
+    let answers = env.http.send_batch(requests);
+    // Per job: the parts still owed (to keep pending) and the worst answer.
+    let mut results: Vec<Vec<(Changed, Answer)>> = vec![Vec::new(); jobs.len()];
+    for ((i, part), answer) in owners.into_iter().zip(answers) {
+        let a = policy::classify(&answer, now_secs, env.config.retry_after_cap_secs);
+        results[i].push((part, a));
+    }
+    // 413: split by account and resend once.
+    let mut retry_requests = Vec::new();
+    let mut retry_owners = Vec::new();
+    {
+        let mut signer = plugin.keyring.signer(env)?;
+        for (i, parts) in results.iter_mut().enumerate() {
+            let mut keep = Vec::new();
+            for (part, a) in parts.drain(..) {
+                if a == Answer::TooLarge && part.len() > 1 {
+                    for (account, types) in &part {
+                        let mut one = Changed::new();
+                        one.insert(account.clone(), types.clone());
+                        let msg = message(env, &jobs[i].sub, &one);
+                        if let Ok(r) = push::build_request(
+                            env.config,
+                            signer.as_deref_mut(),
+                            &jobs[i].sub,
+                            &msg,
+                            now_secs,
+                        ) {
+                            retry_requests.push(r);
+                            retry_owners.push((i, one));
+                        }
+                    }
+                } else {
+                    keep.push((part, a));
+                }
+            }
+            *parts = keep;
+        }
+    }
+    if !retry_requests.is_empty() {
+        let answers = env.http.send_batch(retry_requests);
+        for ((i, part), answer) in retry_owners.into_iter().zip(answers) {
+            let a = policy::classify(&answer, now_secs, env.config.retry_after_cap_secs);
+            results[i].push((part, a));
+        }
+    }
+    for (job, parts) in jobs.into_iter().zip(results) {
+        apply_answers(env, job, parts, report)?;
+    }
+    Ok(())
+}
+
+/// Applies the answer table to one subscription's results.
+fn apply_answers(
+    env: &mut Env<'_>,
+    job: Job,
+    parts: Vec<(Changed, Answer)>,
+    report: &mut DeliveryReport,
+) -> Result<(), PluginError> {
+    let now = env.now_ms;
+    let mut sub = job.sub;
+    let mut owed = Changed::new();
+    let mut wait: Option<(u64, String)> = None;
+    let mut gone = None;
+    let mut refused: Option<String> = None;
+    let mut delivered = false;
+    for (part, answer) in parts {
+        match &answer {
+            Answer::Delivered(_) => {
+                delivered = true;
+                report.count("delivered", "2xx");
+            }
+            Answer::Gone(s) => gone = Some(*s),
+            Answer::TooLarge => {
+                env.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "push to {} refused as too large (413) even for one account; dropped",
+                        sub.id
+                    ),
+                );
+                report.count("dropped", "413");
+            }
+            Answer::RateLimited { retry_after_ms } | Answer::Transient { retry_after_ms, .. } => {
+                let attempts = job.pending.as_ref().map_or(0, |(p, _)| p.attempts);
+                let delay = retry_after_ms.unwrap_or_else(|| {
+                    policy::backoff_ms(
+                        attempts,
+                        env.config.retry_initial_ms,
+                        env.config.retry_max_ms,
+                        policy::random_jitter(),
+                    )
+                });
+                let reason = answer.reason();
+                wait = Some(match wait {
+                    Some((d, r)) if d >= delay => (d, r),
+                    _ => (delay, reason.clone()),
+                });
+                merge(&mut owed, &part);
+                report.count("deferred", &reason);
+            }
+            Answer::Refused { status, detail } => {
+                env.log(
+                    LogLevel::Warn,
+                    &format!("push to {} refused: {detail}", sub.id),
+                );
+                refused = Some(status.to_string());
+                report.count("dropped", &answer.reason());
+            }
+        }
+    }
+    let pkey = pending_key(&sub.id);
+    if let Some(status) = gone {
+        repo::erase(env.store, &sub)?;
+        report.count("destroyed", &status.to_string());
+        return Ok(());
+    }
+    // Refusal run bookkeeping (B6: destroy after N over more than 24 h).
+    let mut sub_dirty = false;
+    if let Some(_status) = &refused {
+        if sub.refusals.count == 0 {
+            sub.refusals.since_ms = now;
+        }
+        sub.refusals.count += 1;
+        sub_dirty = true;
+        if sub.refusals.count >= env.config.permanent_failure_limit
+            && now - sub.refusals.since_ms > 24 * 3600 * 1000
+        {
+            repo::erase(env.store, &sub)?;
+            report.count("destroyed", "refused");
+            return Ok(());
+        }
+    } else if delivered && sub.refusals.count > 0 {
+        sub.refusals = Default::default();
+        sub_dirty = true;
+    }
+    if delivered && env.config.min_push_interval_secs > 0 {
+        sub.last_push_ms = now;
+        sub_dirty = true;
+    }
+    if sub_dirty {
+        match repo::save(env.store, &sub, Condition::Version(job.sub_version)) {
+            Ok(_) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match wait {
+        Some((delay, reason)) => {
+            // Keep the owed part, merged with anything that arrived meanwhile.
+            for _ in 0..8 {
+                let existing = env.store.get(&pkey)?;
+                let (mut p, cond) = match &existing {
+                    Some(e) => (
+                        serde_json::from_slice::<Pending>(&e.value).unwrap_or_default(),
+                        Condition::Version(e.version),
+                    ),
+                    None => (
+                        Pending {
+                            first_ms: now,
+                            ..Pending::default()
+                        },
+                        Condition::Absent,
+                    ),
+                };
+                let old_due = existing.as_ref().map(|_| p.next_attempt_ms);
+                // What arrived meanwhile is newer than what we sent.
+                let mut merged = owed.clone();
+                if let Some((sent, _)) = &job.pending {
+                    // Drop what we just sent from the stored copy, keep newer arrivals.
+                    let mut newer = p.changed.clone();
+                    for (a, ts) in &sent.changed {
+                        if let Some(slot) = newer.get_mut(a) {
+                            slot.retain(|t, s| ts.get(t) != Some(s));
+                        }
+                    }
+                    newer.retain(|_, ts| !ts.is_empty());
+                    merge(&mut merged, &newer);
+                } else {
+                    merge(&mut merged, &p.changed);
+                }
+                p.changed = merged;
+                p.attempts += 1;
+                p.reason = reason.clone();
+                p.next_attempt_ms = now + delay;
+                match env.store.put(&pkey, &encode(&p), cond) {
+                    Ok(_) => {
+                        env.store.put(
+                            &repo::due_key(p.next_attempt_ms, DueKind::Push, &sub.id),
+                            b"",
+                            Condition::Any,
+                        )?;
+                        if let Some(at) = old_due {
+                            env.store.delete(
+                                &repo::due_key(at, DueKind::Push, &sub.id),
+                                Condition::Any,
+                            )?;
+                        }
+                        break;
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        None => {
+            // Nothing owed: clear the pending record we held, unless newer
+            // changes arrived meanwhile (then they become due at once).
+            if let Some((sent, version)) = job.pending {
+                match env.store.delete(&pkey, Condition::Version(version)) {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict) => {
+                        if let Some(e) = env.store.get(&pkey)? {
+                            let mut p: Pending =
+                                serde_json::from_slice(&e.value).unwrap_or_default();
+                            for (a, ts) in &sent.changed {
+                                if let Some(slot) = p.changed.get_mut(a) {
+                                    slot.retain(|t, s| ts.get(t) != Some(s));
+                                }
+                            }
+                            p.changed.retain(|_, ts| !ts.is_empty());
+                            if p.changed.is_empty() {
+                                env.store.delete(&pkey, Condition::Version(e.version)).ok();
+                            } else {
+                                let old = p.next_attempt_ms;
+                                p.next_attempt_ms = now;
+                                if env
+                                    .store
+                                    .put(&pkey, &encode(&p), Condition::Version(e.version))
+                                    .is_ok()
+                                {
+                                    env.store.put(
+                                        &repo::due_key(now, DueKind::Push, &sub.id),
+                                        b"",
+                                        Condition::Any,
+                                    )?;
+                                    env.store.delete(
+                                        &repo::due_key(old, DueKind::Push, &sub.id),
+                                        Condition::Any,
+                                    )?;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                env.store.delete(
+                    &repo::due_key(sent.next_attempt_ms, DueKind::Push, &sub.id),
+                    Condition::Any,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(n_accounts: usize, n_types: usize, state_len: usize) -> Changed {
+        let mut c = Changed::new();
+        for a in 0..n_accounts {
+            for t in 0..n_types {
+                c.entry(format!("account{a}"))
+                    .or_default()
+                    .insert(format!("Type{t}"), "s".repeat(state_len));
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn small_change_is_one_message() {
+        let c = changed(3, 2, 10);
+        let (parts, dropped) = split(&c, 3993);
+        assert_eq!(parts, vec![c]);
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn large_change_splits_by_account_and_every_part_fits() {
+        let c = changed(10, 5, 100);
+        let (parts, dropped) = split(&c, 1500);
+        assert!(parts.len() > 1);
+        assert!(dropped.is_empty());
+        let mut union = Changed::new();
+        for p in &parts {
+            assert!(state_change_json(p).len() <= 1500);
+            merge(&mut union, p);
+        }
+        assert_eq!(union, c);
+    }
+
+    #[test]
+    fn one_oversized_account_splits_by_type_and_impossible_entries_drop() {
+        let c = changed(1, 20, 200);
+        let (parts, _) = split(&c, 1000);
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| state_change_json(p).len() <= 1000));
+        let c = changed(1, 1, 5000);
+        let (parts, dropped) = split(&c, 1000);
+        assert!(parts.is_empty());
+        assert_eq!(dropped.len(), 1);
+    }
+}

@@ -1,0 +1,293 @@
+//! What a push service's answer means (behaviour B6 table), as pure
+//! functions: answer in, next action out.
+
+use crate::ports::{HttpError, HttpResponse};
+
+/// The meaning of one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 200, 201, 202, 204: delivered.
+    Delivered(u16),
+    /// 404, 410: the subscription is gone; destroy it.
+    Gone(u16),
+    /// 413: the payload is too large for this service.
+    TooLarge,
+    /// 429: slow down; `retry_after_ms` from `Retry-After` (capped), if any.
+    RateLimited {
+        /// Delay asked for by the service, ms.
+        retry_after_ms: Option<u64>,
+    },
+    /// 5xx, timeout, connection or DNS failure: retry with backoff.
+    Transient {
+        /// Short reason (`503`, `timeout`, `connection`, ...).
+        reason: String,
+        /// `Retry-After` of a 503, ms (capped), if any.
+        retry_after_ms: Option<u64>,
+    },
+    /// 400, 401, 403, other 4xx, 3xx, or refused by the host's policy: not
+    /// retried.
+    Refused {
+        /// Status code (0 when refused by policy or TLS).
+        status: u16,
+        /// Why, with at most 1 KiB of the body.
+        detail: String,
+    },
+}
+
+impl Answer {
+    /// A short label for reports (`2xx`, `410`, `429`, `timeout`, ...).
+    pub fn reason(&self) -> String {
+        match self {
+            Answer::Delivered(_) => "2xx".into(),
+            Answer::Gone(s) => s.to_string(),
+            Answer::TooLarge => "413".into(),
+            Answer::RateLimited { .. } => "429".into(),
+            Answer::Transient { reason, .. } => reason.clone(),
+            Answer::Refused { status: 0, .. } => "refused".into(),
+            Answer::Refused { status, .. } => status.to_string(),
+        }
+    }
+}
+
+/// Largest part of a refusal body kept for logs.
+pub const MAX_LOGGED_BODY: usize = 1024;
+
+/// Classifies one result of `http-out`. `now_unix_secs` resolves HTTP-date
+/// `Retry-After` values; `cap_secs` bounds them.
+pub fn classify(
+    result: &Result<HttpResponse, HttpError>,
+    now_unix_secs: u64,
+    cap_secs: u32,
+) -> Answer {
+    let resp = match result {
+        Ok(r) => r,
+        Err(HttpError::Timeout) => {
+            return Answer::Transient {
+                reason: "timeout".into(),
+                retry_after_ms: None,
+            }
+        }
+        Err(HttpError::Connection(_)) | Err(HttpError::Other(_)) => {
+            return Answer::Transient {
+                reason: "connection".into(),
+                retry_after_ms: None,
+            }
+        }
+        Err(HttpError::Dns(_)) => {
+            return Answer::Transient {
+                reason: "dns".into(),
+                retry_after_ms: None,
+            }
+        }
+        Err(HttpError::TooLarge) => return Answer::TooLarge,
+        Err(e @ HttpError::Tls(_)) | Err(e @ HttpError::DeniedByPolicy(_)) => {
+            return Answer::Refused {
+                status: 0,
+                detail: e.to_string(),
+            }
+        }
+    };
+    let retry_after = || {
+        resp.header("retry-after")
+            .and_then(|v| parse_retry_after(v, now_unix_secs))
+            .map(|s| s.min(u64::from(cap_secs)) * 1000)
+    };
+    match resp.status {
+        200 | 201 | 202 | 204 => Answer::Delivered(resp.status),
+        404 | 410 => Answer::Gone(resp.status),
+        413 => Answer::TooLarge,
+        429 => Answer::RateLimited {
+            retry_after_ms: retry_after(),
+        },
+        500..=599 => Answer::Transient {
+            reason: resp.status.to_string(),
+            retry_after_ms: retry_after(),
+        },
+        s => {
+            let body = &resp.body_prefix[..resp.body_prefix.len().min(MAX_LOGGED_BODY)];
+            Answer::Refused {
+                status: s,
+                detail: format!("status {s}: {}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date
+/// (IMF-fixdate, also RFC 850 and asctime forms). Returns seconds from now
+/// (0 for a date in the past).
+pub fn parse_retry_after(value: &str, now_unix_secs: u64) -> Option<u64> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(v.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    let at = parse_http_date(v)?;
+    Some(at.saturating_sub(now_unix_secs))
+}
+
+fn month_number(m: &str) -> Option<u32> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    MONTHS.iter().position(|x| *x == m).map(|i| i as u32 + 1)
+}
+
+/// Parses an HTTP-date into Unix seconds.
+pub fn parse_http_date(v: &str) -> Option<u64> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+        [_, d, m, y, t, "GMT"] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
+        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+        [_, dmy, t, "GMT"] => {
+            let mut it = dmy.split('-');
+            let d = it.next()?.parse::<u32>().ok()?;
+            let m = it.next()?;
+            let y = it.next()?.parse::<i64>().ok()?;
+            let y = if y < 70 {
+                2000 + y
+            } else if y < 100 {
+                1900 + y
+            } else {
+                y
+            };
+            (d, m, y, *t)
+        }
+        // asctime: Sun Nov  6 08:49:37 1994
+        [_, m, d, t, y] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
+        _ => return None,
+    };
+    let month = month_number(month)?;
+    let date = format!("{year:04}-{month:02}-{day:02}T{time}Z");
+    crate::utcdate::parse(&date).ok()
+}
+
+/// Exponential backoff with jitter: `initial * 2^attempt`, capped at `max`,
+/// then a random value in [half, full] of it (`jitter` in [0, 1)).
+pub fn backoff_ms(attempt: u32, initial_ms: u32, max_ms: u32, jitter: f64) -> u64 {
+    let base = u64::from(initial_ms.max(1))
+        .saturating_mul(1u64 << attempt.min(40))
+        .min(u64::from(max_ms.max(1)));
+    let j = jitter.clamp(0.0, 1.0);
+    base / 2 + ((base as f64 / 2.0) * j) as u64
+}
+
+/// A random jitter in [0, 1).
+pub fn random_jitter() -> f64 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> Result<HttpResponse, HttpError> {
+        Ok(HttpResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            body_prefix: b"nope".to_vec(),
+        })
+    }
+
+    const NOW: u64 = 784_111_777; // Sun, 06 Nov 1994 08:49:37 GMT
+
+    #[test]
+    fn answer_table() {
+        let cases: &[(u16, &str)] = &[
+            (200, "2xx"),
+            (201, "2xx"),
+            (202, "2xx"),
+            (204, "2xx"),
+            (404, "404"),
+            (410, "410"),
+            (413, "413"),
+            (429, "429"),
+            (500, "500"),
+            (503, "503"),
+            (400, "400"),
+            (401, "401"),
+            (403, "403"),
+            (418, "418"),
+            (301, "301"),
+            (203, "203"),
+        ];
+        for (status, reason) in cases {
+            assert_eq!(classify(&resp(*status, &[]), NOW, 3600).reason(), *reason);
+        }
+        assert!(matches!(
+            classify(&resp(301, &[]), NOW, 3600),
+            Answer::Refused { status: 301, .. }
+        ));
+        assert_eq!(
+            classify(&Err(HttpError::Timeout), NOW, 3600).reason(),
+            "timeout"
+        );
+        assert!(matches!(
+            classify(&Err(HttpError::DeniedByPolicy("x".into())), NOW, 3600),
+            Answer::Refused { status: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_both_forms_and_cap() {
+        assert_eq!(
+            classify(&resp(429, &[("retry-after", "120")]), NOW, 3600),
+            Answer::RateLimited {
+                retry_after_ms: Some(120_000)
+            }
+        );
+        assert_eq!(
+            classify(
+                &resp(429, &[("retry-after", "Sun, 06 Nov 1994 08:51:37 GMT")]),
+                NOW,
+                3600
+            ),
+            Answer::RateLimited {
+                retry_after_ms: Some(120_000)
+            }
+        );
+        assert_eq!(
+            classify(&resp(429, &[("retry-after", "999999")]), NOW, 3600),
+            Answer::RateLimited {
+                retry_after_ms: Some(3_600_000)
+            }
+        );
+        assert_eq!(
+            classify(&resp(429, &[("retry-after", "soon")]), NOW, 3600),
+            Answer::RateLimited {
+                retry_after_ms: None
+            }
+        );
+    }
+
+    #[test]
+    fn http_date_forms() {
+        for v in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(v), Some(NOW), "{v}");
+        }
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", NOW),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_ms(0, 1000, 3_600_000, 1.0), 1000);
+        assert_eq!(backoff_ms(3, 1000, 3_600_000, 1.0), 8000);
+        assert_eq!(backoff_ms(3, 1000, 3_600_000, 0.0), 4000);
+        assert_eq!(backoff_ms(30, 1000, 3_600_000, 1.0), 3_600_000);
+        assert_eq!(backoff_ms(u32::MAX, 1000, 3_600_000, 1.0), 3_600_000);
+    }
+}

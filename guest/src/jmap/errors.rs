@@ -1,0 +1,198 @@
+//! RFC 8620 method-level errors (§3.6.2) and SetErrors (§5.3).
+
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+use crate::ports::StoreError;
+use crate::subscription::InvalidProperty;
+
+/// Method-level error types the plugin returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MethodErrorType {
+    /// `unknownMethod`
+    UnknownMethod,
+    /// `invalidArguments`
+    InvalidArguments,
+    /// `invalidResultReference`
+    InvalidResultReference,
+    /// `forbidden`
+    Forbidden,
+    /// `requestTooLarge`
+    RequestTooLarge,
+    /// `serverFail`
+    ServerFail,
+    /// `serverUnavailable`
+    ServerUnavailable,
+}
+
+impl MethodErrorType {
+    /// The JMAP `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodErrorType::UnknownMethod => "unknownMethod",
+            MethodErrorType::InvalidArguments => "invalidArguments",
+            MethodErrorType::InvalidResultReference => "invalidResultReference",
+            MethodErrorType::Forbidden => "forbidden",
+            MethodErrorType::RequestTooLarge => "requestTooLarge",
+            MethodErrorType::ServerFail => "serverFail",
+            MethodErrorType::ServerUnavailable => "serverUnavailable",
+        }
+    }
+}
+
+/// A method-level error with a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodError {
+    /// The type.
+    pub kind: MethodErrorType,
+    /// What went wrong, for a human.
+    pub description: String,
+}
+
+impl MethodError {
+    /// A new error.
+    pub fn new(kind: MethodErrorType, description: impl Into<String>) -> Self {
+        MethodError {
+            kind,
+            description: description.into(),
+        }
+    }
+
+    /// `invalidArguments`.
+    pub fn invalid_arguments(description: impl Into<String>) -> Self {
+        Self::new(MethodErrorType::InvalidArguments, description)
+    }
+}
+
+impl From<StoreError> for MethodError {
+    fn from(e: StoreError) -> Self {
+        let kind = match e {
+            StoreError::Unavailable(_) => MethodErrorType::ServerUnavailable,
+            _ => MethodErrorType::ServerFail,
+        };
+        MethodError::new(kind, e.to_string())
+    }
+}
+
+impl fmt::Display for MethodError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.description)
+    }
+}
+
+impl std::error::Error for MethodError {}
+
+/// SetError types (RFC 8620 §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetErrorType {
+    /// `forbidden`
+    Forbidden,
+    /// `overQuota`
+    OverQuota,
+    /// `rateLimit`
+    RateLimit,
+    /// `notFound`
+    NotFound,
+    /// `invalidPatch`
+    InvalidPatch,
+    /// `willDestroy`
+    WillDestroy,
+    /// `invalidProperties`
+    InvalidProperties,
+    /// `serverFail`
+    ServerFail,
+}
+
+impl SetErrorType {
+    /// The JMAP `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetErrorType::Forbidden => "forbidden",
+            SetErrorType::OverQuota => "overQuota",
+            SetErrorType::RateLimit => "rateLimit",
+            SetErrorType::NotFound => "notFound",
+            SetErrorType::InvalidPatch => "invalidPatch",
+            SetErrorType::WillDestroy => "willDestroy",
+            SetErrorType::InvalidProperties => "invalidProperties",
+            SetErrorType::ServerFail => "serverFail",
+        }
+    }
+}
+
+/// A SetError for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetError {
+    /// The type.
+    pub kind: SetErrorType,
+    /// What went wrong, for a human.
+    pub description: String,
+    /// For `invalidProperties`: the properties at fault.
+    pub properties: Vec<String>,
+    /// For a duplicate deviceClientId: the subscription that holds it.
+    pub existing_id: Option<String>,
+}
+
+impl SetError {
+    /// A SetError without properties.
+    pub fn new(kind: SetErrorType, description: impl Into<String>) -> Self {
+        SetError {
+            kind,
+            description: description.into(),
+            properties: Vec::new(),
+            existing_id: None,
+        }
+    }
+
+    /// `invalidProperties` naming one property.
+    pub fn invalid_property(property: &str, description: impl Into<String>) -> Self {
+        SetError {
+            kind: SetErrorType::InvalidProperties,
+            description: description.into(),
+            properties: vec![property.to_string()],
+            existing_id: None,
+        }
+    }
+
+    /// `notFound`.
+    pub fn not_found(id: &str) -> Self {
+        Self::new(
+            SetErrorType::NotFound,
+            format!("no PushSubscription {id:?}"),
+        )
+    }
+
+    /// The SetError object.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".into(), json!(self.kind.as_str()));
+        m.insert("description".into(), json!(self.description));
+        if !self.properties.is_empty() {
+            m.insert("properties".into(), json!(self.properties));
+        }
+        if let Some(id) = &self.existing_id {
+            m.insert("existingId".into(), json!(id));
+        }
+        Value::Object(m)
+    }
+}
+
+impl From<InvalidProperty> for SetError {
+    fn from(e: InvalidProperty) -> Self {
+        let description = e.to_string();
+        SetError::invalid_property(&e.property, description)
+    }
+}
+
+impl From<StoreError> for SetError {
+    fn from(e: StoreError) -> Self {
+        SetError::new(SetErrorType::ServerFail, e.to_string())
+    }
+}
+
+impl fmt::Display for SetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.description)
+    }
+}
+
+impl std::error::Error for SetError {}

@@ -1,0 +1,346 @@
+//! The two ports the core is written against: persistence ([`Store`]) and
+//! outbound HTTP ([`HttpOut`]), mirroring the WIT `store` and `http-out`
+//! imports. The component's bindings implement them with the real imports;
+//! native tests use [`MemoryStore`] and scripted HTTP fakes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A stored value and its version (never 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its version; changes on every write.
+    pub version: u64,
+}
+
+/// When a write may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Unconditionally.
+    Any,
+    /// Only if the key holds no value.
+    Absent,
+    /// Only if the key holds exactly this version.
+    Version(u64),
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The write condition did not hold; nothing was written.
+    Conflict,
+    /// The backend is unreachable; nothing is known to be written.
+    Unavailable(String),
+    /// Key or value too large for the backend.
+    TooLarge,
+    /// Any other failure.
+    Other(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Conflict => f.write_str("store write conflict"),
+            StoreError::Unavailable(m) => write!(f, "store unavailable: {m}"),
+            StoreError::TooLarge => f.write_str("store value too large"),
+            StoreError::Other(m) => write!(f, "store error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// One page of a prefix listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPage {
+    /// Keys in ascending octet order.
+    pub keys: Vec<String>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Persistence, with the semantics of the WIT `store` interface.
+pub trait Store {
+    /// Reads one key.
+    fn get(&mut self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Reads several keys; one answer per key, in order.
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError>;
+    /// Writes if `cond` holds; returns the new version.
+    fn put(&mut self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError>;
+    /// Deletes if `cond` holds; returns whether a value was deleted.
+    fn delete(&mut self, key: &str, cond: Condition) -> Result<bool, StoreError>;
+    /// Lists keys with `prefix` strictly after `after`, at most `limit`.
+    fn list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, StoreError>;
+}
+
+/// One outbound POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Absolute URL.
+    pub url: String,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// Body octets.
+    pub body: Vec<u8>,
+    /// Total timeout, ms.
+    pub timeout_ms: u32,
+}
+
+impl HttpRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A push service's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The first octets of the body.
+    pub body_prefix: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Why no answer was received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// Timed out.
+    Timeout,
+    /// Connection failed or broke.
+    Connection(String),
+    /// Name did not resolve.
+    Dns(String),
+    /// TLS failed.
+    Tls(String),
+    /// The host's policy refused the destination.
+    DeniedByPolicy(String),
+    /// A host size limit was exceeded.
+    TooLarge,
+    /// Anything else.
+    Other(String),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Timeout => f.write_str("timed out"),
+            HttpError::Connection(m) => write!(f, "connection failed: {m}"),
+            HttpError::Dns(m) => write!(f, "DNS failure: {m}"),
+            HttpError::Tls(m) => write!(f, "TLS failure: {m}"),
+            HttpError::DeniedByPolicy(m) => write!(f, "refused by policy: {m}"),
+            HttpError::TooLarge => f.write_str("too large"),
+            HttpError::Other(m) => write!(f, "HTTP failure: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Outbound HTTP, with the semantics of the WIT `http-out` interface.
+pub trait HttpOut {
+    /// Sends every request (concurrently) and returns one result each, in order.
+    fn send_batch(&mut self, requests: Vec<HttpRequest>) -> Vec<Result<HttpResponse, HttpError>>;
+}
+
+/// Log levels of the host's logger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warning.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// The host's logger.
+pub trait Log {
+    /// Writes one line. MUST NOT be given secrets.
+    fn log(&mut self, level: LogLevel, message: &str);
+}
+
+/// A logger that drops everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLog;
+
+impl Log for NoLog {
+    fn log(&mut self, _level: LogLevel, _message: &str) {}
+}
+
+/// An in-memory [`Store`] for native tests and examples. Not shared between
+/// processes.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    map: BTreeMap<String, Entry>,
+    next_version: u64,
+    /// When set, every operation fails with `Unavailable` (failure tests).
+    pub fail: bool,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys stored.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every key, for assertions.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.fail {
+            Err(StoreError::Unavailable("memory store set to fail".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn holds(&self, key: &str, cond: Condition) -> bool {
+        match cond {
+            Condition::Any => true,
+            Condition::Absent => !self.map.contains_key(key),
+            Condition::Version(v) => self.map.get(key).is_some_and(|e| e.version == v),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&mut self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.check()?;
+        Ok(self.map.get(key).cloned())
+    }
+
+    fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        self.check()?;
+        Ok(keys.iter().map(|k| self.map.get(k).cloned()).collect())
+    }
+
+    fn put(&mut self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError> {
+        self.check()?;
+        if !self.holds(key, cond) {
+            return Err(StoreError::Conflict);
+        }
+        self.next_version += 1;
+        let version = self.next_version;
+        self.map.insert(
+            key.to_string(),
+            Entry {
+                value: value.to_vec(),
+                version,
+            },
+        );
+        Ok(version)
+    }
+
+    fn delete(&mut self, key: &str, cond: Condition) -> Result<bool, StoreError> {
+        self.check()?;
+        if !self.holds(key, cond) {
+            return Err(StoreError::Conflict);
+        }
+        Ok(self.map.remove(key).is_some())
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, StoreError> {
+        self.check()?;
+        let limit = limit.max(1) as usize;
+        let start = match after {
+            Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
+            _ => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut keys: Vec<String> = self
+            .map
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().cloned()
+        } else {
+            None
+        };
+        Ok(KeyPage { keys, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_cas_and_listing() {
+        let mut s = MemoryStore::new();
+        let v1 = s.put("a/1", b"x", Condition::Absent).unwrap();
+        assert_eq!(
+            s.put("a/1", b"y", Condition::Absent),
+            Err(StoreError::Conflict)
+        );
+        let v2 = s.put("a/1", b"y", Condition::Version(v1)).unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(
+            s.put("a/1", b"z", Condition::Version(v1)),
+            Err(StoreError::Conflict)
+        );
+        for i in 2..=5 {
+            s.put(&format!("a/{i}"), b"v", Condition::Any).unwrap();
+        }
+        s.put("b/1", b"v", Condition::Any).unwrap();
+        let p1 = s.list_keys("a/", None, 2).unwrap();
+        assert_eq!(p1.keys, vec!["a/1", "a/2"]);
+        let p2 = s.list_keys("a/", p1.next.as_deref(), 2).unwrap();
+        assert_eq!(p2.keys, vec!["a/3", "a/4"]);
+        let p3 = s.list_keys("a/", p2.next.as_deref(), 2).unwrap();
+        assert_eq!(p3.keys, vec!["a/5"]);
+        assert_eq!(p3.next, None);
+        assert_eq!(
+            s.delete("a/1", Condition::Version(v1)),
+            Err(StoreError::Conflict)
+        );
+        assert!(s.delete("a/1", Condition::Version(v2)).unwrap());
+        assert!(!s.delete("a/1", Condition::Any).unwrap());
+    }
+}

@@ -1,0 +1,583 @@
+//! The PushSubscription model (RFC 8620 §7.2) and every validation rule of
+//! behaviour B1.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+use crate::addr::{check_push_url, UrlError};
+use crate::config::Config;
+use crate::crypto::keys::{parse_receiver_keys, KeyError, ReceiverKeys};
+use crate::utcdate;
+
+/// The principal a subscription belongs to: user name plus, when the host
+/// gives one, the credential id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// User name.
+    pub username: String,
+    /// Credential id, if the host ties subscriptions to credentials.
+    pub credential_id: Option<String>,
+}
+
+/// The stored encryption keys of a subscription, as the client sent them
+/// (already validated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKeys {
+    /// base64url of the 65-octet uncompressed P-256 point, as received.
+    pub p256dh: String,
+    /// base64url of the 16-octet authentication secret, as received.
+    pub auth: String,
+}
+
+impl StoredKeys {
+    /// Parses the keys for encryption.
+    pub fn parse(&self) -> Result<ReceiverKeys, KeyError> {
+        parse_receiver_keys(&self.p256dh, &self.auth)
+    }
+}
+
+/// Verification progress of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct VerificationState {
+    /// Whether the client has echoed the code.
+    pub verified: bool,
+    /// Whether the PushVerification reached the push service.
+    pub delivered: bool,
+    /// Failed sending attempts so far.
+    pub attempts: u32,
+    /// When to re-send, Unix ms (when not delivered).
+    pub next_attempt_ms: Option<u64>,
+}
+
+/// A stored PushSubscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Server-set id.
+    pub id: String,
+    /// Whose it is.
+    pub owner: Owner,
+    /// Client-set device id, unique per owner.
+    pub device_client_id: String,
+    /// The push service URL.
+    pub url: String,
+    /// Encryption keys, or `None` for unencrypted pushes.
+    pub keys: Option<StoredKeys>,
+    /// The verification code the plugin generated.
+    pub verification_code: String,
+    /// Verification progress.
+    pub verification: VerificationState,
+    /// Expiry, Unix seconds.
+    pub expires: u64,
+    /// Type filter; `None` = all types, including future ones.
+    pub types: Option<Vec<String>>,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Public key (base64url) of the VAPID key in force at creation, if any.
+    pub vapid_key: Option<String>,
+    /// Consecutive permanent refusals (400/401/403/other 4xx/3xx).
+    #[serde(default)]
+    pub refusals: Refusals,
+    /// When the last push was sent, Unix ms (for the minimum interval).
+    #[serde(default)]
+    pub last_push_ms: u64,
+}
+
+/// A run of permanent refusals by the push service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Refusals {
+    /// How many in a row.
+    pub count: u32,
+    /// When the first of the run happened, Unix ms.
+    pub since_ms: u64,
+}
+
+impl Subscription {
+    /// Whether the subscription wants pushes about `type_name`.
+    pub fn wants(&self, type_name: &str) -> bool {
+        match &self.types {
+            None => true,
+            Some(t) => t.iter().any(|x| x == type_name),
+        }
+    }
+
+    /// Whether it has expired at `now_secs`.
+    pub fn is_expired(&self, now_secs: u64) -> bool {
+        self.expires <= now_secs
+    }
+
+    /// The JMAP object with the given properties (`id` always included).
+    pub fn to_json(&self, properties: &[Property]) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(self.id.clone()));
+        for p in properties {
+            let v = match p {
+                Property::Id => continue,
+                Property::DeviceClientId => Value::String(self.device_client_id.clone()),
+                Property::Url => Value::String(self.url.clone()),
+                Property::Keys => match &self.keys {
+                    Some(k) => serde_json::json!({"p256dh": k.p256dh, "auth": k.auth}),
+                    None => Value::Null,
+                },
+                Property::VerificationCode => {
+                    if self.verification.verified {
+                        Value::String(self.verification_code.clone())
+                    } else {
+                        Value::Null
+                    }
+                }
+                Property::Expires => Value::String(utcdate::format(self.expires)),
+                Property::Types => types_json(&self.types),
+            };
+            m.insert(p.name().into(), v);
+        }
+        Value::Object(m)
+    }
+}
+
+/// `types` as JSON.
+pub fn types_json(types: &Option<Vec<String>>) -> Value {
+    match types {
+        None => Value::Null,
+        Some(t) => Value::Array(t.iter().cloned().map(Value::String).collect()),
+    }
+}
+
+/// The properties of a PushSubscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property {
+    /// `id`
+    Id,
+    /// `deviceClientId`
+    DeviceClientId,
+    /// `url`
+    Url,
+    /// `keys`
+    Keys,
+    /// `verificationCode`
+    VerificationCode,
+    /// `expires`
+    Expires,
+    /// `types`
+    Types,
+}
+
+impl Property {
+    /// Every property, in the order /get returns them.
+    pub const ALL: [Property; 7] = [
+        Property::Id,
+        Property::DeviceClientId,
+        Property::Url,
+        Property::Keys,
+        Property::VerificationCode,
+        Property::Expires,
+        Property::Types,
+    ];
+
+    /// What /get returns by default: everything but `url` and `keys`.
+    pub const DEFAULT_GET: [Property; 5] = [
+        Property::Id,
+        Property::DeviceClientId,
+        Property::VerificationCode,
+        Property::Expires,
+        Property::Types,
+    ];
+
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Property::Id => "id",
+            Property::DeviceClientId => "deviceClientId",
+            Property::Url => "url",
+            Property::Keys => "keys",
+            Property::VerificationCode => "verificationCode",
+            Property::Expires => "expires",
+            Property::Types => "types",
+        }
+    }
+
+    /// The property with this JSON name.
+    pub fn from_name(name: &str) -> Option<Property> {
+        Property::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Why a property value is invalid; becomes a SetError `invalidProperties`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidProperty {
+    /// The property (or patch path) at fault.
+    pub property: String,
+    /// What is wrong, for the SetError description.
+    pub reason: String,
+}
+
+impl InvalidProperty {
+    /// An error for `property`.
+    pub fn new(property: &str, reason: impl Into<String>) -> Self {
+        InvalidProperty {
+            property: property.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidProperty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.property, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidProperty {}
+
+/// Largest `deviceClientId`, octets.
+pub const MAX_DEVICE_CLIENT_ID_OCTETS: usize = 255;
+
+/// A validated create request (before the server fills in id and code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscription {
+    /// `deviceClientId`
+    pub device_client_id: String,
+    /// `url`
+    pub url: String,
+    /// `keys`
+    pub keys: Option<StoredKeys>,
+    /// Effective expiry, Unix seconds (defaulted or clamped).
+    pub expires: u64,
+    /// Whether `expires` differs from what the client sent.
+    pub expires_changed: bool,
+    /// `types`
+    pub types: Option<Vec<String>>,
+    /// Whether `types` was omitted (then the server defaulted it to null).
+    pub types_defaulted: bool,
+    /// Whether `keys` was omitted.
+    pub keys_defaulted: bool,
+}
+
+/// Validates `deviceClientId`.
+pub fn check_device_client_id(v: &Value) -> Result<String, InvalidProperty> {
+    let name = "deviceClientId";
+    match v {
+        Value::String(s) if s.is_empty() => Err(InvalidProperty::new(name, "must not be empty")),
+        Value::String(s) if s.len() > MAX_DEVICE_CLIENT_ID_OCTETS => Err(InvalidProperty::new(
+            name,
+            format!("is {} octets; at most 255 are allowed", s.len()),
+        )),
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(InvalidProperty::new(name, "must be a string")),
+    }
+}
+
+/// Validates `url` (B1).
+pub fn check_url(v: &Value, config: &Config) -> Result<String, InvalidProperty> {
+    match v {
+        Value::String(s) => check_push_url(s, config.insecure_test_mode)
+            .map(|_| s.clone())
+            .map_err(|e: UrlError| InvalidProperty::new("url", e.to_string())),
+        _ => Err(InvalidProperty::new("url", "must be a string")),
+    }
+}
+
+/// Validates `keys` (B1): `null` or `{p256dh, auth}` with nothing else.
+pub fn check_keys(v: &Value, config: &Config) -> Result<Option<StoredKeys>, InvalidProperty> {
+    let name = "keys";
+    match v {
+        Value::Null if config.require_keys => Err(InvalidProperty::new(
+            name,
+            "this server requires encryption keys (p256dh and auth)",
+        )),
+        Value::Null => Ok(None),
+        Value::Object(m) => {
+            if let Some(extra) = m.keys().find(|k| *k != "p256dh" && *k != "auth") {
+                return Err(InvalidProperty::new(
+                    name,
+                    format!("unknown member {extra:?}; only p256dh and auth are allowed"),
+                ));
+            }
+            let (Some(Value::String(p)), Some(Value::String(a))) = (m.get("p256dh"), m.get("auth"))
+            else {
+                return Err(InvalidProperty::new(
+                    name,
+                    "must have string members p256dh and auth",
+                ));
+            };
+            parse_receiver_keys(p, a).map_err(|e| InvalidProperty::new(name, e.to_string()))?;
+            Ok(Some(StoredKeys {
+                p256dh: p.clone(),
+                auth: a.clone(),
+            }))
+        }
+        _ => Err(InvalidProperty::new(name, "must be an object or null")),
+    }
+}
+
+/// Validates `types` (B1): null, or a non-empty array of distinct known
+/// type names.
+pub fn check_types(v: &Value, config: &Config) -> Result<Option<Vec<String>>, InvalidProperty> {
+    let name = "types";
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(InvalidProperty::new(
+                    name,
+                    "must not be empty; use null for all types",
+                ));
+            }
+            let mut out: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                let Value::String(t) = item else {
+                    return Err(InvalidProperty::new(name, "must contain only strings"));
+                };
+                if !config.is_known_type(t) {
+                    return Err(InvalidProperty::new(
+                        name,
+                        format!(
+                            "unknown type {:?}; known types: {}",
+                            truncate(t, 64),
+                            config.known_types.join(", ")
+                        ),
+                    ));
+                }
+                if out.contains(t) {
+                    return Err(InvalidProperty::new(name, format!("duplicate type {t:?}")));
+                }
+                out.push(t.clone());
+            }
+            Ok(Some(out))
+        }
+        _ => Err(InvalidProperty::new(
+            name,
+            "must be an array of type names or null",
+        )),
+    }
+}
+
+/// Validates `expires` (B1) and returns `(effective expiry, changed)`:
+/// null → now + max lifetime (changed); later than that → clamped (changed);
+/// in the past → error.
+pub fn check_expires(
+    v: &Value,
+    config: &Config,
+    now_secs: u64,
+) -> Result<(u64, bool), InvalidProperty> {
+    let max = now_secs.saturating_add(config.max_lifetime_secs);
+    match v {
+        Value::Null => Ok((max, true)),
+        Value::String(s) => {
+            let t =
+                utcdate::parse(s).map_err(|e| InvalidProperty::new("expires", e.to_string()))?;
+            if t <= now_secs {
+                Err(InvalidProperty::new(
+                    "expires",
+                    format!("{s} is in the past"),
+                ))
+            } else if t > max {
+                Ok((max, true))
+            } else {
+                // Fractional seconds were dropped: report the stored value.
+                Ok((t, utcdate::format(t) != *s))
+            }
+        }
+        _ => Err(InvalidProperty::new(
+            "expires",
+            "must be a UTCDate string or null",
+        )),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+/// Validates a create request object (B1, B3).
+pub fn check_create(
+    obj: &Map<String, Value>,
+    config: &Config,
+    now_secs: u64,
+) -> Result<NewSubscription, InvalidProperty> {
+    for (k, v) in obj {
+        match Property::from_name(k) {
+            None => {
+                return Err(InvalidProperty::new(
+                    k,
+                    "is not a PushSubscription property",
+                ))
+            }
+            Some(Property::Id) => {
+                return Err(InvalidProperty::new("id", "is set by the server"));
+            }
+            Some(Property::VerificationCode) if !v.is_null() => {
+                return Err(InvalidProperty::new(
+                    "verificationCode",
+                    "must be null or absent on create; the server sends it to the push service",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let device_client_id = check_device_client_id(
+        obj.get("deviceClientId")
+            .ok_or_else(|| InvalidProperty::new("deviceClientId", "is required"))?,
+    )?;
+    let url = check_url(
+        obj.get("url")
+            .ok_or_else(|| InvalidProperty::new("url", "is required"))?,
+        config,
+    )?;
+    let keys = check_keys(obj.get("keys").unwrap_or(&Value::Null), config)?;
+    let (expires, expires_changed) =
+        check_expires(obj.get("expires").unwrap_or(&Value::Null), config, now_secs)?;
+    let types = check_types(obj.get("types").unwrap_or(&Value::Null), config)?;
+    Ok(NewSubscription {
+        device_client_id,
+        url,
+        keys,
+        expires,
+        expires_changed: expires_changed || !obj.contains_key("expires"),
+        types,
+        types_defaulted: !obj.contains_key("types"),
+        keys_defaulted: !obj.contains_key("keys"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const P256DH: &str =
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4";
+    const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
+    const NOW: u64 = 1_800_000_000;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn valid_create_with_defaults() {
+        let c = Config::default();
+        let n = check_create(
+            &obj(json!({"deviceClientId": "d1", "url": "https://push.example.net/x"})),
+            &c,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(n.expires, NOW + c.max_lifetime_secs);
+        assert!(n.expires_changed && n.types_defaulted && n.keys_defaulted);
+        assert_eq!(n.types, None);
+    }
+
+    #[test]
+    fn create_errors_name_the_property() {
+        let c = Config::default();
+        let cases: &[(Value, &str)] = &[
+            (json!({"url": "https://a.example/"}), "deviceClientId"),
+            (json!({"deviceClientId": "d"}), "url"),
+            (
+                json!({"deviceClientId": "", "url": "https://a.example/"}),
+                "deviceClientId",
+            ),
+            (
+                json!({"deviceClientId": 5, "url": "https://a.example/"}),
+                "deviceClientId",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "http://a.example/"}),
+                "url",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://10.0.0.1/"}),
+                "url",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "id": "x"}),
+                "id",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "verificationCode": "x"}),
+                "verificationCode",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "expires": "2000-01-01T00:00:00Z"}),
+                "expires",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "expires": "tomorrow"}),
+                "expires",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": []}),
+                "types",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": ["Nope"]}),
+                "types",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": [1]}),
+                "types",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": ["Email", "Email"]}),
+                "types",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": "Email"}),
+                "types",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "keys": {"p256dh": P256DH}}),
+                "keys",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "keys": {"p256dh": P256DH, "auth": AUTH, "x": 1}}),
+                "keys",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "keys": {"p256dh": "AAAA", "auth": AUTH}}),
+                "keys",
+            ),
+            (
+                json!({"deviceClientId": "d", "url": "https://a.example/", "bogus": 1}),
+                "bogus",
+            ),
+        ];
+        for (v, prop) in cases {
+            let e = check_create(&obj(v.clone()), &c, NOW).unwrap_err();
+            assert_eq!(e.property, *prop, "{v}");
+        }
+    }
+
+    #[test]
+    fn expires_is_clamped_and_reported() {
+        let c = Config::default();
+        let far = utcdate::format(NOW + 365 * 86400);
+        let n = check_create(
+            &obj(json!({"deviceClientId": "d", "url": "https://a.example/", "expires": far, "keys": {"p256dh": P256DH, "auth": AUTH}, "types": ["Email"]})),
+            &c,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(n.expires, NOW + c.max_lifetime_secs);
+        assert!(n.expires_changed);
+        let near = utcdate::format(NOW + 3600);
+        let n = check_create(
+            &obj(json!({"deviceClientId": "d", "url": "https://a.example/", "expires": near})),
+            &c,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(n.expires, NOW + 3600);
+        assert!(!n.expires_changed);
+    }
+
+    #[test]
+    fn require_keys_rejects_null() {
+        let c = Config {
+            require_keys: true,
+            ..Config::default()
+        };
+        assert_eq!(check_keys(&Value::Null, &c).unwrap_err().property, "keys");
+    }
+}

@@ -1,0 +1,125 @@
+//! Builds the guest component (both flavours) with a nested cargo
+//! invocation, so a plain `cargo build` / `cargo test` at the workspace root
+//! needs no manual step.
+//!
+//! - `portable`: plain wasm32-wasip2, loads in any component runtime.
+//! - `wide`: compiled with `-C target-feature=+wide-arithmetic`, ~3x faster
+//!   P-256; needs an engine with `Config::wasm_wide_arithmetic(true)`.
+//!
+//! Each flavour has its own target directory under the workspace target
+//! directory (`guest-portable`, `guest-wide`) so the outer build's lock is
+//! never contended and the builds stay incremental.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("workspace root").to_path_buf();
+    for p in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-env-changed=JMAP_WEB_PUSH_GUEST_PROFILE");
+
+    let target_root = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_target(&cargo);
+
+    let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
+    for (flavour, flags) in [
+        ("portable", ""),
+        ("wide", "-Ctarget-feature=+wide-arithmetic"),
+    ] {
+        let target_dir = target_root.join(format!("guest-{flavour}"));
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "jmap-web-push-guest",
+                "--lib",
+                "--target",
+                TARGET,
+                "--profile",
+                &profile,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("CARGO_ENCODED_RUSTFLAGS", flags)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("CARGO_LLVM_COV")
+            .env_remove("CARGO_PRIMARY_PACKAGE")
+            .status()
+            .expect("failed to run cargo for the guest");
+        if !status.success() {
+            panic!("building the guest component ({flavour}) failed");
+        }
+        let dir_profile = if profile == "dev" {
+            "debug"
+        } else {
+            profile.as_str()
+        };
+        let wasm = target_dir
+            .join(TARGET)
+            .join(dir_profile)
+            .join("jmap_web_push_guest.wasm");
+        assert!(
+            wasm.exists(),
+            "guest component missing at {}",
+            wasm.display()
+        );
+        println!(
+            "cargo:rustc-env=JMAP_WEB_PUSH_GUEST_{}={}",
+            flavour.to_uppercase(),
+            wasm.display()
+        );
+    }
+}
+
+/// Installs the wasm target with rustup when it is missing (a fresh machine
+/// with `RUSTUP_AUTO_INSTALL=0` does not install it from
+/// rust-toolchain.toml).
+fn ensure_target(cargo: &str) {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(sysroot) = sysroot {
+        if Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .exists()
+        {
+            return;
+        }
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let _ = cargo;
+    let ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed");
+    }
+}

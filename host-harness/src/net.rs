@@ -1,0 +1,337 @@
+//! Outbound HTTP for the `http-out` import: a pooled reqwest/rustls client
+//! that sends a batch concurrently, never follows redirects, bounds time,
+//! concurrency and response size, and refuses forbidden destinations.
+//!
+//! The address guard runs at two points: IP-literal URLs are checked before
+//! sending (as the URL parser reads them, so `0x7f.1` is 127.0.0.1), and
+//! every address a host name resolves to is checked inside the resolver the
+//! connector uses, so the address connected to is always one that was
+//! checked (no DNS-rebinding gap).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tokio::sync::Semaphore;
+
+use jmap_web_push_guest::addr::{classify, DeniedRange};
+
+/// One outbound POST (the WIT `http-out.request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRequest {
+    /// Absolute URL.
+    pub url: String,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Total timeout asked for, ms.
+    pub timeout_ms: u32,
+}
+
+/// An answer (the WIT `http-out.response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower case.
+    pub headers: Vec<(String, String)>,
+    /// The first octets of the body.
+    pub body_prefix: Vec<u8>,
+}
+
+/// Why no answer (the WIT `http-out.error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutError {
+    /// Timed out.
+    #[error("timed out")]
+    Timeout,
+    /// Connection failed.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// Name did not resolve.
+    #[error("DNS failure: {0}")]
+    Dns(String),
+    /// TLS failed.
+    #[error("TLS failure: {0}")]
+    Tls(String),
+    /// Refused by policy.
+    #[error("refused by policy: {0}")]
+    DeniedByPolicy(String),
+    /// Request too large.
+    #[error("too large")]
+    TooLarge,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Limits and the test-only loopback allowance.
+#[derive(Debug, Clone)]
+pub struct HttpPolicy {
+    /// Test only: allow `http://` URLs and loopback addresses. Off by
+    /// default; logged when on.
+    pub allow_insecure_loopback: bool,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Upper bound on any request's total time.
+    pub max_timeout: Duration,
+    /// Most requests in flight at once (across all batches).
+    pub max_concurrency: usize,
+    /// Most response body octets read (the rest is discarded).
+    pub max_body_prefix: usize,
+    /// Largest request body sent.
+    pub max_request_body: usize,
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        HttpPolicy {
+            allow_insecure_loopback: false,
+            connect_timeout: Duration::from_secs(5),
+            max_timeout: Duration::from_secs(30),
+            max_concurrency: 256,
+            max_body_prefix: 4096,
+            max_request_body: 8192,
+        }
+    }
+}
+
+/// The address guard: `Err` with the reason when `ip` may not be contacted.
+pub fn check_addr(ip: IpAddr, allow_loopback: bool) -> Result<(), DeniedRange> {
+    match classify(ip) {
+        None => Ok(()),
+        Some(DeniedRange::Loopback) if allow_loopback => Ok(()),
+        Some(r) => Err(r),
+    }
+}
+
+#[derive(Debug)]
+struct DeniedAddress(String);
+
+impl std::fmt::Display for DeniedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeniedAddress {}
+
+/// Resolves with the system resolver and drops forbidden addresses; fails
+/// when none is left.
+#[derive(Debug, Clone)]
+struct GuardedResolver {
+    allow_loopback: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?
+                .collect();
+            let mut denied = None;
+            let ok: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match check_addr(a.ip(), allow) {
+                    Ok(()) => true,
+                    Err(r) => {
+                        denied = Some(format!("{host} resolves to {} ({r})", a.ip()));
+                        false
+                    }
+                })
+                .collect();
+            if ok.is_empty() {
+                let why = denied.unwrap_or_else(|| format!("{host} has no addresses"));
+                return Err(
+                    Box::new(DeniedAddress(why)) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(ok.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The outbound HTTP client.
+#[derive(Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+    policy: HttpPolicy,
+    permits: Arc<Semaphore>,
+}
+
+impl HttpClient {
+    /// A client with its own small I/O runtime.
+    pub fn new(policy: HttpPolicy) -> anyhow::Result<Self> {
+        if policy.allow_insecure_loopback {
+            tracing::warn!("TEST MODE: outbound HTTP allows http:// and loopback destinations");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("http-out")
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(policy.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_loopback: policy.allow_insecure_loopback,
+            }))
+            .https_only(!policy.allow_insecure_loopback)
+            .user_agent(concat!("jmap-web-push/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpClient {
+            client,
+            runtime,
+            permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
+            policy,
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &HttpPolicy {
+        &self.policy
+    }
+
+    /// Sends every request concurrently; one result per request, in order.
+    /// Blocks the calling thread (never call it from inside an async task
+    /// without `spawn_blocking`).
+    pub fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
+        let handles: Vec<_> = requests
+            .into_iter()
+            .map(|r| {
+                let client = self.client.clone();
+                let policy = self.policy.clone();
+                let permits = self.permits.clone();
+                self.runtime.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    send_one(&client, &policy, r).await
+                })
+            })
+            .collect();
+        futures::executor::block_on(join_all(handles))
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| Err(OutError::Other(format!("send task failed: {e}")))))
+            .collect()
+    }
+}
+
+fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<reqwest::Url, OutError> {
+    let url = reqwest::Url::parse(&r.url).map_err(|e| OutError::Other(format!("bad URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_insecure_loopback => {}
+        s => {
+            return Err(OutError::DeniedByPolicy(format!(
+                "scheme {s} is not allowed"
+            )))
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(OutError::DeniedByPolicy(
+            "URL carries user information".into(),
+        ));
+    }
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(OutError::Other("URL has no host".into())),
+    };
+    if let Some(ip) = literal {
+        check_addr(ip, policy.allow_insecure_loopback)
+            .map_err(|range| OutError::DeniedByPolicy(format!("{ip} is {range}")))?;
+    }
+    if r.body.len() > policy.max_request_body {
+        return Err(OutError::TooLarge);
+    }
+    Ok(url)
+}
+
+async fn send_one(
+    client: &reqwest::Client,
+    policy: &HttpPolicy,
+    r: OutRequest,
+) -> Result<OutResponse, OutError> {
+    let url = precheck(policy, &r)?;
+    let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(policy.max_timeout);
+    let mut builder = client.post(url).timeout(timeout);
+    for (name, value) in &r.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let fut = async {
+        let mut resp = builder.body(r.body).send().await.map_err(map_error)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (n.as_str().to_string(), v.to_string()))
+            })
+            .collect();
+        let mut body_prefix = Vec::new();
+        while body_prefix.len() < policy.max_body_prefix {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = policy.max_body_prefix - body_prefix.len();
+                    body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(OutResponse {
+            status,
+            headers,
+            body_prefix,
+        })
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(OutError::Timeout),
+    }
+}
+
+fn map_error(e: reqwest::Error) -> OutError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<DeniedAddress>() {
+            return OutError::DeniedByPolicy(d.0.clone());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::Other && io.to_string().contains("lookup") {
+                return OutError::Dns(io.to_string());
+            }
+        }
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return OutError::Tls(s.to_string());
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        OutError::Timeout
+    } else if e.is_connect() {
+        let mut msg = e.to_string();
+        let mut s = std::error::Error::source(&e);
+        while let Some(inner) = s {
+            msg = format!("{msg}: {inner}");
+            s = inner.source();
+        }
+        if msg.contains("dns error") || msg.contains("failed to lookup") {
+            OutError::Dns(msg)
+        } else {
+            OutError::Connection(msg)
+        }
+    } else {
+        OutError::Other(e.to_string())
+    }
+}

@@ -1,0 +1,494 @@
+//! The sandbox: engine configuration, the compiled component (AOT-cached on
+//! disk), the pre-linked instance, pooled instances with a memory cap and a
+//! CPU deadline, and trap containment.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::jmap::web_push::{host, http_out, store as wit_store, types};
+use crate::bindings::{Plugin, PluginPre};
+use crate::net::{HttpClient, OutError, OutRequest};
+use crate::store::{Condition, KvStore, StoreError};
+
+/// Which build of the guest to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// Compiled with `+wide-arithmetic` (about 3x faster P-256); needs the
+    /// engine's wide-arithmetic proposal, which this harness enables.
+    #[default]
+    Wide,
+    /// Plain wasm32-wasip2, for runtimes without wide arithmetic.
+    Portable,
+}
+
+/// The guest components built into this harness.
+pub mod builtin {
+    /// The `+wide-arithmetic` build.
+    pub const WIDE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_WIDE"));
+    /// The portable build.
+    pub const PORTABLE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_PORTABLE"));
+}
+
+/// Sandbox limits and loading options.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// The guest build to load (ignored when `component` is set).
+    pub flavour: Flavour,
+    /// A component to load instead of the built-in one (its flavour must
+    /// still be given, for the engine configuration).
+    pub component: Option<Vec<u8>>,
+    /// Guest linear memory cap per instance, octets.
+    pub memory_limit: usize,
+    /// CPU deadline of one call (epoch interruption).
+    pub call_deadline: Duration,
+    /// Where compiled components are cached (`None`: compile in memory).
+    pub aot_cache_dir: Option<PathBuf>,
+    /// Most idle instances kept for reuse.
+    pub max_idle_instances: usize,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            flavour: Flavour::Wide,
+            component: None,
+            memory_limit: 64 << 20,
+            call_deadline: Duration::from_secs(30),
+            aot_cache_dir: default_cache_dir(),
+            max_idle_instances: 16,
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("JMAP_WEB_PUSH_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("jmap-web-push"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache/jmap-web-push")))
+}
+
+/// Why a call into the guest failed (the guest's own errors are values,
+/// not this).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past its CPU deadline and was interrupted.
+    #[error("the plugin call exceeded its CPU deadline of {0:?}")]
+    Deadline(Duration),
+    /// The guest trapped (panic, out-of-bounds, memory cap...).
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+    /// A fresh instance could not be created.
+    #[error("could not instantiate the plugin: {0}")]
+    Instantiate(String),
+}
+
+/// What every instance shares: the store backend, the HTTP client and the
+/// configuration.
+pub(crate) struct Shared {
+    pub kv: Arc<dyn KvStore>,
+    pub http: Arc<HttpClient>,
+    pub config: types::Config,
+}
+
+/// The per-instance host state.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    shared: Arc<Shared>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn to_wit_store_error(e: StoreError) -> wit_store::StoreError {
+    match e {
+        StoreError::Conflict => wit_store::StoreError::Conflict,
+        StoreError::Unavailable(m) => wit_store::StoreError::Unavailable(m),
+        StoreError::TooLarge => wit_store::StoreError::TooLarge,
+        StoreError::Other(m) => wit_store::StoreError::Other(m),
+    }
+}
+
+fn from_wit_condition(c: wit_store::Condition) -> Condition {
+    match c {
+        wit_store::Condition::Any => Condition::Any,
+        wit_store::Condition::Absent => Condition::Absent,
+        wit_store::Condition::Version(v) => Condition::Version(v),
+    }
+}
+
+fn to_wit_entry(e: crate::store::Entry) -> wit_store::Entry {
+    wit_store::Entry {
+        value: e.value,
+        version: e.version,
+    }
+}
+
+impl wit_store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<wit_store::Entry>, wit_store::StoreError> {
+        self.shared
+            .kv
+            .get(&key)
+            .map(|e| e.map(to_wit_entry))
+            .map_err(to_wit_store_error)
+    }
+
+    fn get_many(
+        &mut self,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<wit_store::Entry>>, wit_store::StoreError> {
+        self.shared
+            .kv
+            .get_many(&keys)
+            .map(|v| v.into_iter().map(|e| e.map(to_wit_entry)).collect())
+            .map_err(to_wit_store_error)
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        condition: wit_store::Condition,
+    ) -> Result<u64, wit_store::StoreError> {
+        self.shared
+            .kv
+            .put(&key, &value, from_wit_condition(condition))
+            .map_err(to_wit_store_error)
+    }
+
+    fn delete(
+        &mut self,
+        key: String,
+        condition: wit_store::Condition,
+    ) -> Result<bool, wit_store::StoreError> {
+        self.shared
+            .kv
+            .delete(&key, from_wit_condition(condition))
+            .map_err(to_wit_store_error)
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<wit_store::KeyPage, wit_store::StoreError> {
+        self.shared
+            .kv
+            .list_keys(&prefix, after.as_deref(), limit)
+            .map(|p| wit_store::KeyPage {
+                keys: p.keys,
+                next: p.next,
+            })
+            .map_err(to_wit_store_error)
+    }
+}
+
+impl http_out::Host for HostState {
+    fn send_batch(
+        &mut self,
+        requests: Vec<http_out::Request>,
+    ) -> Vec<Result<http_out::Response, http_out::Error>> {
+        let reqs = requests
+            .into_iter()
+            .map(|r| OutRequest {
+                url: r.url,
+                headers: r.headers,
+                body: r.body,
+                timeout_ms: r.timeout_ms,
+            })
+            .collect();
+        self.shared
+            .http
+            .send_batch(reqs)
+            .into_iter()
+            .map(|r| match r {
+                Ok(resp) => Ok(http_out::Response {
+                    status: resp.status,
+                    headers: resp.headers,
+                    body_prefix: resp.body_prefix,
+                }),
+                Err(e) => Err(match e {
+                    OutError::Timeout => http_out::Error::Timeout,
+                    OutError::Connection(m) => http_out::Error::Connection(m),
+                    OutError::Dns(m) => http_out::Error::Dns(m),
+                    OutError::Tls(m) => http_out::Error::Tls(m),
+                    OutError::DeniedByPolicy(m) => http_out::Error::DeniedByPolicy(m),
+                    OutError::TooLarge => http_out::Error::TooLarge,
+                    OutError::Other(m) => http_out::Error::Other(m),
+                }),
+            })
+            .collect()
+    }
+}
+
+impl host::Host for HostState {
+    fn get_config(&mut self) -> types::Config {
+        self.shared.config.clone()
+    }
+
+    fn log(&mut self, level: host::Level, message: String) {
+        match level {
+            host::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
+            host::Level::Info => tracing::info!(target: "plugin", "{message}"),
+            host::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
+            host::Level::Error => tracing::error!(target: "plugin", "{message}"),
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+/// A live instance kept for reuse (its guest caches, such as VAPID
+/// tokens, survive between calls).
+struct Live {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+/// Increments the engine epoch every `TICK` until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The loaded plugin: compiled once, linked once, instances pooled.
+pub struct Sandbox {
+    engine: Engine,
+    pre: PluginPre<HostState>,
+    shared: Arc<Shared>,
+    idle: Mutex<Vec<Live>>,
+    options: SandboxOptions,
+    _ticker: EpochTicker,
+    /// How the component was obtained, and how long it took.
+    pub load_report: LoadReport,
+}
+
+/// How the component was loaded.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Compiled now (`false`: read from the AOT cache).
+    pub compiled: bool,
+    /// Time to obtain the compiled component.
+    pub load_time: Duration,
+    /// Size of the component in octets.
+    pub component_size: usize,
+}
+
+impl Sandbox {
+    /// Builds the engine for `flavour` (epoch interruption on; wide
+    /// arithmetic when the flavour needs it).
+    pub fn engine(flavour: Flavour) -> anyhow::Result<Engine> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.wasm_wide_arithmetic(flavour == Flavour::Wide);
+        Ok(Engine::new(&config)?)
+    }
+
+    pub(crate) fn new(shared: Shared, options: SandboxOptions) -> anyhow::Result<Self> {
+        let engine = Self::engine(options.flavour)?;
+        let bytes: &[u8] = match (&options.component, options.flavour) {
+            (Some(b), _) => b,
+            (None, Flavour::Wide) => builtin::WIDE,
+            (None, Flavour::Portable) => builtin::PORTABLE,
+        };
+        let (component, load_report) =
+            load_component(&engine, bytes, options.aot_cache_dir.as_ref())?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let pre = PluginPre::new(linker.instantiate_pre(&component)?)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Sandbox {
+            engine,
+            pre,
+            shared: Arc::new(shared),
+            idle: Mutex::new(Vec::new()),
+            options,
+            _ticker: ticker,
+            load_report,
+        })
+    }
+
+    /// The engine (for tools that precompile).
+    pub fn engine_ref(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn instantiate(&self) -> Result<Live, CallError> {
+        let state = HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.options.memory_limit)
+                .instances(8)
+                .tables(16)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            shared: self.shared.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(u64::MAX / 2);
+        let plugin = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        Ok(Live { store, plugin })
+    }
+
+    /// Instantiates once without running anything (for benchmarks).
+    pub fn instantiate_fresh(&self) -> Result<Duration, CallError> {
+        let t = Instant::now();
+        let live = self.instantiate()?;
+        let d = t.elapsed();
+        drop(live);
+        Ok(d)
+    }
+
+    /// Runs `f` on a pooled (or fresh) instance under the CPU deadline. A
+    /// trap discards the instance; the next call gets a fresh one.
+    pub(crate) fn call<R>(
+        &self,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let live = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut live = match live {
+            Some(l) => l,
+            None => self.instantiate()?,
+        };
+        let ticks = (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64;
+        live.store.set_epoch_deadline(ticks);
+        match f(&live.plugin, &mut live.store) {
+            Ok(r) => {
+                live.store.set_epoch_deadline(u64::MAX / 2);
+                if let Ok(mut idle) = self.idle.lock() {
+                    if idle.len() < self.options.max_idle_instances {
+                        idle.push(live);
+                    }
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let deadline = matches!(
+                    e.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                );
+                tracing::error!(error = %format!("{e:#}"), "plugin call failed; instance discarded");
+                if deadline {
+                    Err(CallError::Deadline(self.options.call_deadline))
+                } else {
+                    Err(CallError::Trap(format!("{e:#}")))
+                }
+            }
+        }
+    }
+}
+
+/// Compiles `bytes`, or loads the compiled form from `cache_dir` keyed by
+/// the engine's compatibility hash and the component's hash.
+fn load_component(
+    engine: &Engine,
+    bytes: &[u8],
+    cache_dir: Option<&PathBuf>,
+) -> anyhow::Result<(Component, LoadReport)> {
+    let t = Instant::now();
+    let Some(dir) = cache_dir else {
+        let c = Component::new(engine, bytes)?;
+        return Ok((
+            c,
+            LoadReport {
+                compiled: true,
+                load_time: t.elapsed(),
+                component_size: bytes.len(),
+            },
+        ));
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    bytes.hash(&mut h);
+    let path = dir.join(format!("plugin-{:016x}.cwasm", h.finish()));
+    if path.exists() {
+        // SAFETY: the file was written by `Component::serialize` of an
+        // engine with the same compatibility hash (it is in the name), in a
+        // directory only this tool writes to.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => {
+                return Ok((
+                    c,
+                    LoadReport {
+                        compiled: false,
+                        load_time: t.elapsed(),
+                        component_size: bytes.len(),
+                    },
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "AOT cache entry unusable; recompiling")
+            }
+        }
+    }
+    let c = Component::new(engine, bytes)?;
+    let compiled = c.serialize()?;
+    if std::fs::create_dir_all(dir).is_ok() {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &compiled).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+    Ok((
+        c,
+        LoadReport {
+            compiled: true,
+            load_time: t.elapsed(),
+            component_size: bytes.len(),
+        },
+    ))
+}
