@@ -94,12 +94,14 @@ fn parse_properties(v: Option<&Value>) -> Result<Vec<Property>, MethodError> {
                     ));
                 };
                 match Property::from_name(name) {
-                    Some(Property::Url) | Some(Property::Keys) => return Err(MethodError::new(
-                        MethodErrorType::Forbidden,
-                        format!(
+                    Some(Property::Url) | Some(Property::Keys) => {
+                        return Err(MethodError::new(
+                            MethodErrorType::Forbidden,
+                            format!(
                             "{name} is never returned by PushSubscription/get (RFC 8620 §7.2.1)"
                         ),
-                    )),
+                        ))
+                    }
                     Some(p) => {
                         if !out.contains(&p) {
                             out.push(p)

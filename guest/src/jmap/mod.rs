@@ -38,13 +38,15 @@ pub fn call(
     let response = match name {
         "PushSubscription/get" => get::get(env, owner, &args)?,
         "PushSubscription/set" => set::set(plugin, env, owner, &args, created_ids)?,
-        other => return Err(MethodError::new(
-            MethodErrorType::UnknownMethod,
-            format!(
+        other => {
+            return Err(MethodError::new(
+                MethodErrorType::UnknownMethod,
+                format!(
                 "{:?} is not a method of this plugin (PushSubscription/get, PushSubscription/set)",
                 other.chars().take(64).collect::<String>()
             ),
-        )),
+            ))
+        }
     };
     Ok(response.to_string())
 }
