@@ -33,6 +33,7 @@
 
 pub mod bindings;
 pub mod config;
+pub mod gateway;
 pub mod net;
 pub mod runtime;
 pub mod store;

@@ -258,16 +258,15 @@ pub(crate) fn derive_content_keys(ikm: &[u8], salt: &[u8]) -> Result<ContentKeys
     Ok((prk.into(), cek, nonce))
 }
 
-/// Test-side receivers: a general RFC 8188 decryptor (several records, any
-/// record size, key id and padding) and the RFC 8291 user-agent side on top of
-/// it. Other modules' tests may use them to open the pushes they build.
-#[cfg(test)]
-pub(crate) mod testing {
+/// Receivers: a general RFC 8188 decryptor (several records, any record
+/// size, key id and padding) and the RFC 8291 user-agent side on top of it,
+/// for clients written in Rust, the demo and tests.
+pub mod receiver {
     use super::*;
 
     /// Why a body did not decrypt. Record numbers start at 0.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub(crate) enum DecryptError {
+    pub enum DecryptError {
         /// Shorter than the 21-octet fixed header, or than the header's key id.
         TruncatedHeader,
         /// Record size below 18 (RFC 8188 §2.1).
@@ -294,11 +293,41 @@ pub(crate) mod testing {
         NotB7 { rs: u32, idlen: usize, len: usize },
     }
 
+    impl fmt::Display for DecryptError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                DecryptError::TruncatedHeader => f.write_str("body shorter than its header"),
+                DecryptError::RecordSizeTooSmall(rs) => write!(f, "record size {rs} is below 18"),
+                DecryptError::NoRecords => f.write_str("no records after the header"),
+                DecryptError::RecordTooShort { record } => {
+                    write!(f, "record {record} is too short")
+                }
+                DecryptError::Authentication { record } => {
+                    write!(f, "record {record} failed authentication")
+                }
+                DecryptError::NoDelimiter { record } => {
+                    write!(f, "record {record} has no delimiter")
+                }
+                DecryptError::WrongDelimiter { record, delimiter } => {
+                    write!(f, "record {record} has delimiter {delimiter:#04x}")
+                }
+                DecryptError::Truncated => f.write_str("message truncated or extended"),
+                DecryptError::BadKeyId => f.write_str("key id is not a P-256 public key"),
+                DecryptError::Crypto(m) => write!(f, "key derivation failed: {m}"),
+                DecryptError::NotB7 { rs, idlen, len } => {
+                    write!(f, "not the B7 shape (rs {rs}, idlen {idlen}, {len} octets)")
+                }
+            }
+        }
+    }
+
+    impl std::error::Error for DecryptError {}
+
     /// Checks the B7 shape of a body we produced: rs = 4096, a 65-octet key
     /// id, a single record and a total of at most 4096 octets. (RFC 8188 does
     /// not authenticate `rs`: a receiver accepts any `rs` that does not move a
     /// record boundary, so only this check notices such a change.)
-    pub(crate) fn check_b7_shape(body: &[u8]) -> Result<(), DecryptError> {
+    pub fn check_b7_shape(body: &[u8]) -> Result<(), DecryptError> {
         let h = parse_header(body)?;
         if h.rs != RECORD_SIZE
             || h.keyid.len() != P256DH_OCTETS
@@ -316,15 +345,19 @@ pub(crate) mod testing {
 
     /// A parsed RFC 8188 header.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub(crate) struct Header<'a> {
-        pub(crate) salt: &'a [u8],
-        pub(crate) rs: u32,
-        pub(crate) keyid: &'a [u8],
-        pub(crate) payload: &'a [u8],
+    pub struct Header<'a> {
+        /// The 16-octet salt.
+        pub salt: &'a [u8],
+        /// The record size.
+        pub rs: u32,
+        /// The key id (the sender's public key in RFC 8291).
+        pub keyid: &'a [u8],
+        /// The records.
+        pub payload: &'a [u8],
     }
 
     /// Splits a body into header fields and the record data.
-    pub(crate) fn parse_header(body: &[u8]) -> Result<Header<'_>, DecryptError> {
+    pub fn parse_header(body: &[u8]) -> Result<Header<'_>, DecryptError> {
         if body.len() < 21 {
             return Err(DecryptError::TruncatedHeader);
         }
@@ -345,10 +378,7 @@ pub(crate) mod testing {
     }
 
     /// RFC 8188 decryption with a given IKM; returns the plaintext and the key id.
-    pub(crate) fn decrypt_records(
-        ikm: &[u8],
-        body: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), DecryptError> {
+    pub fn decrypt_records(ikm: &[u8], body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), DecryptError> {
         let h = parse_header(body)?;
         let (_, cek, nonce) =
             derive_content_keys(ikm, h.salt).map_err(|e| DecryptError::Crypto(e.to_string()))?;
@@ -357,7 +387,7 @@ pub(crate) mod testing {
     }
 
     /// Decrypts the records following the header.
-    pub(crate) fn decrypt_payload(
+    pub fn decrypt_payload(
         cek: &[u8; 16],
         nonce: &[u8; 12],
         rs: u32,
@@ -383,7 +413,9 @@ pub(crate) mod testing {
             }
             let (ct, tag) = chunk.split_at(chunk.len() - TAG_OCTETS);
             let mut buf = ct.to_vec();
-            let tag: [u8; 16] = tag.try_into().unwrap();
+            let tag: [u8; 16] = tag
+                .try_into()
+                .map_err(|_| DecryptError::RecordTooShort { record: seq })?;
             cipher
                 .decrypt_inout_detached(&iv.into(), &[], buf.as_mut_slice().into(), &tag.into())
                 .map_err(|_| DecryptError::Authentication { record: seq })?;
@@ -412,7 +444,7 @@ pub(crate) mod testing {
 
     /// RFC 8291 receiver side: the user agent's private key and auth secret
     /// open a Web Push body (the sender key is taken from the key id).
-    pub(crate) fn webpush_decrypt(
+    pub fn webpush_decrypt(
         ua_private: &[u8; 32],
         auth: &[u8; 16],
         body: &[u8],
@@ -425,7 +457,10 @@ pub(crate) mod testing {
         let as_key =
             p256::PublicKey::from_sec1_bytes(&as_public).map_err(|_| DecryptError::BadKeyId)?;
         let shared = ua.diffie_hellman(&as_key);
-        let salt: [u8; 16] = h.salt.try_into().unwrap();
+        let salt: [u8; 16] = h
+            .salt
+            .try_into()
+            .map_err(|_| DecryptError::TruncatedHeader)?;
         let d = derive(
             &(*shared.raw_secret_bytes()).into(),
             auth,
@@ -437,6 +472,9 @@ pub(crate) mod testing {
         decrypt_payload(&d.cek, &d.nonce, h.rs, h.payload)
     }
 }
+
+#[cfg(test)]
+pub(crate) use receiver as testing;
 
 #[cfg(test)]
 mod tests {

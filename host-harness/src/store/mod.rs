@@ -4,6 +4,7 @@
 //! component's `store` import. Backends are shared by every instance (and,
 //! for the durable ones, by every host process opening the same store).
 
+pub mod embedded;
 pub mod memory;
 
 use std::fmt;
