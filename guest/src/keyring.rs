@@ -174,7 +174,7 @@ impl Keyring {
                 let e = env
                     .store
                     .get(VAPID_KEY)?
-                    .ok_or_else(|| KeyringError::Store(StoreError::Conflict))?;
+                    .ok_or(KeyringError::Store(StoreError::Conflict))?;
                 let s: StoredKey = serde_json::from_slice(&e.value)
                     .map_err(|err| KeyringError::Vapid(format!("stored key is corrupt: {err}")))?;
                 Ok((VapidKey::from_base64url(&s.private)?, e.version))

@@ -46,7 +46,7 @@ pub use bindings::exports::jmap::web_push::event_in::{
 pub use bindings::exports::jmap::web_push::jmap::{MethodError, MethodResponse, SessionInfo};
 pub use bindings::jmap::web_push::types::{Caller, PluginError};
 pub use config::PluginConfig;
-pub use net::{HttpClient, HttpPolicy};
+pub use net::{HttpClient, HttpPolicy, HttpSend};
 pub use runtime::{CallError, Flavour, SandboxOptions};
 
 use runtime::{Sandbox, Shared};
@@ -57,7 +57,7 @@ use store::KvStore;
 pub struct PushPluginBuilder {
     config: PluginConfig,
     store: Option<Arc<dyn KvStore>>,
-    http: Option<Arc<HttpClient>>,
+    http: Option<Arc<dyn HttpSend>>,
     http_policy: HttpPolicy,
     sandbox: SandboxOptions,
 }
@@ -75,8 +75,9 @@ impl PushPluginBuilder {
         self
     }
 
-    /// An HTTP client to share (default: a new one with `http_policy`).
-    pub fn http_client(mut self, http: Arc<HttpClient>) -> Self {
+    /// The outbound HTTP implementation (default: a new [`HttpClient`]
+    /// with `http_policy`).
+    pub fn http_client(mut self, http: Arc<dyn HttpSend>) -> Self {
         self.http = Some(http);
         self
     }

@@ -157,6 +157,20 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// What the runtime needs from an outbound HTTP implementation: send a
+/// batch concurrently, one result per request in order. [`HttpClient`] is
+/// the production one; benchmarks and tests may supply others.
+pub trait HttpSend: Send + Sync {
+    /// Sends `requests`; blocks until every one has an answer or an error.
+    fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>>;
+}
+
+impl HttpSend for HttpClient {
+    fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
+        HttpClient::send_batch(self, requests)
+    }
+}
+
 /// The outbound HTTP client.
 #[derive(Debug)]
 pub struct HttpClient {

@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::jmap::web_push::{host, http_out, store as wit_store, types};
 use crate::bindings::{Plugin, PluginPre};
-use crate::net::{HttpClient, OutError, OutRequest};
+use crate::net::{HttpSend, OutError, OutRequest};
 use crate::store::{Condition, KvStore, StoreError};
 
 /// Which build of the guest to run.
@@ -95,7 +95,7 @@ pub enum CallError {
 /// configuration.
 pub(crate) struct Shared {
     pub kv: Arc<dyn KvStore>,
-    pub http: Arc<HttpClient>,
+    pub http: Arc<dyn HttpSend>,
     pub config: types::Config,
 }
 
