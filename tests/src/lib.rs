@@ -140,3 +140,88 @@ pub fn vapid_claims(header: &str) -> Option<(Value, String)> {
     let claims = b64url_decode(claims).ok()?;
     Some((serde_json::from_slice(&claims).ok()?, k?))
 }
+
+/// Creates a subscription for `who` at gateway path `path` with `types`,
+/// reads the verification push, verifies, and returns the id. The gateway
+/// must answer the verification with 2xx.
+pub fn verified_subscription(
+    plugin: &PushPlugin,
+    gateway: &Gateway,
+    client: &PushClient,
+    who: &Caller,
+    path: &str,
+    types: Value,
+) -> String {
+    let before = gateway.received_on(path).len();
+    let r = call(
+        plugin,
+        who,
+        "PushSubscription/set",
+        serde_json::json!({"create": {"c": {
+            "deviceClientId": format!("device-{path}"),
+            "url": gateway.url(path),
+            "keys": client.keys_json(),
+            "types": types,
+        }}}),
+    )
+    .expect("create");
+    let id = r["created"]["c"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not created: {r}"))
+        .to_string();
+    let got = gateway.received_on(path);
+    assert_eq!(got.len(), before + 1, "one verification push");
+    let v = client
+        .decrypt_json(&got[before].body)
+        .expect("verification decrypts");
+    let r = call(
+        plugin,
+        who,
+        "PushSubscription/set",
+        serde_json::json!({"update": {id.clone(): {"verificationCode": v["verificationCode"]}}}),
+    )
+    .expect("verify");
+    assert!(r["updated"].get(&id).is_some(), "verified: {r}");
+    id
+}
+
+/// A state change for `user`: `(account, type, state)` triples.
+pub fn state_change(user: &str, changes: &[(&str, &str, &str)]) -> jmap_web_push_host::StateChange {
+    let mut accounts: Vec<jmap_web_push_host::AccountChanges> = Vec::new();
+    for (account, t, s) in changes {
+        let ts = jmap_web_push_host::TypeState {
+            type_name: t.to_string(),
+            state: s.to_string(),
+        };
+        match accounts.iter_mut().find(|a| a.account_id == *account) {
+            Some(a) => a.changes.push(ts),
+            None => accounts.push(jmap_web_push_host::AccountChanges {
+                account_id: account.to_string(),
+                changes: vec![ts],
+            }),
+        }
+    }
+    jmap_web_push_host::StateChange {
+        username: user.into(),
+        changed: accounts,
+    }
+}
+
+/// Calls `tick` until `cond` holds or `timeout` passes; returns whether it held.
+pub fn tick_until(
+    plugin: &PushPlugin,
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        plugin.tick().expect("no trap").expect("tick ok");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
