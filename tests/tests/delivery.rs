@@ -561,3 +561,42 @@ fn headers_ttl_topic_and_content_type() {
         json!({"@type": "StateChange", "changed": {"a1": {"EmailDelivery": "d1"}}})
     );
 }
+
+#[test]
+fn minimum_interval_merges_changes_inside_it() {
+    let gateway = Gateway::start();
+    let store = Arc::new(MemoryStore::new());
+    let config = jmap_web_push_host::PluginConfig {
+        min_push_interval_secs: 1,
+        ..test_config()
+    };
+    let plugin = plugin_with(store, config);
+    let client = PushClient::new();
+    verified_subscription(
+        &plugin,
+        &gateway,
+        &client,
+        &caller("alice", None),
+        "p",
+        Value::Null,
+    );
+    assert_eq!(
+        fire(&plugin, "alice", &[("a1", "Email", "e1")]).delivered,
+        1
+    );
+    assert_eq!(fire(&plugin, "alice", &[("a1", "Email", "e2")]).deferred, 1);
+    assert_eq!(
+        fire(&plugin, "alice", &[("a1", "Mailbox", "m1")]).deferred,
+        1
+    );
+    assert_eq!(changes_on(&gateway, &client, "p").len(), 1);
+    assert!(tick_until(&plugin, Duration::from_secs(3), || changes_on(
+        &gateway, &client, "p"
+    )
+    .len()
+        == 2));
+    assert_eq!(
+        changes_on(&gateway, &client, "p")[1]["changed"],
+        json!({"a1": {"Email": "e2", "Mailbox": "m1"}})
+    );
+}
