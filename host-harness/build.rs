@@ -38,9 +38,15 @@ fn main() {
     ensure_target(&cargo);
 
     let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
-    for (flavour, flags) in [
-        ("portable", ""),
-        ("wide", "-Ctarget-feature=+wide-arithmetic"),
+    for (flavour, package, flags) in [
+        ("portable", "jmap-web-push-guest", ""),
+        (
+            "wide",
+            "jmap-web-push-guest",
+            "-Ctarget-feature=+wide-arithmetic",
+        ),
+        // The sandbox tests' misbehaving component.
+        ("fixture", "jmap-web-push-fixture-misbehave", ""),
     ] {
         let target_dir = target_root.join(format!("guest-{flavour}"));
         let status = Command::new(&cargo)
@@ -49,7 +55,7 @@ fn main() {
                 "build",
                 "--quiet",
                 "-p",
-                "jmap-web-push-guest",
+                package,
                 "--lib",
                 "--target",
                 TARGET,
@@ -79,7 +85,7 @@ fn main() {
         let wasm = target_dir
             .join(TARGET)
             .join(dir_profile)
-            .join("jmap_web_push_guest.wasm");
+            .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(
             wasm.exists(),
             "guest component missing at {}",

@@ -1,0 +1,181 @@
+//! Issue 8 (outbound HTTP): the address guard refuses every forbidden
+//! destination form, literal or resolved, and redirects are never followed.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use jmap_web_push_host::gateway::{Answer, Gateway};
+use jmap_web_push_host::net::{check_addr, OutError, OutRequest};
+use jmap_web_push_host::{HttpClient, HttpPolicy};
+
+fn post(url: &str) -> OutRequest {
+    OutRequest {
+        url: url.into(),
+        headers: vec![("TTL".into(), "60".into())],
+        body: b"x".to_vec(),
+        timeout_ms: 2000,
+    }
+}
+
+/// Hosts as written in a URL; every one must be refused before any byte
+/// leaves the machine (loopback ones are refused even though a server
+/// could answer there).
+const BLOCKED_HOSTS: &[&str] = &[
+    "127.0.0.1",
+    "127.1",
+    "127.0.1",
+    "2130706433",
+    "0x7f000001",
+    "0x7f.1",
+    "0x7f.0.0.1",
+    "0177.0.0.1",
+    "017700000001",
+    "0.0.0.0",
+    "0",
+    "10.0.0.1",
+    "012.0.0.1",
+    "172.16.0.1",
+    "172.31.255.254",
+    "192.168.0.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "224.0.0.1",
+    "255.255.255.255",
+    "192.0.2.10",
+    "198.51.100.10",
+    "203.0.113.10",
+    "[::1]",
+    "[::]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::ffff:169.254.169.254]",
+    "[::127.0.0.1]",
+    "[fd00::1]",
+    "[fc00::1]",
+    "[fe80::1]",
+    "[fec0::1]",
+    "[ff02::1]",
+    "[2002:7f00:1::]",
+    "[2002:a9fe:a9fe::]",
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+    "[64:ff9b::7f00:1]",
+    "[2001:db8::1]",
+    "localhost",
+    "LOCALHOST",
+    "[::ffff:10.1.2.3]",
+];
+
+#[test]
+fn every_forbidden_destination_is_refused() {
+    let client = HttpClient::new(HttpPolicy::default()).unwrap();
+    let urls: Vec<String> = BLOCKED_HOSTS
+        .iter()
+        .map(|h| format!("https://{h}:8443/push/x"))
+        .collect();
+    assert!(urls.len() >= 30);
+    let results = client.send_batch(urls.iter().map(|u| post(u)).collect());
+    for (url, r) in urls.iter().zip(results) {
+        match r {
+            Err(OutError::DeniedByPolicy(why)) => assert!(!why.is_empty()),
+            other => panic!("{url}: expected a policy refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn plain_http_and_userinfo_are_refused_without_test_mode() {
+    let client = HttpClient::new(HttpPolicy::default()).unwrap();
+    let r = client.send_batch(vec![
+        post("http://push.example.net/x"),
+        post("https://user:pw@push.example.net/x"),
+    ]);
+    assert!(
+        r.iter()
+            .all(|r| matches!(r, Err(OutError::DeniedByPolicy(_)))),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn public_addresses_pass_the_guard() {
+    // Checked with the guard function only: this machine reaches no public
+    // address, and none is contacted.
+    for ip in [
+        "8.8.8.8",
+        "1.1.1.1",
+        "172.32.0.1",
+        "100.128.0.1",
+        "192.169.0.1",
+        "2606:4700:4700::1111",
+        "2a00:1450:4001::200e",
+        "::ffff:8.8.8.8",
+        "2002:808:808::",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(check_addr(ip, false), Ok(()), "{ip}");
+    }
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    assert!(check_addr(lo, false).is_err());
+    assert_eq!(check_addr(lo, true), Ok(()), "test mode allows loopback");
+    let private: IpAddr = "10.0.0.1".parse().unwrap();
+    assert!(
+        check_addr(private, true).is_err(),
+        "test mode allows only loopback"
+    );
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let gateway = Gateway::start();
+    gateway.script(
+        "moved",
+        [Answer::status(301).header("Location", &gateway.url("elsewhere"))],
+    );
+    gateway.script(
+        "temp",
+        [Answer::status(307).header("Location", &gateway.url("elsewhere"))],
+    );
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let r = client.send_batch(vec![
+        post(&gateway.url("moved")),
+        post(&gateway.url("temp")),
+    ]);
+    assert_eq!(r[0].as_ref().unwrap().status, 301);
+    assert_eq!(r[1].as_ref().unwrap().status, 307);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        gateway.received_on("elsewhere").is_empty(),
+        "redirect was followed"
+    );
+}
+
+#[test]
+fn loopback_gateway_is_refused_unless_test_mode() {
+    let gateway = Gateway::start();
+    let strict = HttpClient::new(HttpPolicy::default()).unwrap();
+    let r = strict.send_batch(vec![post(&gateway.url("p").replace("http://", "https://"))]);
+    assert!(matches!(r[0], Err(OutError::DeniedByPolicy(_))), "{r:?}");
+    assert!(gateway.received().is_empty());
+}
+
+#[test]
+fn timeouts_are_typed() {
+    let gateway = Gateway::start();
+    gateway.script(
+        "slow",
+        [Answer::status(201).delayed(Duration::from_secs(3))],
+    );
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let mut req = post(&gateway.url("slow"));
+    req.timeout_ms = 300;
+    let r = client.send_batch(vec![req]);
+    assert_eq!(r[0], Err(OutError::Timeout));
+}
