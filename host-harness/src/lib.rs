@@ -36,6 +36,8 @@ pub mod config;
 pub mod gateway;
 pub mod net;
 pub mod runtime;
+pub mod server;
+pub mod settings;
 pub mod store;
 
 use std::sync::Arc;

@@ -1,0 +1,288 @@
+//! The JMAP request envelope (RFC 8620 §3): request-level errors, method
+//! dispatch, result references, createdIds, sessionState.
+
+use serde_json::{json, Map, Value};
+
+/// Capability URIs.
+pub const CORE: &str = "urn:ietf:params:jmap:core";
+/// RFC 8621 mail, advertised only when `server.advertise_mail` is set.
+pub const MAIL: &str = "urn:ietf:params:jmap:mail";
+
+/// A request-level error (RFC 8620 §3.6.1), sent as RFC 7807 problem JSON
+/// with status 400.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// `unknownCapability`, `notJSON`, `notRequest`, `limit`.
+    pub kind: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+impl RequestError {
+    fn new(kind: &'static str, detail: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The problem JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "type": format!("urn:ietf:params:jmap:error:{}", self.kind),
+            "status": 400,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Request {
+    /// `using`
+    pub using: Vec<String>,
+    /// (name, arguments, call id)
+    pub calls: Vec<(String, Map<String, Value>, String)>,
+    /// `createdIds`, if the client sent it.
+    pub created_ids: Option<Vec<(String, String)>>,
+}
+
+/// Most method calls in one request (`maxCallsInRequest`).
+pub const MAX_CALLS: usize = 64;
+
+/// Parses and checks a request body against the supported capabilities.
+pub fn parse(body: &[u8], supported: &[String]) -> Result<Request, RequestError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| RequestError::new("notJSON", format!("the body is not JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(RequestError::new(
+            "notRequest",
+            "the body is not a JSON object",
+        ));
+    };
+    let using = match obj.get("using") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|u| u.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| RequestError::new("notRequest", "using must be an array of strings"))?,
+        _ => {
+            return Err(RequestError::new(
+                "notRequest",
+                "using (an array of capability URIs) is required",
+            ))
+        }
+    };
+    for u in &using {
+        if !supported.iter().any(|s| s == u) {
+            return Err(RequestError::new(
+                "unknownCapability",
+                format!(
+                    "this server does not support {u}; it supports {}",
+                    supported.join(", ")
+                ),
+            ));
+        }
+    }
+    let Some(Value::Array(raw_calls)) = obj.get("methodCalls") else {
+        return Err(RequestError::new(
+            "notRequest",
+            "methodCalls (an array) is required",
+        ));
+    };
+    if raw_calls.len() > MAX_CALLS {
+        return Err(RequestError::new(
+            "limit",
+            format!(
+                "{} method calls; maxCallsInRequest is {MAX_CALLS}",
+                raw_calls.len()
+            ),
+        ));
+    }
+    let mut calls = Vec::with_capacity(raw_calls.len());
+    for (i, c) in raw_calls.iter().enumerate() {
+        match c.as_array().map(Vec::as_slice) {
+            Some([Value::String(name), Value::Object(args), Value::String(id)]) => {
+                calls.push((name.clone(), args.clone(), id.clone()))
+            }
+            _ => {
+                return Err(RequestError::new(
+                    "notRequest",
+                    format!("methodCalls[{i}] must be [name, arguments object, call id]"),
+                ))
+            }
+        }
+    }
+    let created_ids = match obj.get("createdIds") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(
+            m.iter()
+                .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| RequestError::new("notRequest", "createdIds values must be ids"))?,
+        ),
+        Some(_) => {
+            return Err(RequestError::new(
+                "notRequest",
+                "createdIds must be an object",
+            ))
+        }
+    };
+    Ok(Request {
+        using,
+        calls,
+        created_ids,
+    })
+}
+
+/// Why a result reference did not resolve (becomes the method error
+/// `invalidResultReference`, or `invalidArguments` for a duplicate key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefError {
+    /// The method error type.
+    pub kind: &'static str,
+    /// Details.
+    pub description: String,
+}
+
+/// Resolves `#name` arguments (RFC 8620 §3.7) against earlier responses
+/// `(name, arguments, call id)`.
+pub fn resolve_references(
+    args: &mut Map<String, Value>,
+    earlier: &[(String, Value, String)],
+) -> Result<(), RefError> {
+    let refs: Vec<String> = args
+        .keys()
+        .filter(|k| k.starts_with('#'))
+        .cloned()
+        .collect();
+    for key in refs {
+        let plain = key[1..].to_string();
+        if args.contains_key(&plain) {
+            return Err(RefError {
+                kind: "invalidArguments",
+                description: format!("both {plain} and {key} are given"),
+            });
+        }
+        let r = args.remove(&key).unwrap_or(Value::Null);
+        let bad = |d: String| RefError {
+            kind: "invalidResultReference",
+            description: d,
+        };
+        let (Some(result_of), Some(name), Some(path)) = (
+            r.get("resultOf").and_then(Value::as_str),
+            r.get("name").and_then(Value::as_str),
+            r.get("path").and_then(Value::as_str),
+        ) else {
+            return Err(bad(format!("{key} must be {{resultOf, name, path}}")));
+        };
+        let Some((_, response, _)) = earlier
+            .iter()
+            .find(|(n, _, id)| id == result_of && n == name)
+        else {
+            return Err(bad(format!(
+                "no earlier {name} response with call id {result_of}"
+            )));
+        };
+        let value = evaluate_path(response, path)
+            .ok_or_else(|| bad(format!("path {path} does not resolve")))?;
+        args.insert(plain, value);
+    }
+    Ok(())
+}
+
+/// Evaluates a JSON Pointer with the RFC 8620 `*` extension.
+pub fn evaluate_path(value: &Value, path: &str) -> Option<Value> {
+    if path.is_empty() {
+        return Some(value.clone());
+    }
+    let rest = path.strip_prefix('/')?;
+    let (token, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let token = token.replace("~1", "/").replace("~0", "~");
+    match value {
+        Value::Array(items) if token == "*" => {
+            let mut out = Vec::new();
+            for item in items {
+                match evaluate_path(item, tail)? {
+                    Value::Array(inner) => out.extend(inner),
+                    v => out.push(v),
+                }
+            }
+            Some(Value::Array(out))
+        }
+        Value::Array(items) => items
+            .get(token.parse::<usize>().ok()?)
+            .and_then(|v| evaluate_path(v, tail)),
+        Value::Object(m) => m.get(&token).and_then(|v| evaluate_path(v, tail)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors() {
+        let sup = vec![CORE.to_string()];
+        assert_eq!(parse(b"nope", &sup).unwrap_err().kind, "notJSON");
+        assert_eq!(parse(b"[]", &sup).unwrap_err().kind, "notRequest");
+        assert_eq!(
+            parse(br#"{"methodCalls":[]}"#, &sup).unwrap_err().kind,
+            "notRequest"
+        );
+        assert_eq!(
+            parse(br#"{"using":["urn:x"],"methodCalls":[]}"#, &sup)
+                .unwrap_err()
+                .kind,
+            "unknownCapability"
+        );
+        assert_eq!(
+            parse(br#"{"using":[],"methodCalls":[["a",{},"c", 1]]}"#, &sup)
+                .unwrap_err()
+                .kind,
+            "notRequest"
+        );
+        let r = parse(
+            br#"{"using":[],"methodCalls":[["a",{},"c"]],"createdIds":{"k":"i"}}"#,
+            &sup,
+        )
+        .unwrap();
+        assert_eq!(r.calls.len(), 1);
+        assert_eq!(r.created_ids, Some(vec![("k".into(), "i".into())]));
+    }
+
+    #[test]
+    fn result_references() {
+        let earlier = vec![(
+            "PushSubscription/get".to_string(),
+            json!({"list": [{"id": "a"}, {"id": "b"}], "notFound": []}),
+            "c0".to_string(),
+        )];
+        let mut args = json!({"#destroy": {"resultOf": "c0", "name": "PushSubscription/get", "path": "/list/*/id"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        resolve_references(&mut args, &earlier).unwrap();
+        assert_eq!(args["destroy"], json!(["a", "b"]));
+        let mut bad = json!({"#destroy": {"resultOf": "c9", "name": "PushSubscription/get", "path": "/list"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            resolve_references(&mut bad, &earlier).unwrap_err().kind,
+            "invalidResultReference"
+        );
+        let mut dup = json!({"destroy": [], "#destroy": {}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            resolve_references(&mut dup, &earlier).unwrap_err().kind,
+            "invalidArguments"
+        );
+    }
+}

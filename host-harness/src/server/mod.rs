@@ -1,0 +1,622 @@
+//! `serve`: a JMAP server for push subscriptions in front of the plugin.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /.well-known/jmap` | the Session object (authenticated) |
+//! | `POST /jmap/api` | the JMAP API: `PushSubscription/get`, `/set`, `Core/echo` |
+//! | `POST /events` | the mail server's event intake (admin token) |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz` | liveness |
+//!
+//! Plugin calls block, so they run on tokio's blocking pool; a background
+//! task calls `tick` when the plugin asks for it (at least every 30 s).
+
+pub mod api;
+pub mod auth;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{json, Map, Value};
+
+use crate::settings::{FlavourSetting, Settings, StoreKind};
+use crate::store::KvStore;
+use crate::{
+    AccountChanges, CallError, Caller, Flavour, HttpClient, HttpPolicy, PushPlugin, SandboxOptions,
+    StateChange, TypeState,
+};
+use auth::Authenticator;
+use metrics::{MeteredHttp, Metrics};
+
+/// Everything a request handler needs.
+pub struct AppState {
+    plugin: Arc<PushPlugin>,
+    store: Arc<dyn KvStore>,
+    settings: Settings,
+    base_url: String,
+    auth: Authenticator,
+    metrics: Arc<Metrics>,
+}
+
+/// Opens the configured store backend.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn KvStore>> {
+    Ok(match settings.store.kind {
+        StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
+        StoreKind::Embedded => Arc::new(crate::store::embedded::EmbeddedStore::open(
+            &settings.store.path,
+        )?),
+        StoreKind::Postgres => {
+            anyhow::bail!("store.kind = \"postgres\" is not available in this build")
+        }
+    })
+}
+
+/// Builds the plugin as the settings say, with metered outbound HTTP.
+pub fn build_plugin(
+    settings: &Settings,
+    store: Arc<dyn KvStore>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<PushPlugin> {
+    let policy = HttpPolicy {
+        allow_insecure_loopback: settings.plugin.insecure_test_mode,
+        connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
+        max_timeout: Duration::from_millis(settings.http.max_timeout_ms),
+        max_concurrency: settings.http.max_concurrency,
+        max_body_prefix: settings.http.max_body_prefix,
+        ..HttpPolicy::default()
+    };
+    let http = Arc::new(MeteredHttp {
+        inner: Arc::new(HttpClient::new(policy)?),
+        metrics,
+    });
+    let defaults = SandboxOptions::default();
+    PushPlugin::builder()
+        .config(settings.plugin.clone())
+        .store(store)
+        .http_client(http)
+        .sandbox(SandboxOptions {
+            flavour: match settings.sandbox.flavour {
+                FlavourSetting::Wide => Flavour::Wide,
+                FlavourSetting::Portable => Flavour::Portable,
+            },
+            memory_limit: settings.sandbox.memory_limit_mib << 20,
+            call_deadline: Duration::from_millis(settings.sandbox.call_deadline_ms),
+            aot_cache_dir: settings
+                .sandbox
+                .aot_cache_dir
+                .clone()
+                .or(defaults.aot_cache_dir),
+            ..defaults
+        })
+        .build()
+}
+
+/// A running server.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The base URL clients use.
+    pub base_url: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests (and their pushes) and
+    /// the current tick, then returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+}
+
+/// Binds and starts the server in the current tokio runtime.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::default());
+    let store = open_store(&settings)?;
+    let s2 = settings.clone();
+    let (st2, m2) = (store.clone(), metrics.clone());
+    let plugin = Arc::new(tokio::task::spawn_blocking(move || build_plugin(&s2, st2, m2)).await??);
+    let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let base_url = settings
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string();
+    if settings.server.admin_token.is_none() {
+        tracing::warn!("no server.admin_token: the event intake (POST /events) is disabled");
+    }
+    let state = Arc::new(AppState {
+        plugin,
+        store,
+        auth: Authenticator::new(settings.users.clone()),
+        settings,
+        base_url: base_url.clone(),
+        metrics,
+    });
+    let app = axum::Router::new()
+        .route("/.well-known/jmap", get(session))
+        .route("/jmap/session", get(session))
+        .route("/jmap/api", post(api_handler))
+        .route("/events", post(events))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(tick_loop(state.clone(), rx.clone()));
+    let mut rx2 = rx.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx2.wait_for(|stop| *stop).await;
+            })
+            .await?;
+        ticker.await?;
+        Ok(())
+    });
+    tracing::info!(%addr, %base_url, "serving JMAP push");
+    Ok(Running {
+        addr,
+        base_url,
+        shutdown: tx,
+        task,
+    })
+}
+
+/// Calls `tick` when due until shutdown.
+async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let st = state.clone();
+        let result = tokio::task::spawn_blocking(move || st.plugin.tick()).await;
+        wait = match result {
+            Ok(Ok(Ok(report))) => {
+                state.metrics.record_report(&report.delivery);
+                Duration::from_millis(report.next_run_in_ms.unwrap_or(30_000).clamp(50, 30_000))
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = ?e, "tick failed");
+                Duration::from_secs(5)
+            }
+            Ok(Err(e)) => {
+                state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "tick trapped");
+                Duration::from_secs(5)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tick task failed");
+                Duration::from_secs(5)
+            }
+        };
+    }
+}
+
+fn problem(status: StatusCode, kind: &str, detail: impl Into<String>) -> Response {
+    let body = json!({
+        "type": kind,
+        "status": status.as_u16(),
+        "detail": detail.into(),
+    });
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+fn unauthorized() -> Response {
+    let mut r = problem(
+        StatusCode::UNAUTHORIZED,
+        "about:blank",
+        "authentication required",
+    );
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"jmap\", charset=\"UTF-8\""),
+    );
+    r.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"jmap\""),
+    );
+    r
+}
+
+fn json_response(v: Value) -> Response {
+    let mut r = (StatusCode::OK, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<auth::Principal> {
+    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    state.auth.check(h)
+}
+
+fn trap(state: &AppState, e: CallError) -> Response {
+    state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(error = %e, "plugin call failed");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "urn:ietf:params:jmap:error:serverFail",
+        e.to_string(),
+    )
+}
+
+fn supported_capabilities(state: &AppState, plugin_caps: &[(String, Value)]) -> Vec<String> {
+    let mut v = vec![api::CORE.to_string()];
+    if state.settings.server.advertise_mail {
+        v.push(api::MAIL.to_string());
+    }
+    v.extend(plugin_caps.iter().map(|(u, _)| u.clone()));
+    v
+}
+
+async fn plugin_session(state: &Arc<AppState>) -> Result<(Vec<(String, Value)>, String), Response> {
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.plugin.session()).await {
+        Ok(Ok(Ok(info))) => Ok((
+            info.capabilities
+                .into_iter()
+                .map(|c| (c.uri, serde_json::from_str(&c.value).unwrap_or(Value::Null)))
+                .collect(),
+            info.state,
+        )),
+        Ok(Ok(Err(e))) => Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "urn:ietf:params:jmap:error:serverUnavailable",
+            format!("{e:?}"),
+        )),
+        Ok(Err(e)) => Err(trap(state, e)),
+        Err(e) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "about:blank",
+            e.to_string(),
+        )),
+    }
+}
+
+async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(who) = authenticate(&state, &headers) else {
+        return unauthorized();
+    };
+    let (caps, plugin_state) = match plugin_session(&state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let p = &state.settings.plugin;
+    let mut capabilities = Map::new();
+    capabilities.insert(
+        api::CORE.into(),
+        json!({
+            "maxSizeUpload": 0,
+            "maxConcurrentUpload": 1,
+            "maxSizeRequest": 1_000_000,
+            "maxConcurrentRequests": 16,
+            "maxCallsInRequest": api::MAX_CALLS,
+            "maxObjectsInGet": p.max_objects_in_get,
+            "maxObjectsInSet": p.max_objects_in_set,
+            "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
+        }),
+    );
+    let mut account_caps = Map::new();
+    if state.settings.server.advertise_mail {
+        capabilities.insert(api::MAIL.into(), json!({}));
+        account_caps.insert(
+            api::MAIL.into(),
+            json!({"maxMailboxesPerEmail": null, "maxMailboxDepth": null, "maxSizeMailboxName": 255,
+                   "maxSizeAttachmentsPerEmail": 0, "emailQuerySortOptions": [], "mayCreateTopLevelMailbox": false}),
+        );
+    }
+    for (uri, value) in &caps {
+        capabilities.insert(uri.clone(), value.clone());
+    }
+    let account_id = who.username.clone();
+    let mut primary = Map::new();
+    if state.settings.server.advertise_mail {
+        primary.insert(api::MAIL.into(), json!(account_id));
+    }
+    let base = &state.base_url;
+    json_response(json!({
+        "capabilities": capabilities,
+        "accounts": {account_id.clone(): {
+            "name": who.username,
+            "isPersonal": true,
+            "isReadOnly": false,
+            "accountCapabilities": account_caps,
+        }},
+        "primaryAccounts": primary,
+        "username": who.username,
+        "apiUrl": format!("{base}/jmap/api"),
+        "downloadUrl": format!("{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}"),
+        "uploadUrl": format!("{base}/jmap/upload/{{accountId}}/"),
+        "eventSourceUrl": format!("{base}/jmap/eventsource/?types={{types}}&closeafter={{closeafter}}&ping={{ping}}"),
+        "state": plugin_state,
+    }))
+}
+
+async fn api_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(who) = authenticate(&state, &headers) else {
+        return unauthorized();
+    };
+    state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    let (caps, session_state) = match plugin_session(&state).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let supported = supported_capabilities(&state, &caps);
+    let request = match api::parse(&body, &supported) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = (StatusCode::BAD_REQUEST, e.to_json().to_string()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+            return r;
+        }
+    };
+    let caller = Caller {
+        username: who.username.clone(),
+        credential_id: Some(who.credential_id.clone()),
+    };
+    let echo_created = request.created_ids.is_some();
+    let mut created_ids = request.created_ids.unwrap_or_default();
+    let mut responses: Vec<(String, Value, String)> = Vec::new();
+    for (name, mut args, call_id) in request.calls {
+        if let Err(e) = api::resolve_references(&mut args, &responses) {
+            responses.push((
+                "error".into(),
+                json!({"type": e.kind, "description": e.description}),
+                call_id,
+            ));
+            continue;
+        }
+        match name.as_str() {
+            "Core/echo" => responses.push((name, Value::Object(args), call_id)),
+            "PushSubscription/get" | "PushSubscription/set" => {
+                let st = state.clone();
+                let (c, n, a, ids) = (caller.clone(), name.clone(), Value::Object(args).to_string(), created_ids.clone());
+                let result = tokio::task::spawn_blocking(move || st.plugin.call(&c, &n, &a, &ids)).await;
+                match result {
+                    Ok(Ok(Ok(r))) => {
+                        created_ids = r.created_ids;
+                        let v = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
+                        responses.push((name, v, call_id));
+                    }
+                    Ok(Ok(Err(e))) => responses.push((
+                        "error".into(),
+                        json!({"type": e.error_type, "description": e.description}),
+                        call_id,
+                    )),
+                    Ok(Err(e)) => {
+                        state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "plugin call failed");
+                        responses.push(("error".into(), json!({"type": "serverFail", "description": e.to_string()}), call_id));
+                    }
+                    Err(e) => responses.push(("error".into(), json!({"type": "serverFail", "description": e.to_string()}), call_id)),
+                }
+            }
+            other => responses.push((
+                "error".into(),
+                json!({"type": "unknownMethod", "description": format!("{other} is not supported by this server")}),
+                call_id,
+            )),
+        }
+    }
+    let mut out = json!({
+        "methodResponses": responses.into_iter().map(|(n, v, id)| json!([n, v, id])).collect::<Vec<_>>(),
+        "sessionState": session_state,
+    });
+    if echo_created {
+        out["createdIds"] = Value::Object(
+            created_ids
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        );
+    }
+    json_response(out)
+}
+
+/// Parses one event of the intake format.
+fn parse_event(v: &Value) -> Result<Event, String> {
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("type is required (StateChange, CredentialRevoked, UserDeleted)")?;
+    let username = v
+        .get("username")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+        .ok_or("username (a non-empty string) is required")?
+        .to_string();
+    match kind {
+        "StateChange" => {
+            let changed = v
+                .get("changed")
+                .and_then(Value::as_object)
+                .ok_or("changed must be an object: accountId → {type → state}")?;
+            let mut accounts = Vec::new();
+            for (account, types) in changed {
+                let types = types
+                    .as_object()
+                    .ok_or_else(|| format!("changed.{account} must be an object: type → state"))?;
+                let mut changes = Vec::new();
+                for (t, s) in types {
+                    let s = s
+                        .as_str()
+                        .ok_or_else(|| format!("changed.{account}.{t} must be a state string"))?;
+                    changes.push(TypeState {
+                        type_name: t.clone(),
+                        state: s.to_string(),
+                    });
+                }
+                accounts.push(AccountChanges {
+                    account_id: account.clone(),
+                    changes,
+                });
+            }
+            Ok(Event::StateChange(StateChange {
+                username,
+                changed: accounts,
+            }))
+        }
+        "CredentialRevoked" => {
+            let c = v
+                .get("credentialId")
+                .and_then(Value::as_str)
+                .ok_or("credentialId is required")?;
+            Ok(Event::CredentialRevoked(username, c.to_string()))
+        }
+        "UserDeleted" => Ok(Event::UserDeleted(username)),
+        other => Err(format!("unknown event type {other:?}")),
+    }
+}
+
+enum Event {
+    StateChange(StateChange),
+    CredentialRevoked(String, String),
+    UserDeleted(String),
+}
+
+async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    if state.settings.server.admin_token.is_none() {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "about:blank",
+            "the event intake is disabled (no server.admin_token)",
+        );
+    }
+    if !Authenticator::is_admin(auth, state.settings.server.admin_token.as_deref()) {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "about:blank",
+            "the admin token is required",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"events\""),
+        );
+        return r;
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "about:blank",
+                format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    let items = match v {
+        Value::Array(a) => a,
+        single => vec![single],
+    };
+    let mut parsed = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        match parse_event(item) {
+            Ok(e) => parsed.push(e),
+            Err(why) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "about:blank",
+                    format!("event {i}: {why}"),
+                )
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for event in parsed {
+        let st = state.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Value, CallError> {
+            Ok(match event {
+                Event::StateChange(e) => match st.plugin.state_changed(&e)? {
+                    Ok(report) => {
+                        st.metrics.record_report(&report);
+                        json!({"delivered": report.delivered, "deferred": report.deferred,
+                               "dropped": report.dropped, "destroyed": report.destroyed})
+                    }
+                    Err(e) => json!({"error": format!("{e:?}")}),
+                },
+                Event::CredentialRevoked(u, c) => match st.plugin.credential_revoked(&u, &c)? {
+                    Ok(n) => json!({"destroyed": n}),
+                    Err(e) => json!({"error": format!("{e:?}")}),
+                },
+                Event::UserDeleted(u) => match st.plugin.user_deleted(&u)? {
+                    Ok(n) => json!({"destroyed": n}),
+                    Err(e) => json!({"error": format!("{e:?}")}),
+                },
+            })
+        })
+        .await;
+        match r {
+            Ok(Ok(v)) => {
+                state.metrics.events.fetch_add(1, Ordering::Relaxed);
+                results.push(v)
+            }
+            Ok(Err(e)) => return trap(&state, e),
+            Err(e) => {
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "about:blank",
+                    e.to_string(),
+                )
+            }
+        }
+    }
+    json_response(json!({ "results": results }))
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    let st = state.clone();
+    let counts = tokio::task::spawn_blocking(move || {
+        let count = |prefix: &str| -> Option<u64> {
+            let mut n = 0u64;
+            let mut after: Option<String> = None;
+            loop {
+                let page = st.store.list_keys(prefix, after.as_deref(), 1000).ok()?;
+                n += page.keys.len() as u64;
+                match page.next {
+                    Some(k) => after = Some(k),
+                    None => return Some(n),
+                }
+            }
+        };
+        (count("sub/"), count("pending/"))
+    })
+    .await
+    .unwrap_or((None, None));
+    let mut r = (StatusCode::OK, state.metrics.render(counts.0, counts.1)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

@@ -1,0 +1,444 @@
+//! The `jmap-web-push` configuration file: one TOML file with every setting
+//! of the plugin and the host, environment overrides, and validation errors
+//! that name the bad key.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"              # address to serve JMAP on
+//! public_url = "https://mail.example.com" # base of the absolute apiUrl (default: http://<listen>)
+//! admin_token = "change-me"              # Bearer token for POST /events
+//!
+//! [store]
+//! kind = "embedded"                      # embedded | memory | postgres
+//! path = "/var/lib/jmap-web-push/store.redb"
+//! # url = "postgres://user@127.0.0.1/push"   (kind = "postgres")
+//!
+//! [http]
+//! connect_timeout_ms = 5000
+//! max_timeout_ms = 30000
+//! max_concurrency = 256
+//!
+//! [sandbox]
+//! flavour = "wide"                       # wide | portable
+//! memory_limit_mib = 64
+//! call_deadline_ms = 30000
+//!
+//! [plugin]                               # every field of the WIT config record
+//! vapid_contact = "mailto:postmaster@example.com"
+//! max_subscriptions_per_owner = 50
+//!
+//! [[users]]
+//! name = "alice@example.com"
+//! credentials = [
+//!   { id = "laptop", password_hash = "$argon2id$v=19$..." },  # Basic
+//!   { id = "phone", token_sha256 = "<hex sha256 of the token>" },  # Bearer
+//! ]
+//! ```
+//!
+//! Environment overrides: `JMAP_WEB_PUSH__<SECTION>__<KEY>=<value>` (double
+//! underscores; the value is read as TOML, or as a string if it is not
+//! TOML), e.g. `JMAP_WEB_PUSH__SERVER__LISTEN=0.0.0.0:8080`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::PluginConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The JMAP server.
+    pub server: ServerSettings,
+    /// The store backend.
+    pub store: StoreSettings,
+    /// Outbound HTTP.
+    pub http: HttpSettings,
+    /// The sandbox.
+    pub sandbox: SandboxSettings,
+    /// The plugin.
+    pub plugin: PluginConfig,
+    /// Users allowed to call the JMAP API.
+    pub users: Vec<User>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public base URL (for the absolute `apiUrl`); default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Bearer token for the event intake (`POST /events`); without it the
+    /// intake is disabled.
+    pub admin_token: Option<String>,
+    /// Also advertise (and accept in `using`) `urn:ietf:params:jmap:mail`
+    /// with no methods, for clients that always send it (such as the
+    /// `jmap-client` crate). Default false.
+    pub advertise_mail: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            admin_token: None,
+            advertise_mail: false,
+        }
+    }
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The redb file (default).
+    #[default]
+    Embedded,
+    /// In memory (lost on exit).
+    Memory,
+    /// PostgreSQL (several processes may share it).
+    Postgres,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Backend.
+    pub kind: StoreKind,
+    /// File of the embedded store.
+    pub path: PathBuf,
+    /// PostgreSQL URL.
+    pub url: Option<String>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            kind: StoreKind::Embedded,
+            path: PathBuf::from("jmap-web-push.redb"),
+            url: None,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Upper bound on one request, ms.
+    pub max_timeout_ms: u64,
+    /// Requests in flight at most.
+    pub max_concurrency: usize,
+    /// Response body octets kept.
+    pub max_body_prefix: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = crate::net::HttpPolicy::default();
+        HttpSettings {
+            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            max_timeout_ms: d.max_timeout.as_millis() as u64,
+            max_concurrency: d.max_concurrency,
+            max_body_prefix: d.max_body_prefix,
+        }
+    }
+}
+
+/// Guest build, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlavourSetting {
+    /// `+wide-arithmetic` (default).
+    #[default]
+    Wide,
+    /// Portable.
+    Portable,
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Guest build.
+    pub flavour: FlavourSetting,
+    /// Memory cap per instance, MiB.
+    pub memory_limit_mib: usize,
+    /// CPU deadline per call, ms.
+    pub call_deadline_ms: u64,
+    /// AOT cache directory (default: ~/.cache/jmap-web-push).
+    pub aot_cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            flavour: FlavourSetting::Wide,
+            memory_limit_mib: 64,
+            call_deadline_ms: 30_000,
+            aot_cache_dir: None,
+        }
+    }
+}
+
+/// A user of the JMAP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// User name (Basic auth name).
+    pub name: String,
+    /// Credentials; each one's `id` is the credential id subscriptions are
+    /// tied to.
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
+}
+
+/// One credential: a password (Basic) or a token (Bearer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// Credential id.
+    pub id: String,
+    /// Argon2 PHC string of the password (`jmap-web-push hash-password`).
+    pub password_hash: Option<String>,
+    /// Hex SHA-256 of a bearer token (`jmap-web-push hash-password --token`).
+    pub token_sha256: Option<String>,
+}
+
+/// Why the configuration is unusable; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        error: std::io::Error,
+    },
+    /// Not TOML.
+    #[error("{0}")]
+    Syntax(String),
+    /// A key has a bad value or is unknown.
+    #[error("invalid configuration at `{key}`: {message}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads `path` (or defaults when `None`), applies the environment
+    /// overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|error| SettingsError::Read {
+                path: p.to_path_buf(),
+                error,
+            })?,
+            None => String::new(),
+        };
+        Self::parse(&text, env)
+    }
+
+    /// Parses TOML text with environment overrides and validates.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| SettingsError::Syntax(e.to_string()))?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix("JMAP_WEB_PUSH__") else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value.clone()));
+            let mut slot = &mut table;
+            for k in &keys[..keys.len() - 1] {
+                let entry = slot
+                    .entry(k.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                slot = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(SettingsError::Invalid {
+                            key: keys.join("."),
+                            message: format!("{name} overrides a key inside a non-table value"),
+                        })
+                    }
+                };
+            }
+            slot.insert(keys[keys.len() - 1].clone(), parsed);
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| SettingsError::Invalid {
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, message: String| {
+            Err(SettingsError::Invalid {
+                key: key.into(),
+                message,
+            })
+        };
+        if let Some(contact) = &self.plugin.vapid_contact {
+            if !(contact.starts_with("mailto:") || contact.starts_with("https://")) {
+                return bad(
+                    "plugin.vapid_contact",
+                    "must start with mailto: or https://".into(),
+                );
+            }
+            if let Err(e) = jmap_web_push_guest::crypto::vapid::VapidSigner::new(
+                jmap_web_push_guest::crypto::vapid::VapidKey::generate()
+                    .map_err(|e| SettingsError::Syntax(e.to_string()))?,
+                contact,
+                self.plugin.vapid_token_lifetime_secs,
+                self.plugin.insecure_test_mode,
+            ) {
+                return bad("plugin.vapid_contact", e.to_string());
+            }
+        }
+        if let Some(k) = &self.plugin.vapid_private_key {
+            if let Err(e) = jmap_web_push_guest::crypto::vapid::VapidKey::from_base64url(k) {
+                return bad("plugin.vapid_private_key", e.to_string());
+            }
+        }
+        if self.plugin.max_plaintext_octets > 3993 {
+            return bad(
+                "plugin.max_plaintext_octets",
+                "at most 3993 (one 4096-octet record)".into(),
+            );
+        }
+        if self.store.kind == StoreKind::Postgres && self.store.url.is_none() {
+            return bad(
+                "store.url",
+                "required when store.kind = \"postgres\"".into(),
+            );
+        }
+        if let Some(u) = &self.server.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return bad(
+                    "server.public_url",
+                    "must be an absolute http(s) URL".into(),
+                );
+            }
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() {
+                return bad(&format!("users[{i}].name"), "must not be empty".into());
+            }
+            for (j, c) in user.credentials.iter().enumerate() {
+                let key = format!("users[{i}].credentials[{j}]");
+                match (&c.password_hash, &c.token_sha256) {
+                    (Some(h), None) => {
+                        if argon2::PasswordHash::new(h).is_err() {
+                            return bad(
+                                &format!("{key}.password_hash"),
+                                "not a PHC hash string".into(),
+                            );
+                        }
+                    }
+                    (None, Some(t)) => {
+                        if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            return bad(
+                                &format!("{key}.token_sha256"),
+                                "must be 64 hex digits".into(),
+                            );
+                        }
+                    }
+                    _ => {
+                        return bad(
+                            &key,
+                            "needs exactly one of password_hash and token_sha256".into(),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let s = Settings::parse("", Vec::new()).unwrap();
+        assert_eq!(s.server.listen.port(), 8080);
+        assert_eq!(s.store.kind, StoreKind::Embedded);
+        assert_eq!(s.plugin.max_subscriptions_per_owner, 50);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let e =
+            Settings::parse("[plugin]\nmax_subscriptions_per_ownr = 3\n", Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("plugin"), "{e}");
+        assert!(e.to_string().contains("max_subscriptions_per_ownr"), "{e}");
+        let e = Settings::parse("[server]\nlisten = \"nope\"\n", Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+        let e = Settings::parse(
+            "[plugin]\nvapid_contact = \"mailto:ops@localhost\"\n",
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("plugin.vapid_contact"), "{e}");
+        let e = Settings::parse("[store]\nkind = \"postgres\"\n", Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("store.url"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = Settings::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            vec![
+                (
+                    "JMAP_WEB_PUSH__SERVER__LISTEN".to_string(),
+                    "127.0.0.1:9999".to_string(),
+                ),
+                (
+                    "JMAP_WEB_PUSH__PLUGIN__MAX_SUBSCRIPTIONS_PER_OWNER".to_string(),
+                    "7".to_string(),
+                ),
+                (
+                    "JMAP_WEB_PUSH__PLUGIN__VAPID_CONTACT".to_string(),
+                    "mailto:a@example.com".to_string(),
+                ),
+                ("UNRELATED".to_string(), "x".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.server.listen.port(), 9999);
+        assert_eq!(s.plugin.max_subscriptions_per_owner, 7);
+        assert_eq!(
+            s.plugin.vapid_contact.as_deref(),
+            Some("mailto:a@example.com")
+        );
+    }
+}
