@@ -175,7 +175,8 @@ impl HttpSend for HttpClient {
 #[derive(Debug)]
 pub struct HttpClient {
     client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken in `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
     policy: HttpPolicy,
     permits: Arc<Semaphore>,
 }
@@ -204,7 +205,7 @@ impl HttpClient {
             .build()?;
         Ok(HttpClient {
             client,
-            runtime,
+            runtime: Some(runtime),
             permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
             policy,
         })
@@ -219,13 +220,19 @@ impl HttpClient {
     /// Blocks the calling thread (never call it from inside an async task
     /// without `spawn_blocking`).
     pub fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
+        let Some(runtime) = &self.runtime else {
+            return requests
+                .iter()
+                .map(|_| Err(OutError::Other("HTTP client shut down".into())))
+                .collect();
+        };
         let handles: Vec<_> = requests
             .into_iter()
             .map(|r| {
                 let client = self.client.clone();
                 let policy = self.policy.clone();
                 let permits = self.permits.clone();
-                self.runtime.spawn(async move {
+                runtime.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     send_one(&client, &policy, r).await
                 })
@@ -235,6 +242,16 @@ impl HttpClient {
             .into_iter()
             .map(|r| r.unwrap_or_else(|e| Err(OutError::Other(format!("send task failed: {e}")))))
             .collect()
+    }
+}
+
+impl Drop for HttpClient {
+    fn drop(&mut self) {
+        // The owner may be dropped inside an async context (a server
+        // shutting down); a blocking runtime drop would panic there.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
     }
 }
 

@@ -75,10 +75,12 @@ pub struct ServerSettings {
     /// Bearer token for the event intake (`POST /events`); without it the
     /// intake is disabled.
     pub admin_token: Option<String>,
-    /// Also advertise (and accept in `using`) `urn:ietf:params:jmap:mail`
-    /// with no methods, for clients that always send it (such as the
-    /// `jmap-client` crate). Default false.
-    pub advertise_mail: bool,
+    /// Capabilities to advertise (and accept in `using`) although this
+    /// server has no methods for them, for clients that always send them:
+    /// the `jmap-client` crate sends `urn:ietf:params:jmap:mail` and
+    /// `urn:ietf:params:jmap:submission` with every request. Default none:
+    /// only what is implemented is advertised.
+    pub extra_capabilities: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -87,7 +89,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             admin_token: None,
-            advertise_mail: false,
+            extra_capabilities: Vec::new(),
         }
     }
 }

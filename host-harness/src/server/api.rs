@@ -5,8 +5,24 @@ use serde_json::{json, Map, Value};
 
 /// Capability URIs.
 pub const CORE: &str = "urn:ietf:params:jmap:core";
-/// RFC 8621 mail, advertised only when `server.advertise_mail` is set.
+/// RFC 8621 mail (only ever advertised through `server.extra_capabilities`).
 pub const MAIL: &str = "urn:ietf:params:jmap:mail";
+/// RFC 8621 submission (likewise).
+pub const SUBMISSION: &str = "urn:ietf:params:jmap:submission";
+
+/// The account capability object advertised for an extra capability this
+/// server has no methods for: the required members with "nothing
+/// supported" values, so that strict clients can parse the Session.
+pub fn placeholder_account_capability(uri: &str) -> Value {
+    match uri {
+        MAIL => {
+            json!({"maxMailboxesPerEmail": null, "maxMailboxDepth": null, "maxSizeMailboxName": 255,
+                       "maxSizeAttachmentsPerEmail": 0, "emailQuerySortOptions": [], "mayCreateTopLevelMailbox": false})
+        }
+        SUBMISSION => json!({"maxDelayedSend": 0, "submissionExtensions": {}}),
+        _ => json!({}),
+    }
+}
 
 /// A request-level error (RFC 8620 §3.6.1), sent as RFC 7807 problem JSON
 /// with status 400.

@@ -263,9 +263,7 @@ fn trap(state: &AppState, e: CallError) -> Response {
 
 fn supported_capabilities(state: &AppState, plugin_caps: &[(String, Value)]) -> Vec<String> {
     let mut v = vec![api::CORE.to_string()];
-    if state.settings.server.advertise_mail {
-        v.push(api::MAIL.to_string());
-    }
+    v.extend(state.settings.server.extra_capabilities.iter().cloned());
     v.extend(plugin_caps.iter().map(|(u, _)| u.clone()));
     v
 }
@@ -318,21 +316,17 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         }),
     );
     let mut account_caps = Map::new();
-    if state.settings.server.advertise_mail {
-        capabilities.insert(api::MAIL.into(), json!({}));
-        account_caps.insert(
-            api::MAIL.into(),
-            json!({"maxMailboxesPerEmail": null, "maxMailboxDepth": null, "maxSizeMailboxName": 255,
-                   "maxSizeAttachmentsPerEmail": 0, "emailQuerySortOptions": [], "mayCreateTopLevelMailbox": false}),
-        );
+    for uri in &state.settings.server.extra_capabilities {
+        capabilities.insert(uri.clone(), json!({}));
+        account_caps.insert(uri.clone(), api::placeholder_account_capability(uri));
     }
     for (uri, value) in &caps {
         capabilities.insert(uri.clone(), value.clone());
     }
     let account_id = who.username.clone();
     let mut primary = Map::new();
-    if state.settings.server.advertise_mail {
-        primary.insert(api::MAIL.into(), json!(account_id));
+    for uri in &state.settings.server.extra_capabilities {
+        primary.insert(uri.clone(), json!(account_id));
     }
     let base = &state.base_url;
     json_response(json!({
