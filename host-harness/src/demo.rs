@@ -1,10 +1,11 @@
 //! The `demo` subcommand: the whole flow on this machine, with a readable
-//! trace. A local push service (loopback), the embedded store in a fresh
-//! temporary directory, a subscription created exactly as a JMAP client
-//! would, verification, state changes, and the push service's 429 and 410
-//! answers. Exits non-zero when any step does not do what it should.
+//! trace. It starts `serve` in-process (embedded store in a fresh temporary
+//! directory, one demo user) and a local push service, then acts as a JMAP
+//! client over HTTP (Session, API) and as the mail server (`POST /events`):
+//! a subscription with browser-style keys, verification, state changes, and
+//! the push service's 429 and 410 answers. Exits non-zero when any step does
+//! not do what it should.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
@@ -14,10 +15,13 @@ use jmap_web_push_guest::crypto::ece::receiver::webpush_decrypt;
 use jmap_web_push_guest::crypto::vapid::VapidKey;
 use jmap_web_push_guest::crypto::{b64url_decode, b64url_encode};
 use jmap_web_push_host::gateway::{Answer, Gateway, Received};
-use jmap_web_push_host::store::embedded::EmbeddedStore;
-use jmap_web_push_host::{
-    AccountChanges, Caller, PluginConfig, PushPlugin, SandboxOptions, StateChange, TypeState,
-};
+use jmap_web_push_host::server::{self, auth};
+use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
+use jmap_web_push_host::PluginConfig;
+
+const USER: &str = "alice@example.com";
+const PASSWORD: &str = "demo password";
+const ADMIN: &str = "demo admin token";
 
 /// A browser-style push subscription's keys (what PushManager.subscribe()
 /// creates): a P-256 key pair and a 16-octet auth secret.
@@ -85,32 +89,99 @@ fn show_push(p: &Received) {
     }
 }
 
-fn call(plugin: &PushPlugin, who: &Caller, method: &str, args: Value) -> anyhow::Result<Value> {
-    show_json(&format!("client → [\"{method}\", …]"), &args);
-    let r = plugin.call(who, method, &args.to_string(), &[])??;
-    let v: Value = serde_json::from_str(&r.arguments)?;
-    show_json("server →", &v);
-    Ok(v)
+/// The demo's HTTP side: a JMAP client and the mail server's event feed.
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    api_url: String,
+    base: String,
 }
 
-fn change(user: &str, account: &str, changes: &[(&str, &str)]) -> StateChange {
-    StateChange {
-        username: user.into(),
-        changed: vec![AccountChanges {
-            account_id: account.into(),
-            changes: changes
-                .iter()
-                .map(|(t, s)| TypeState {
-                    type_name: t.to_string(),
-                    state: s.to_string(),
-                })
-                .collect(),
-        }],
+impl Http {
+    fn basic() -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        )
+    }
+
+    fn session(&self) -> anyhow::Result<Value> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .get(format!("{}/.well-known/jmap", self.base))
+                .header("Authorization", Self::basic())
+                .send()
+                .await?;
+            ensure!(
+                r.status().is_success(),
+                "GET /.well-known/jmap answered {}",
+                r.status()
+            );
+            Ok(r.json().await?)
+        })
+    }
+
+    /// One JMAP method call, printed as it goes.
+    fn call(&self, method: &str, args: Value) -> anyhow::Result<Value> {
+        show_json(&format!("client → [\"{method}\", …]"), &args);
+        let body =
+            json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [[method, args, "c0"]]});
+        let v: Value = self.rt.block_on(async {
+            let r = self
+                .client
+                .post(&self.api_url)
+                .header("Authorization", Self::basic())
+                .body(body.to_string())
+                .send()
+                .await?;
+            ensure!(
+                r.status().is_success(),
+                "POST apiUrl answered {}",
+                r.status()
+            );
+            anyhow::Ok(r.json::<Value>().await?)
+        })?;
+        let response = &v["methodResponses"][0];
+        ensure!(response[0] == method, "method error: {}", response[1]);
+        show_json("server →", &response[1]);
+        Ok(response[1].clone())
+    }
+
+    /// The mail server reports an event.
+    fn event(&self, event: Value) -> anyhow::Result<Value> {
+        show_json("mail server → POST /events", &event);
+        let v: Value = self.rt.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}/events", self.base))
+                .header("Authorization", format!("Bearer {ADMIN}"))
+                .body(event.to_string())
+                .send()
+                .await?;
+            ensure!(
+                r.status().is_success(),
+                "POST /events answered {}",
+                r.status()
+            );
+            anyhow::Ok(r.json::<Value>().await?)
+        })?;
+        println!("  delivery report: {}", v["results"][0]);
+        Ok(v["results"][0].clone())
     }
 }
 
+fn change(account: &str, changes: &[(&str, &str)]) -> Value {
+    let types: serde_json::Map<String, Value> = changes
+        .iter()
+        .map(|(t, s)| (t.to_string(), Value::String(s.to_string())))
+        .collect();
+    json!({"type": "StateChange", "username": USER, "changed": {account: types}})
+}
+
 fn wait_for(gateway: &Gateway, path: &str, n: usize) -> anyhow::Result<Vec<Received>> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = gateway.received_on(path);
         if got.len() >= n {
@@ -127,17 +198,19 @@ fn wait_for(gateway: &Gateway, path: &str, n: usize) -> anyhow::Result<Vec<Recei
 pub fn run() -> anyhow::Result<()> {
     let mut n = 0;
     println!("JMAP Web Push plugin — demo");
-    println!("The plugin runs as a WebAssembly component inside this process (wasmtime).");
+    println!("The plugin runs as a WebAssembly component inside the JMAP server (wasmtime).");
 
     step(
         &mut n,
-        "start a local push service and the plugin on the embedded store",
+        "start the JMAP server (embedded store) and a local push service",
     );
     let dir = std::env::temp_dir().join(format!("jmap-web-push-demo-{}", std::process::id()));
-    let store_path = dir.join("store.redb");
-    let store = Arc::new(EmbeddedStore::open(&store_path)?);
-    let gateway = Gateway::try_start()?;
-    let config = PluginConfig {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse()?;
+    settings.server.admin_token = Some(ADMIN.into());
+    settings.store.kind = StoreKind::Embedded;
+    settings.store.path = dir.join("store.redb");
+    settings.plugin = PluginConfig {
         vapid_contact: Some("mailto:postmaster@example.com".into()),
         // The local push service is on 127.0.0.1 over plain HTTP, which a
         // production configuration refuses.
@@ -145,41 +218,46 @@ pub fn run() -> anyhow::Result<()> {
         retry_initial_ms: 500,
         ..PluginConfig::default()
     };
+    settings.users = vec![User {
+        name: USER.into(),
+        credentials: vec![Credential {
+            id: "alice-laptop".into(),
+            password_hash: Some(auth::hash_password(PASSWORD)?),
+            token_sha256: None,
+        }],
+    }];
+    let rt = tokio::runtime::Runtime::new()?;
     let t = Instant::now();
-    let plugin = PushPlugin::builder()
-        .config(config)
-        .store(store)
-        .sandbox(SandboxOptions::default())
-        .build()?;
-    let load = plugin.load_report();
+    let running = rt.block_on(server::start(settings.clone()))?;
     println!(
-        "  component: {} octets, {} in {:?}; store: {}",
-        load.component_size,
-        if load.compiled {
-            "compiled"
-        } else {
-            "loaded from the AOT cache"
-        },
+        "  JMAP server: {} (ready in {:?}); store: {}",
+        running.base_url,
         t.elapsed(),
-        store_path.display()
+        settings.store.path.display()
     );
+    let gateway = Gateway::try_start()?;
     println!("  push service: {}", gateway.url(""));
+    let http = Http {
+        client: reqwest::Client::new(),
+        api_url: format!("{}/jmap/api", running.base_url),
+        base: running.base_url.clone(),
+        rt,
+    };
 
     step(
         &mut n,
-        "the Session object advertises the VAPID key (RFC 9749)",
+        "the client fetches the Session: it advertises the VAPID key (RFC 9749)",
     );
-    let session = plugin.session()??;
-    let cap = session
-        .capabilities
-        .iter()
-        .find(|c| c.uri == "urn:ietf:params:jmap:webpush-vapid")
-        .context("no webpush-vapid capability")?;
-    let cap_value: Value = serde_json::from_str(&cap.value)?;
-    show_json(&cap.uri, &cap_value);
-    let server_key = cap_value["applicationServerKey"]
+    let session = http.session()?;
+    ensure!(
+        session["apiUrl"] == http.api_url.as_str(),
+        "apiUrl is not the absolute API URL"
+    );
+    let cap = session["capabilities"]["urn:ietf:params:jmap:webpush-vapid"].clone();
+    show_json("urn:ietf:params:jmap:webpush-vapid", &cap);
+    let server_key = cap["applicationServerKey"]
         .as_str()
-        .context("no key")?
+        .context("no applicationServerKey")?
         .to_string();
     ensure!(
         b64url_decode(&server_key)?.len() == 65,
@@ -191,13 +269,7 @@ pub fn run() -> anyhow::Result<()> {
         "the client subscribes (browser-style P-256 keys) and creates a PushSubscription",
     );
     let browser = Browser::new()?;
-    let alice = Caller {
-        username: "alice@example.com".into(),
-        credential_id: Some("app-password-1".into()),
-    };
-    let created = call(
-        &plugin,
-        &alice,
+    let created = http.call(
         "PushSubscription/set",
         json!({"create": {"k1": {
             "deviceClientId": "alice-laptop-firefox",
@@ -243,9 +315,7 @@ pub fn run() -> anyhow::Result<()> {
         &mut n,
         "the client proves it received it: update verificationCode",
     );
-    let updated = call(
-        &plugin,
-        &alice,
+    let updated = http.call(
         "PushSubscription/set",
         json!({"update": {id.clone(): {"verificationCode": code}}}),
     )?;
@@ -253,12 +323,7 @@ pub fn run() -> anyhow::Result<()> {
         updated["updated"].get(&id).is_some(),
         "verification update failed"
     );
-    let got = call(
-        &plugin,
-        &alice,
-        "PushSubscription/get",
-        json!({"ids": null}),
-    )?;
+    let got = http.call("PushSubscription/get", json!({"ids": null}))?;
     ensure!(
         got["list"][0]["verificationCode"] == code,
         "/get does not show the verified code"
@@ -268,8 +333,7 @@ pub fn run() -> anyhow::Result<()> {
         &mut n,
         "new mail arrives: the mail server reports a state change",
     );
-    let report = plugin.state_changed(&change(
-        "alice@example.com",
+    let report = http.event(change(
         "a1",
         &[
             ("Email", "e-101"),
@@ -277,11 +341,8 @@ pub fn run() -> anyhow::Result<()> {
             ("EmailDelivery", "d-9"),
             ("Thread", "t-3"),
         ],
-    ))??;
-    println!(
-        "  delivery report: delivered {}, deferred {}, dropped {}, destroyed {}",
-        report.delivered, report.deferred, report.dropped, report.destroyed
-    );
+    ))?;
+    ensure!(report["delivered"] == 1, "not delivered");
     let got = wait_for(&gateway, "push/alice-laptop", 2)?;
     show_push(&got[1]);
     let sc = browser.open(&got[1])?;
@@ -308,31 +369,18 @@ pub fn run() -> anyhow::Result<()> {
         "push/alice-laptop",
         [Answer::status(429).header("Retry-After", "1")],
     );
-    let r1 = plugin.state_changed(&change("alice@example.com", "a1", &[("Email", "e-102")]))??;
-    println!("  first change: deferred {}", r1.deferred);
-    let r2 = plugin.state_changed(&change(
-        "alice@example.com",
-        "a1",
-        &[("Email", "e-103"), ("Mailbox", "m-56")],
-    ))??;
-    println!(
-        "  second change while waiting: deferred {} (merged, not sent)",
-        r2.deferred
-    );
+    let r1 = http.event(change("a1", &[("Email", "e-102")]))?;
+    let r2 = http.event(change("a1", &[("Email", "e-103"), ("Mailbox", "m-56")]))?;
+    println!("  the second change arrived while waiting: merged, not sent");
     ensure!(
-        r1.deferred == 1 && r2.deferred == 1,
+        r1["deferred"] == 1 && r2["deferred"] == 1,
         "changes were not deferred"
     );
     ensure!(
         gateway.received_on("push/alice-laptop").len() == 3,
         "a push was sent during Retry-After"
     );
-    std::thread::sleep(Duration::from_millis(1100));
-    let tick = plugin.tick()??;
-    println!(
-        "  tick after Retry-After: delivered {}",
-        tick.delivery.delivered
-    );
+    println!("  … the server's tick task sends the merged change once Retry-After has passed");
     let got = wait_for(&gateway, "push/alice-laptop", 4)?;
     show_push(&got[3]);
     let merged = browser.open(&got[3])?;
@@ -351,20 +399,15 @@ pub fn run() -> anyhow::Result<()> {
         "the browser unsubscribed: the push service answers 410 Gone",
     );
     gateway.script("push/alice-laptop", [Answer::status(410)]);
-    let r = plugin.state_changed(&change("alice@example.com", "a1", &[("Email", "e-104")]))??;
-    println!("  delivery report: destroyed {}", r.destroyed);
-    ensure!(r.destroyed == 1, "subscription not destroyed on 410");
-    let got = call(
-        &plugin,
-        &alice,
-        "PushSubscription/get",
-        json!({"ids": [id]}),
-    )?;
+    let r = http.event(change("a1", &[("Email", "e-104")]))?;
+    ensure!(r["destroyed"] == 1, "subscription not destroyed on 410");
+    let got = http.call("PushSubscription/get", json!({"ids": [id]}))?;
     ensure!(
         got["notFound"][0] == id.as_str(),
         "destroyed subscription still visible"
     );
 
+    http.rt.block_on(running.shutdown())?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nAll {n} steps behaved as specified.");
     Ok(())
