@@ -53,7 +53,13 @@ pub fn get(
         Some(ids) => (ids, true),
     };
     // Ids that are not valid JMAP ids cannot exist; skip the store for them.
-    let lookup: Vec<String> = wanted.iter().filter(|id| is_jmap_id(id)).cloned().collect();
+    // An id asked for twice is looked up (and returned) once (RFC 8620 §5.1).
+    let mut lookup: Vec<String> = Vec::with_capacity(wanted.len());
+    for id in wanted.iter().filter(|id| is_jmap_id(id)) {
+        if !lookup.contains(id) {
+            lookup.push(id.clone());
+        }
+    }
     let found = repo::load_many(env.store, &lookup)?;
     let mut list = Vec::new();
     let mut present: Vec<&str> = Vec::new();

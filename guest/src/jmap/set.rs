@@ -151,10 +151,10 @@ pub fn set(
     }))
 }
 
-fn object_map(
-    v: Option<&Value>,
-    name: &str,
-) -> Result<Vec<(String, Map<String, Value>)>, MethodError> {
+/// A creation id or object id with its JSON object.
+type Keyed = (String, Map<String, Value>);
+
+fn object_map(v: Option<&Value>, name: &str) -> Result<Vec<Keyed>, MethodError> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(m)) => m
@@ -180,6 +180,7 @@ struct Prepared {
     version: u64,
     new: NewSubscription,
     due_key: String,
+    expiry_key: String,
 }
 
 fn create_all(
@@ -215,6 +216,7 @@ fn create_all(
             for p in &prepared {
                 let _ = repo::erase(env.store, &p.sub);
                 let _ = env.store.delete(&p.due_key, Condition::Any);
+                let _ = env.store.delete(&p.expiry_key, Condition::Any);
                 not_created.insert(
                     p.cid.clone(),
                     SetError::new(SetErrorType::ServerFail, e.to_string()).to_json(),
@@ -294,15 +296,10 @@ fn prepare_create(
         .map_err(|e| SetError::new(SetErrorType::ServerFail, e.to_string()))?;
     let code = verification::new_code()
         .map_err(|e| SetError::new(SetErrorType::ServerFail, e.to_string()))?;
-    reserve_device_client_id(env, owner, &new.device_client_id, &id)?;
-
-    let vapid_key = match plugin.keyring.public_key(env) {
-        Ok(k) => k,
-        Err(e) => {
-            release_device_client_id(env, owner, &new.device_client_id, &id);
-            return Err(SetError::new(SetErrorType::ServerFail, e.to_string()));
-        }
-    };
+    let vapid_key = plugin
+        .keyring
+        .public_key(env)
+        .map_err(|e| SetError::new(SetErrorType::ServerFail, e.to_string()))?;
     let lease_until = env.now_ms.saturating_add(CLAIM_LEASE_MS);
     let sub = Subscription {
         id: id.clone(),
@@ -328,34 +325,46 @@ fn prepare_create(
     // later `tick` still re-sends the verification.
     let due_key = repo::due_key(lease_until, DueKind::Verification, &id);
     let expiry_key = repo::due_key(new.expires * 1000, DueKind::Expiry, &id);
+    let undo = |env: &mut Env<'_>| {
+        let _ = repo::erase(env.store, &sub);
+        let _ = env.store.delete(&due_key, Condition::Any);
+        let _ = env.store.delete(&expiry_key, Condition::Any);
+    };
+    // The record is stored before the deviceClientId is reserved, so a
+    // reservation whose record is missing is always a leftover (never a
+    // create still in flight on another host) and can be taken over safely.
     let stored = env
         .store
         .put(&due_key, b"", Condition::Any)
         .and_then(|_| env.store.put(&expiry_key, b"", Condition::Any))
-        .and_then(|_| repo::save(env.store, &sub, Condition::Absent))
-        .and_then(|v| {
-            env.store
-                .put(
-                    &format!("{}{}", repo::owner_prefix(owner), id),
-                    b"",
-                    Condition::Any,
-                )
-                .map(|_| v)
-        });
-    match stored {
-        Ok(version) => Ok(Prepared {
-            cid: cid.to_string(),
-            sub,
-            version,
-            new,
-            due_key,
-        }),
+        .and_then(|_| repo::save(env.store, &sub, Condition::Absent));
+    let version = match stored {
+        Ok(v) => v,
         Err(e) => {
-            let _ = repo::erase(env.store, &sub);
-            let _ = env.store.delete(&due_key, Condition::Any);
-            Err(e.into())
+            undo(env);
+            return Err(e.into());
         }
+    };
+    if let Err(e) = reserve_device_client_id(env, owner, &new.device_client_id, &id) {
+        undo(env);
+        return Err(e);
     }
+    if let Err(e) = env.store.put(
+        &format!("{}{}", repo::owner_prefix(owner), id),
+        b"",
+        Condition::Any,
+    ) {
+        undo(env);
+        return Err(e.into());
+    }
+    Ok(Prepared {
+        cid: cid.to_string(),
+        sub,
+        version,
+        new,
+        due_key,
+        expiry_key,
+    })
 }
 
 /// Counts creates in the last hour; refuses beyond the limit, else records
@@ -439,15 +448,6 @@ fn reserve_device_client_id(
     ))
 }
 
-fn release_device_client_id(env: &mut Env<'_>, owner: &Owner, dcid: &str, id: &str) {
-    let key = repo::dcid_key(owner, dcid);
-    if let Ok(Some(e)) = env.store.get(&key) {
-        if e.value == id.as_bytes() {
-            let _ = env.store.delete(&key, Condition::Version(e.version));
-        }
-    }
-}
-
 type Created = (String, String, Value);
 
 fn finish_create(
@@ -461,13 +461,15 @@ fn finish_create(
         version,
         new,
         due_key,
+        expiry_key,
     } = p;
     let fail = |e: StoreError, cid: &str| (cid.to_string(), SetError::from(e));
     match outcome {
         VerificationOutcome::Refused(why) => {
-            // Nothing stays stored (B4).
+            // Nothing stays stored (B4), not even the expiry entry.
             repo::erase(env.store, &sub).map_err(|e| fail(e, &cid))?;
             let _ = env.store.delete(&due_key, Condition::Any);
+            let _ = env.store.delete(&expiry_key, Condition::Any);
             return Err((cid, SetError::invalid_property("url", why)));
         }
         VerificationOutcome::Delivered => {
@@ -548,6 +550,10 @@ fn update_one(
     patch: &Map<String, Value>,
 ) -> Result<Value, SetError> {
     let now = env.now_secs();
+    // Ids without JMAP Id syntax cannot exist; keep them away from the store.
+    if !super::get::is_jmap_id(id) {
+        return Err(SetError::not_found(id));
+    }
     for _ in 0..CAS_ATTEMPTS {
         let Some((mut sub, version)) = repo::load(env.store, id)? else {
             return Err(SetError::not_found(id));
@@ -687,6 +693,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn destroy_one(env: &mut Env<'_>, owner: &Owner, id: &str) -> Result<(), SetError> {
+    if !super::get::is_jmap_id(id) {
+        return Err(SetError::not_found(id));
+    }
     let Some((sub, _)) = repo::load(env.store, id)? else {
         return Err(SetError::not_found(id));
     };
