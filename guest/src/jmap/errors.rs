@@ -66,11 +66,8 @@ impl MethodError {
 
 impl From<StoreError> for MethodError {
     fn from(e: StoreError) -> Self {
-        let kind = match e {
-            StoreError::Unavailable(_) => MethodErrorType::ServerUnavailable,
-            _ => MethodErrorType::ServerFail,
-        };
-        MethodError::new(kind, e.to_string())
+        // B9: store failures are `serverFail` (the description says which).
+        MethodError::new(MethodErrorType::ServerFail, e.to_string())
     }
 }
 

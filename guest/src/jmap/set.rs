@@ -95,6 +95,8 @@ pub fn set(
     let mut updated = Map::new();
     let mut not_updated = Map::new();
     for (key, patch) in &update {
+        // Responses name the real id when a "#creationId" resolved.
+        let shown = resolve(key, created_ids).unwrap_or_else(|| key.clone());
         let result = match resolve(key, created_ids) {
             None => Err(SetError::not_found(key)),
             Some(id)
@@ -111,10 +113,10 @@ pub fn set(
         };
         match result {
             Ok(v) => {
-                updated.insert(key.clone(), v);
+                updated.insert(shown, v);
             }
             Err(e) => {
-                not_updated.insert(key.clone(), e.to_json());
+                not_updated.insert(shown, e.to_json());
             }
         }
     }
@@ -122,14 +124,15 @@ pub fn set(
     let mut destroyed = Vec::new();
     let mut not_destroyed = Map::new();
     for (key, id) in destroy_ids {
-        let result = match id {
+        let result = match &id {
             None => Err(SetError::not_found(&key)),
-            Some(id) => destroy_one(env, owner, &id),
+            Some(id) => destroy_one(env, owner, id),
         };
+        let shown = id.unwrap_or(key);
         match result {
-            Ok(()) => destroyed.push(Value::String(key)),
+            Ok(()) => destroyed.push(Value::String(shown)),
             Err(e) => {
-                not_destroyed.insert(key, e.to_json());
+                not_destroyed.insert(shown, e.to_json());
             }
         }
     }
@@ -282,13 +285,7 @@ fn prepare_create(
 
     let existing = repo::owner_ids(env.store, owner)?;
     if existing.len() >= env.config.max_subscriptions_per_owner as usize {
-        return Err(SetError::new(
-            SetErrorType::OverQuota,
-            format!(
-                "at most {} push subscriptions per user; destroy one first",
-                env.config.max_subscriptions_per_owner
-            ),
-        ));
+        return Err(over_quota(env));
     }
     check_rate(env, owner, now)?;
 
@@ -357,6 +354,20 @@ fn prepare_create(
         undo(env);
         return Err(e.into());
     }
+    // Recount now that this one is indexed: of creates racing on several
+    // hosts, those that find the owner over quota back out, so the quota
+    // holds (at worst all racers back out and the client retries).
+    match repo::owner_ids(env.store, owner) {
+        Ok(ids) if ids.len() > env.config.max_subscriptions_per_owner as usize => {
+            undo(env);
+            return Err(over_quota(env));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            undo(env);
+            return Err(e.into());
+        }
+    }
     Ok(Prepared {
         cid: cid.to_string(),
         sub,
@@ -365,6 +376,16 @@ fn prepare_create(
         due_key,
         expiry_key,
     })
+}
+
+fn over_quota(env: &Env<'_>) -> SetError {
+    SetError::new(
+        SetErrorType::OverQuota,
+        format!(
+            "at most {} push subscriptions per user; destroy one first",
+            env.config.max_subscriptions_per_owner
+        ),
+    )
 }
 
 /// Counts creates in the last hour; refuses beyond the limit, else records
