@@ -728,3 +728,210 @@ mod tests {
         assert_eq!(dropped.len(), 1);
     }
 }
+
+/// Native tests of the delivery engine with a fake clock and a scripted
+/// push service: what needs time to pass (24 h refusal runs, give-up age)
+/// is tested here, where `now_ms` is a plain number.
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ports::{HttpError, HttpOut, HttpRequest, HttpResponse, MemoryStore, NoLog, Store};
+    use crate::subscription::{Owner, Subscription, VerificationState};
+    use std::collections::VecDeque;
+
+    /// Answers from a queue (default 201) and records requests.
+    #[derive(Default)]
+    struct Scripted {
+        answers: VecDeque<u16>,
+        sent: Vec<HttpRequest>,
+    }
+
+    impl HttpOut for Scripted {
+        fn send_batch(
+            &mut self,
+            requests: Vec<HttpRequest>,
+        ) -> Vec<Result<HttpResponse, HttpError>> {
+            requests
+                .into_iter()
+                .map(|r| {
+                    self.sent.push(r);
+                    Ok(HttpResponse {
+                        status: self.answers.pop_front().unwrap_or(201),
+                        headers: Vec::new(),
+                        body_prefix: Vec::new(),
+                    })
+                })
+                .collect()
+        }
+    }
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    fn subscription(store: &mut MemoryStore, now_ms: u64) -> String {
+        let owner = Owner {
+            username: "alice".into(),
+            credential_id: None,
+        };
+        let sub = Subscription {
+            id: "sub1".into(),
+            owner: owner.clone(),
+            device_client_id: "d".into(),
+            url: "https://push.example.net/x".into(),
+            keys: None,
+            verification_code: "c".into(),
+            verification: VerificationState {
+                verified: true,
+                delivered: true,
+                attempts: 0,
+                next_attempt_ms: None,
+            },
+            expires: now_ms / 1000 + 30 * 24 * 3600,
+            types: None,
+            created: now_ms / 1000,
+            vapid_key: None,
+            refusals: Default::default(),
+            last_push_ms: 0,
+        };
+        repo::save(store, &sub, Condition::Any).unwrap();
+        store
+            .put(
+                &format!("{}{}", repo::owner_prefix(&owner), sub.id),
+                b"",
+                Condition::Any,
+            )
+            .unwrap();
+        sub.id
+    }
+
+    fn event(state: &str) -> StateChange {
+        let mut changed = Changed::new();
+        changed
+            .entry("a1".into())
+            .or_default()
+            .insert("Email".into(), state.into());
+        StateChange {
+            username: "alice".into(),
+            changed,
+        }
+    }
+
+    fn fire(
+        store: &mut MemoryStore,
+        http: &mut Scripted,
+        config: &Config,
+        now_ms: u64,
+        state: &str,
+    ) -> DeliveryReport {
+        let mut log = NoLog;
+        let mut env = Env {
+            store,
+            http,
+            log: &mut log,
+            config,
+            now_ms,
+        };
+        state_changed(&mut Plugin::new(), &mut env, &event(state)).unwrap()
+    }
+
+    #[test]
+    fn a_run_of_refusals_destroys_only_after_the_limit_and_24_hours() {
+        let config = Config {
+            permanent_failure_limit: 3,
+            ..Config::default()
+        };
+        let mut store = MemoryStore::new();
+        let mut http = Scripted::default();
+        let t0 = 1_800_000_000_000;
+        subscription(&mut store, t0);
+        // Three refusals within an hour: over the count, not over 24 h.
+        for i in 0..3 {
+            http.answers.push_back(403);
+            let r = fire(
+                &mut store,
+                &mut http,
+                &config,
+                t0 + i * 60_000,
+                &format!("s{i}"),
+            );
+            assert_eq!((r.dropped, r.destroyed), (1, 0));
+        }
+        assert!(repo::load(&mut store, "sub1").unwrap().is_some());
+        // A success resets the run.
+        let r = fire(&mut store, &mut http, &config, t0 + HOUR_MS, "ok");
+        assert_eq!(r.delivered, 1);
+        let sub = repo::load(&mut store, "sub1").unwrap().unwrap().0;
+        assert_eq!(sub.refusals.count, 0);
+        // A new run over more than 24 h reaching the limit destroys it.
+        for (i, at) in [2 * HOUR_MS, 14 * HOUR_MS, 27 * HOUR_MS].iter().enumerate() {
+            http.answers.push_back(400);
+            let r = fire(&mut store, &mut http, &config, t0 + at, &format!("r{i}"));
+            if i < 2 {
+                assert_eq!(r.destroyed, 0, "refusal {i}");
+            } else {
+                assert_eq!(r.destroyed, 1, "third refusal after 25 h: {r:?}");
+            }
+        }
+        assert!(repo::load(&mut store, "sub1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_pending_change_is_given_up_after_the_configured_age() {
+        let config = Config {
+            give_up_after_secs: 3600,
+            ..Config::default()
+        };
+        let mut store = MemoryStore::new();
+        let mut http = Scripted::default();
+        let t0 = 1_800_000_000_000;
+        subscription(&mut store, t0);
+        http.answers.push_back(503);
+        let r = fire(&mut store, &mut http, &config, t0, "s1");
+        assert_eq!(r.deferred, 1);
+        assert!(store.get(&pending_key("sub1")).unwrap().is_some());
+        // Two hours later the retry is due but too old: dropped, not sent.
+        let sent_before = http.sent.len();
+        let due: Vec<DueEntry> = store
+            .keys()
+            .filter_map(repo::parse_due_key)
+            .filter(|e| e.kind == DueKind::Push)
+            .collect();
+        assert_eq!(due.len(), 1);
+        let mut log = NoLog;
+        let mut env = Env {
+            store: &mut store,
+            http: &mut http,
+            log: &mut log,
+            config: &config,
+            now_ms: t0 + 2 * HOUR_MS,
+        };
+        let r = send_due(&mut Plugin::new(), &mut env, due).unwrap();
+        assert_eq!(r.dropped, 1, "{r:?}");
+        assert_eq!(http.sent.len(), sent_before, "nothing sent");
+        assert!(store.get(&pending_key("sub1")).unwrap().is_none());
+    }
+
+    #[test]
+    fn unencrypted_push_headers() {
+        let config = Config::default();
+        let mut store = MemoryStore::new();
+        let mut http = Scripted::default();
+        subscription(&mut store, 1_800_000_000_000);
+        fire(&mut store, &mut http, &config, 1_800_000_000_000, "s1");
+        let req = &http.sent[0];
+        assert_eq!(req.header("TTL"), Some("86400"));
+        assert_eq!(
+            req.header("Content-Type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(
+            req.header("Authorization"),
+            None,
+            "no VAPID without a contact"
+        );
+        assert_eq!(
+            String::from_utf8(req.body.clone()).unwrap(),
+            r#"{"@type":"StateChange","changed":{"a1":{"Email":"s1"}}}"#
+        );
+    }
+}
