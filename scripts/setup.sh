@@ -4,6 +4,8 @@
 #  - the wasm32-wasip2 target (rust-toolchain.toml does not install it when
 #    RUSTUP_AUTO_INSTALL=0);
 #  - OpenSSL headers + pkg-config for Mozilla's `ece` crate (test-only);
+#  - PostgreSQL server binaries, for scripts/pg.sh (the PostgreSQL store's
+#    tests);
 #  - python http_ece and npm web-push-testing into .tools/ (git-ignored),
 #    for the interoperability tests.
 set -euo pipefail
@@ -18,6 +20,10 @@ fi
 need_apt=()
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then need_apt+=(libssl-dev); fi
+# PostgreSQL server binaries for scripts/pg.sh (the PostgreSQL store's tests).
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

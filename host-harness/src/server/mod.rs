@@ -54,7 +54,12 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn KvStore>> {
             &settings.store.path,
         )?),
         StoreKind::Postgres => {
-            anyhow::bail!("store.kind = \"postgres\" is not available in this build")
+            let url = settings
+                .store
+                .url
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("store.url is required for postgres"))?;
+            Arc::new(crate::store::postgres::PostgresStore::open(url)?)
         }
     })
 }
@@ -121,7 +126,9 @@ impl Running {
 /// Binds and starts the server in the current tokio runtime.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
-    let store = open_store(&settings)?;
+    let s1 = settings.clone();
+    // The sync PostgreSQL client must not run on an async worker.
+    let store = tokio::task::spawn_blocking(move || open_store(&s1)).await??;
     let s2 = settings.clone();
     let (st2, m2) = (store.clone(), metrics.clone());
     let plugin = Arc::new(tokio::task::spawn_blocking(move || build_plugin(&s2, st2, m2)).await??);

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod memory;
+pub mod postgres;
 
 use std::fmt;
 

@@ -1,0 +1,596 @@
+//! The shared SQL backend: PostgreSQL, for several host processes on one
+//! store.
+//!
+//! One table holds every key:
+//!
+//! ```sql
+//! CREATE TABLE kv (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL,
+//!                  version BIGINT NOT NULL);
+//! CREATE SEQUENCE kv_version;
+//! ```
+//!
+//! `COLLATE "C"` orders keys by their UTF-8 octets, as the contract asks.
+//! Versions come from the sequence, so they are unique across every process
+//! and never reused (a key deleted and created again gets a new version,
+//! which keeps stale compare-and-swap writes out).
+//!
+//! Every operation is one autocommitted statement, so the condition check
+//! and the write are atomic on the server whatever the number of processes:
+//! `INSERT … ON CONFLICT DO NOTHING` for `absent`, `UPDATE … WHERE version =`
+//! for `version(v)` (a concurrent writer waits for the row lock, then
+//! re-checks the version and finds it changed), an upsert for `any`. The
+//! affected row count tells a `conflict`. With the server's default
+//! `synchronous_commit = on`, an acknowledged write is on disk.
+//!
+//! The client is the synchronous `postgres` crate: call the store from plain
+//! or blocking threads (`spawn_blocking`), never from inside an async task,
+//! as for the rest of the harness. Connections are kept in a small bounded
+//! pool. A connection failure, a timeout or a server shutting down is
+//! [`StoreError::Unavailable`]; reads are retried once on a fresh
+//! connection when a pooled one turns out to be dead.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Statement};
+
+use super::{check_sizes, Condition, Entry, KeyPage, KvStore, StoreError};
+
+/// The PostgreSQL client crate, for callers (tests, tools) that need a raw
+/// connection beside the store.
+pub use ::postgres as driver;
+
+/// How to reach the server and how long to wait for it.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// A libpq-style URL or key/value string,
+    /// e.g. `postgres://user@127.0.0.1:5432/db`. TLS is not supported:
+    /// use a loopback or otherwise trusted network.
+    pub url: String,
+    /// Schema holding the table and the sequence (created if missing);
+    /// `public` when `None`.
+    pub schema: Option<String>,
+    /// Most connections open at once.
+    pub pool_size: usize,
+    /// Longest wait for a TCP connection and the start-up handshake.
+    pub connect_timeout: Duration,
+    /// Server-side limit on each statement (`statement_timeout`), which also
+    /// bounds the wait for a row another writer holds.
+    pub statement_timeout: Duration,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Defaults: schema `public`, 16 connections, 5 s connect timeout, 10 s
+    /// statement timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            schema: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The same, in `schema`.
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.split_once('@') {
+            if let Some((user, _)) = auth.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The statements every connection prepares once.
+const SQL: [&str; 12] = [
+    // 0 get
+    "SELECT value, version FROM kv WHERE key = $1",
+    // 1 get_many
+    "SELECT key, value, version FROM kv WHERE key = ANY($1)",
+    // 2 put any
+    "INSERT INTO kv (key, value, version) VALUES ($1, $2, nextval('kv_version')) \
+     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version \
+     RETURNING version",
+    // 3 put absent
+    "INSERT INTO kv (key, value, version) VALUES ($1, $2, nextval('kv_version')) \
+     ON CONFLICT (key) DO NOTHING RETURNING version",
+    // 4 put version
+    "UPDATE kv SET value = $2, version = nextval('kv_version') \
+     WHERE key = $1 AND version = $3 RETURNING version",
+    // 5 delete any
+    "DELETE FROM kv WHERE key = $1",
+    // 6 delete version
+    "DELETE FROM kv WHERE key = $1 AND version = $2",
+    // 7 exists
+    "SELECT 1 FROM kv WHERE key = $1",
+    // 8 list: prefix, upper bound
+    "SELECT key FROM kv WHERE key >= $1 AND key < $2 ORDER BY key LIMIT $3",
+    // 9 list: prefix, no upper bound
+    "SELECT key FROM kv WHERE key >= $1 ORDER BY key LIMIT $2",
+    // 10 list: prefix, upper bound, cursor
+    "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 ORDER BY key LIMIT $4",
+    // 11 list: prefix, no upper bound, cursor
+    "SELECT key FROM kv WHERE key >= $1 AND key > $2 ORDER BY key LIMIT $3",
+];
+
+const GET: usize = 0;
+const GET_MANY: usize = 1;
+const PUT_ANY: usize = 2;
+const PUT_ABSENT: usize = 3;
+const PUT_VERSION: usize = 4;
+const DELETE_ANY: usize = 5;
+const DELETE_VERSION: usize = 6;
+const EXISTS: usize = 7;
+const LIST_BOUNDED: usize = 8;
+const LIST_OPEN: usize = 9;
+const LIST_BOUNDED_AFTER: usize = 10;
+const LIST_OPEN_AFTER: usize = 11;
+
+/// A pooled connection and its prepared statements.
+struct Conn {
+    client: Client,
+    statements: Vec<Statement>,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Conn>,
+    open: usize,
+}
+
+/// A [`KvStore`] in a PostgreSQL database.
+pub struct PostgresStore {
+    config: PostgresConfig,
+    pg: postgres::Config,
+    schema_ready: OnceLock<()>,
+    pool: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection idle longer than this is checked before use.
+const VALIDATE_AFTER: Duration = Duration::from_secs(30);
+
+fn classify(e: &postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let msg = format!("postgres: {} ({})", db.message(), code.code());
+        if *code == SqlState::QUERY_CANCELED
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::INSUFFICIENT_RESOURCES
+            || *code == SqlState::DISK_FULL
+            || *code == SqlState::OUT_OF_MEMORY
+            || code.code().starts_with("08")
+        {
+            StoreError::Unavailable(msg)
+        } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+            StoreError::TooLarge
+        } else {
+            StoreError::Other(msg)
+        }
+    } else {
+        // I/O, timeouts, closed connections, protocol errors.
+        StoreError::Unavailable(format!("postgres: {e}"))
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`,
+/// or `None` when there is none (empty prefix, or only U+10FFFF). UTF-8
+/// octet order is code point order, so bumping the last bumpable character
+/// and dropping what follows gives it.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(c) = chars.pop() {
+        let next = match c as u32 {
+            0xD7FF => Some('\u{E000}'),
+            n => char::from_u32(n + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+impl PostgresStore {
+    /// Connects with the default [`PostgresConfig`] and creates the schema.
+    /// An unreachable server is [`StoreError::Unavailable`].
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(PostgresConfig::new(url))
+    }
+
+    /// Connects with `config` and creates the table and the sequence if
+    /// missing.
+    pub fn open_with(config: PostgresConfig) -> Result<Self, StoreError> {
+        let store = Self::open_lazy(config)?;
+        let conn = store.acquire()?;
+        store.release(conn, true);
+        Ok(store)
+    }
+
+    /// Like [`open_with`](Self::open_with) but does not connect until the
+    /// first operation, so a host can start while the database is down; each
+    /// operation until then is [`StoreError::Unavailable`]. Only a malformed
+    /// URL is an error here.
+    pub fn open_lazy(config: PostgresConfig) -> Result<Self, StoreError> {
+        let mut pg = postgres::Config::from_str(&config.url)
+            .map_err(|e| StoreError::Other(format!("bad PostgreSQL URL: {e}")))?;
+        pg.connect_timeout(config.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .tcp_user_timeout(config.statement_timeout + Duration::from_secs(5));
+        if pg.get_application_name().is_none() {
+            pg.application_name("jmap-web-push");
+        }
+        Ok(PostgresStore {
+            config,
+            pg,
+            schema_ready: OnceLock::new(),
+            pool: Mutex::new(PoolState::default()),
+            returned: Condvar::new(),
+        })
+    }
+
+    fn schema(&self) -> &str {
+        self.config.schema.as_deref().unwrap_or("public")
+    }
+
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let mut client = self.pg.connect(NoTls).map_err(|e| classify(&e))?;
+        let ms = self.config.statement_timeout.as_millis().max(1);
+        let schema = quote_ident(self.schema());
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {ms}; SET search_path TO {schema}"
+            ))
+            .map_err(|e| classify(&e))?;
+        if self.schema_ready.get().is_none() {
+            // Serialized across processes: concurrent `CREATE … IF NOT
+            // EXISTS` of the same object can fail on the catalog's unique
+            // index.
+            let mut txn = client.transaction().map_err(|e| classify(&e))?;
+            txn.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock(7253210418731); \
+                 CREATE SCHEMA IF NOT EXISTS {schema}; \
+                 CREATE TABLE IF NOT EXISTS {schema}.kv (\
+                     key TEXT COLLATE \"C\" PRIMARY KEY, \
+                     value BYTEA NOT NULL, \
+                     version BIGINT NOT NULL); \
+                 CREATE SEQUENCE IF NOT EXISTS {schema}.kv_version MINVALUE 1 START 1;"
+            ))
+            .map_err(|e| classify(&e))?;
+            txn.commit().map_err(|e| classify(&e))?;
+            let _ = self.schema_ready.set(());
+        }
+        let statements = SQL
+            .iter()
+            .map(|sql| client.prepare(sql))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| classify(&e))?;
+        Ok(Conn {
+            client,
+            statements,
+            idle_since: Instant::now(),
+        })
+    }
+
+    fn lock_pool(&self) -> Result<std::sync::MutexGuard<'_, PoolState>, StoreError> {
+        self.pool
+            .lock()
+            .map_err(|_| StoreError::Other("postgres pool lock poisoned".into()))
+    }
+
+    /// A healthy connection: an idle one, or a new one while fewer than
+    /// `pool_size` are open, or the next one returned.
+    fn acquire(&self) -> Result<Conn, StoreError> {
+        let wait = self.config.connect_timeout + self.config.statement_timeout;
+        let deadline = Instant::now() + wait;
+        let mut pool = self.lock_pool()?;
+        loop {
+            if let Some(mut conn) = pool.idle.pop() {
+                drop(pool);
+                let stale = conn.idle_since.elapsed() > VALIDATE_AFTER;
+                if !conn.client.is_closed()
+                    && (!stale || conn.client.is_valid(self.config.connect_timeout).is_ok())
+                {
+                    return Ok(conn);
+                }
+                self.forget();
+                pool = self.lock_pool()?;
+                continue;
+            }
+            if pool.open < self.config.pool_size.max(1) {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| self.forget());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Unavailable(format!(
+                    "postgres: no free connection within {wait:?}"
+                )));
+            }
+            pool = self
+                .returned
+                .wait_timeout(pool, deadline - now)
+                .map_err(|_| StoreError::Other("postgres pool lock poisoned".into()))?
+                .0;
+        }
+    }
+
+    /// Gives a connection back (or closes it when it may be broken).
+    fn release(&self, mut conn: Conn, healthy: bool) {
+        if healthy && !conn.client.is_closed() {
+            conn.idle_since = Instant::now();
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.idle.push(conn);
+                drop(pool);
+                self.returned.notify_one();
+                return;
+            }
+        }
+        drop(conn);
+        self.forget();
+    }
+
+    /// Counts a connection as closed.
+    fn forget(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        self.returned.notify_one();
+    }
+
+    /// Runs `f` on a pooled connection. A connection whose error says it
+    /// may be broken is closed. With `retry_read`, a failure of a
+    /// connection taken from the pool (not a fresh one) is retried once.
+    fn with_conn<T>(
+        &self,
+        retry_read: bool,
+        mut f: impl FnMut(&mut Client, &[Statement]) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut attempts = if retry_read { 2 } else { 1 };
+        loop {
+            attempts -= 1;
+            let mut conn = self.acquire()?;
+            match f(&mut conn.client, &conn.statements) {
+                Ok(v) => {
+                    self.release(conn, true);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let err = classify(&e);
+                    let broken = matches!(err, StoreError::Unavailable(_));
+                    self.release(conn, !broken);
+                    if !(broken && attempts > 0) {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the schema (table, sequence and all). For tests that make a
+    /// fresh schema per case.
+    pub fn drop_schema(&self) -> Result<(), StoreError> {
+        let schema = quote_ident(self.schema());
+        self.with_conn(false, |c, _| {
+            c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        })?;
+        // Pooled connections hold statements of the dropped table.
+        if let Ok(mut pool) = self.pool.lock() {
+            let n = pool.idle.len();
+            pool.idle.clear();
+            pool.open = pool.open.saturating_sub(n);
+        }
+        Ok(())
+    }
+}
+
+fn to_version(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v != 0)
+        .ok_or_else(|| StoreError::Other(format!("postgres: invalid stored version {v}")))
+}
+
+impl KvStore for PostgresStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let row = self.with_conn(true, |c, s| c.query_opt(&s[GET], &[&key]))?;
+        match row {
+            Some(row) => Ok(Some(Entry {
+                value: row.get(0),
+                version: to_version(row.get(1))?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.with_conn(true, |c, s| c.query(&s[GET_MANY], &[&keys]))?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.get(0);
+            let entry = Entry {
+                value: row.get(1),
+                version: to_version(row.get(2))?,
+            };
+            found.insert(key, entry);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    fn put(&self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError> {
+        check_sizes(key, value)?;
+        let row = match cond {
+            Condition::Any => {
+                self.with_conn(false, |c, s| c.query_opt(&s[PUT_ANY], &[&key, &value]))?
+            }
+            Condition::Absent => {
+                self.with_conn(false, |c, s| c.query_opt(&s[PUT_ABSENT], &[&key, &value]))?
+            }
+            Condition::Version(v) => {
+                let Ok(v) = i64::try_from(v) else {
+                    return Err(StoreError::Conflict);
+                };
+                self.with_conn(false, |c, s| {
+                    c.query_opt(&s[PUT_VERSION], &[&key, &value, &v])
+                })?
+            }
+        };
+        match row {
+            Some(row) => to_version(row.get(0)),
+            None => Err(StoreError::Conflict),
+        }
+    }
+
+    fn delete(&self, key: &str, cond: Condition) -> Result<bool, StoreError> {
+        match cond {
+            Condition::Any => {
+                let n = self.with_conn(false, |c, s| c.execute(&s[DELETE_ANY], &[&key]))?;
+                Ok(n > 0)
+            }
+            Condition::Absent => {
+                // Holds only when there is nothing to delete.
+                let row = self.with_conn(true, |c, s| c.query_opt(&s[EXISTS], &[&key]))?;
+                if row.is_some() {
+                    Err(StoreError::Conflict)
+                } else {
+                    Ok(false)
+                }
+            }
+            Condition::Version(v) => {
+                let Ok(v) = i64::try_from(v) else {
+                    return Err(StoreError::Conflict);
+                };
+                let n = self.with_conn(false, |c, s| c.execute(&s[DELETE_VERSION], &[&key, &v]))?;
+                if n > 0 {
+                    Ok(true)
+                } else {
+                    Err(StoreError::Conflict)
+                }
+            }
+        }
+    }
+
+    fn list_keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<KeyPage, StoreError> {
+        let limit = limit.max(1) as usize;
+        let fetch = limit as i64 + 1;
+        // Keys with the prefix are exactly those in [prefix, successor).
+        let upper = prefix_successor(prefix);
+        let rows = self.with_conn(true, |c, s| match (&upper, after) {
+            (Some(u), None) => c.query(&s[LIST_BOUNDED], &[&prefix, &u.as_str(), &fetch]),
+            (None, None) => c.query(&s[LIST_OPEN], &[&prefix, &fetch]),
+            (Some(u), Some(a)) => {
+                c.query(&s[LIST_BOUNDED_AFTER], &[&prefix, &u.as_str(), &a, &fetch])
+            }
+            (None, Some(a)) => c.query(&s[LIST_OPEN_AFTER], &[&prefix, &a, &fetch]),
+        })?;
+        let mut keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
+        let next = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().cloned()
+        } else {
+            None
+        };
+        Ok(KeyPage { keys, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successor_bounds_the_prefix() {
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        let p = "sub/é";
+        let s = prefix_successor(p).unwrap();
+        for k in ["sub/é", "sub/é\u{10FFFF}\u{10FFFF}", "sub/éz"] {
+            assert!(k.as_bytes() < s.as_bytes() && k.starts_with(p));
+        }
+        assert!(!s.starts_with(p));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:1/db"),
+            "postgres://u:***@h:1/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn unreachable_server_is_unavailable() {
+        let mut config = PostgresConfig::new("postgres://nobody@127.0.0.1:1/none");
+        config.connect_timeout = Duration::from_secs(2);
+        assert!(matches!(
+            PostgresStore::open_with(config.clone()),
+            Err(StoreError::Unavailable(_))
+        ));
+        let lazy = PostgresStore::open_lazy(config).unwrap();
+        assert!(matches!(lazy.get("k"), Err(StoreError::Unavailable(_))));
+        assert!(matches!(
+            lazy.put("k", b"v", Condition::Any),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}
