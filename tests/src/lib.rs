@@ -49,6 +49,22 @@ impl PushClient {
         })
     }
 
+    /// The private P-256 scalar (for handing to independent
+    /// implementations in the interoperability tests).
+    pub fn private_key(&self) -> [u8; 32] {
+        self.private
+    }
+
+    /// The uncompressed public key (`p256dh`).
+    pub fn public_key(&self) -> [u8; 65] {
+        self.public
+    }
+
+    /// The auth secret.
+    pub fn auth(&self) -> [u8; 16] {
+        self.auth
+    }
+
     /// Decrypts a push body with Mozilla's `ece` crate.
     pub fn decrypt(&self, body: &[u8]) -> anyhow::Result<Vec<u8>> {
         let components = ece::EcKeyComponents::new(self.private.to_vec(), self.public.to_vec());

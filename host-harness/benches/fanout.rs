@@ -1,0 +1,351 @@
+//! Delivery and runtime benchmarks (issues 5 and 8), printed as a table.
+//!
+//! - fan-out of one event to 1,000 verified subscriptions over real HTTP to
+//!   a loopback push service, against 1,000 x one encryption / cores;
+//! - per-event cost for one subscription while the store holds 1, 1,000,
+//!   10,000 and 100,000 other subscriptions;
+//! - sustained events/s with 10,000 subscriptions (10 per user);
+//! - instantiate time from `InstancePre`, cold load from the AOT cache,
+//!   component size, `PushSubscription/get` calls/s on 1 and 2 threads;
+//! - peak guest linear memory during the fan-out, host RSS with 10,000
+//!   subscriptions idle and under load.
+//!
+//! Subscriptions are written straight into the store in the plugin's
+//! layout (`jmap_web_push_guest::repo`), verified, so that 100,000 of them
+//! take seconds, not the hours of 100,000 verification round trips.
+//!
+//! Run: `cargo bench -p jmap-web-push-host --bench fanout`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jmap_web_push_guest::crypto::b64url_encode;
+use jmap_web_push_guest::crypto::keys::parse_receiver_keys;
+use jmap_web_push_guest::crypto::vapid::VapidKey;
+use jmap_web_push_guest::repo;
+use jmap_web_push_guest::subscription::{Owner, StoredKeys, Subscription, VerificationState};
+use jmap_web_push_host::gateway::Gateway;
+use jmap_web_push_host::net::{OutError, OutRequest, OutResponse};
+use jmap_web_push_host::store::memory::MemoryStore;
+use jmap_web_push_host::store::{Condition, KvStore};
+use jmap_web_push_host::{
+    AccountChanges, Caller, HttpSend, PluginConfig, PushPlugin, SandboxOptions, StateChange,
+    TypeState,
+};
+
+/// Answers 201 at once, without network.
+struct Instant201;
+
+impl HttpSend for Instant201 {
+    fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
+        requests
+            .iter()
+            .map(|_| {
+                Ok(OutResponse {
+                    status: 201,
+                    headers: Vec::new(),
+                    body_prefix: Vec::new(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn keys() -> StoredKeys {
+    let k = VapidKey::generate().expect("key");
+    let auth: [u8; 16] = jmap_web_push_guest::crypto::random_array().expect("random");
+    StoredKeys {
+        p256dh: k.public_key_base64url(),
+        auth: b64url_encode(&auth),
+    }
+}
+
+/// Writes `n` verified subscriptions for `users` users (round robin) whose
+/// URLs point at `url_base` + index.
+fn populate(
+    store: &MemoryStore,
+    n: usize,
+    users: usize,
+    user_prefix: &str,
+    url_base: &str,
+    keys: &StoredKeys,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for i in 0..n {
+        let owner = Owner {
+            username: format!("{user_prefix}{}", i % users),
+            credential_id: None,
+        };
+        let sub = Subscription {
+            id: format!("{user_prefix}sub{i:07}"),
+            owner: owner.clone(),
+            device_client_id: format!("d{i}"),
+            url: format!("{url_base}{i}"),
+            keys: Some(keys.clone()),
+            verification_code: "c".into(),
+            verification: VerificationState {
+                verified: true,
+                delivered: true,
+                attempts: 0,
+                next_attempt_ms: None,
+            },
+            expires: now + 7 * 86_400,
+            types: None,
+            created: now,
+            vapid_key: None,
+            refusals: Default::default(),
+            last_push_ms: 0,
+        };
+        store
+            .put(&repo::sub_key(&sub.id), &repo::encode(&sub), Condition::Any)
+            .unwrap();
+        store
+            .put(
+                &format!("{}{}", repo::owner_prefix(&owner), sub.id),
+                b"",
+                Condition::Any,
+            )
+            .unwrap();
+    }
+}
+
+fn event(user: &str, state: usize) -> StateChange {
+    StateChange {
+        username: user.into(),
+        changed: vec![AccountChanges {
+            account_id: "account-1".into(),
+            changes: vec![
+                TypeState {
+                    type_name: "Email".into(),
+                    state: format!("e{state}"),
+                },
+                TypeState {
+                    type_name: "Mailbox".into(),
+                    state: format!("m{state}"),
+                },
+            ],
+        }],
+    }
+}
+
+fn config() -> PluginConfig {
+    PluginConfig {
+        insecure_test_mode: true,
+        vapid_contact: Some("mailto:bench@example.com".into()),
+        ..PluginConfig::default()
+    }
+}
+
+fn plugin(store: Arc<MemoryStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugin {
+    let mut b = PushPlugin::builder()
+        .config(config())
+        .store(store)
+        .sandbox(SandboxOptions::default());
+    if let Some(h) = http {
+        b = b.http_client(h);
+    }
+    b.build().expect("plugin")
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("machine: {cores} cores");
+
+    // One encryption's time, natively (the crypto share of a push).
+    let k = keys();
+    let rk = parse_receiver_keys(&k.p256dh, &k.auth).unwrap();
+    let payload = vec![b'x'; 120];
+    let t = Instant::now();
+    let n = 2000;
+    for _ in 0..n {
+        jmap_web_push_guest::crypto::ece::encrypt(&payload, &rk, 3993).unwrap();
+    }
+    let native_encrypt = t.elapsed().as_secs_f64() / n as f64;
+    println!("native encrypt: {:.1} µs", native_encrypt * 1e6);
+
+    // In-guest cost of one push (no network): fan-out to 1,000 with an
+    // instant sender.
+    let store = Arc::new(MemoryStore::new());
+    populate(&store, 1000, 1, "fan", "http://127.0.0.1:9/p", &k);
+    let p = plugin(store.clone(), Some(Arc::new(Instant201)));
+    p.state_changed(&event("fan0", 0)).unwrap().unwrap();
+    let mut per_push = Vec::new();
+    for i in 1..=5 {
+        let t = Instant::now();
+        let r = p.state_changed(&event("fan0", i)).unwrap().unwrap();
+        assert_eq!(r.delivered, 1000);
+        per_push.push(t.elapsed().as_secs_f64() / 1000.0);
+    }
+    let guest_push = median(per_push);
+    println!(
+        "in-sandbox cost of one push (no network): {:.1} µs ({:.0} pushes/s on one core); encryption is {:.0}% of it (native figure)",
+        guest_push * 1e6,
+        1.0 / guest_push,
+        100.0 * native_encrypt / guest_push
+    );
+    println!(
+        "peak guest linear memory during 1,000-subscription fan-outs: {:.2} MiB",
+        p.peak_guest_memory() as f64 / 1048576.0
+    );
+    drop(p);
+
+    // Fan-out over real HTTP to a loopback push service.
+    let gateway = Gateway::start();
+    let store = Arc::new(MemoryStore::new());
+    populate(&store, 1000, 1, "net", &gateway.url("p"), &k);
+    let p = plugin(store.clone(), None);
+    p.state_changed(&event("net0", 0)).unwrap().unwrap();
+    let mut walls = Vec::new();
+    for i in 1..=3 {
+        let t = Instant::now();
+        let r = p.state_changed(&event("net0", i)).unwrap().unwrap();
+        assert_eq!(r.delivered, 1000, "{r:?}");
+        walls.push(t.elapsed().as_secs_f64());
+    }
+    let wall = median(walls);
+    let ideal = 1000.0 * guest_push / 1.0; // the guest runs one call on one core
+    println!(
+        "fan-out of one event to 1,000 subscriptions over loopback HTTP: {:.0} ms wall, {:.0} pushes/s; \
+         1,000 x in-sandbox push = {:.0} ms (ratio {:.2}); 1,000 x native encryption / {cores} cores = {:.0} ms",
+        wall * 1e3,
+        1000.0 / wall,
+        ideal * 1e3,
+        wall / ideal,
+        1000.0 * native_encrypt / cores as f64 * 1e3
+    );
+    drop(p);
+
+    // Per-event cost as the store grows (one subscription for the user).
+    println!("per-event cost, one subscription, other subscriptions in the store:");
+    let mut base = None;
+    for others in [1usize, 1_000, 10_000, 100_000] {
+        let store = Arc::new(MemoryStore::new());
+        populate(
+            &store,
+            others,
+            (others / 10).max(1),
+            "other",
+            "http://127.0.0.1:9/o",
+            &k,
+        );
+        populate(&store, 1, 1, "me", "http://127.0.0.1:9/me", &k);
+        let p = plugin(store, Some(Arc::new(Instant201)));
+        for i in 0..20 {
+            p.state_changed(&event("me0", i)).unwrap().unwrap();
+        }
+        let mut times = Vec::new();
+        for i in 0..200 {
+            let t = Instant::now();
+            p.state_changed(&event("me0", 100 + i)).unwrap().unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let m = median(times);
+        let b = *base.get_or_insert(m);
+        println!("  {others:>7}: {:.1} µs per event ({:.2}x)", m * 1e6, m / b);
+    }
+
+    // Sustained events with 10,000 subscriptions, 10 per user, 2 threads.
+    let store = Arc::new(MemoryStore::new());
+    populate(&store, 10_000, 1_000, "u", "http://127.0.0.1:9/s", &k);
+    let p = Arc::new(plugin(store, Some(Arc::new(Instant201))));
+    println!(
+        "host RSS with 10,000 subscriptions stored, idle: {:.0} MiB",
+        rss_mib()
+    );
+    for threads in [1usize, 2] {
+        let t = Instant::now();
+        let per_thread = 150;
+        std::thread::scope(|s| {
+            for th in 0..threads {
+                let p = p.clone();
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        let user = format!("u{}", (th * per_thread + i) % 1000);
+                        let r = p.state_changed(&event(&user, i)).unwrap().unwrap();
+                        assert_eq!(r.delivered, 10);
+                    }
+                });
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        let events = (threads * per_thread) as f64;
+        println!(
+            "sustained with 10,000 subscriptions, {threads} thread(s): {:.0} events/s, {:.0} pushes/s; RSS {:.0} MiB",
+            events / secs,
+            events * 10.0 / secs,
+            rss_mib()
+        );
+    }
+
+    // Runtime figures.
+    let store = Arc::new(MemoryStore::new());
+    let p = plugin(store.clone(), Some(Arc::new(Instant201)));
+    let cold = plugin(store.clone(), Some(Arc::new(Instant201)));
+    let load = cold.load_report();
+    println!(
+        "component: {} octets; load {} in {:.1} ms",
+        load.component_size,
+        if load.compiled {
+            "(compiled)"
+        } else {
+            "from the AOT cache"
+        },
+        load.load_time.as_secs_f64() * 1e3
+    );
+    let mut inst = Vec::new();
+    for _ in 0..200 {
+        inst.push(p.measure_instantiate().unwrap().as_secs_f64());
+    }
+    println!(
+        "instantiate from InstancePre: {:.0} µs (median of 200)",
+        median(inst) * 1e6
+    );
+    let caller = Caller {
+        username: "nobody".into(),
+        credential_id: None,
+    };
+    for threads in [1usize, 2] {
+        let n = 3000;
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let p = &p;
+                let caller = &caller;
+                s.spawn(move || {
+                    for _ in 0..n {
+                        p.call(caller, "PushSubscription/get", "{\"ids\":null}", &[])
+                            .unwrap()
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "PushSubscription/get calls/s on {threads} thread(s): {:.0}",
+            (threads * n) as f64 / secs
+        );
+    }
+    let _ = Duration::ZERO;
+}
