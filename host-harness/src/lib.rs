@@ -140,6 +140,11 @@ impl PushPlugin {
         &self.sandbox.load_report
     }
 
+    /// The largest guest linear memory any instance has reached, octets.
+    pub fn peak_guest_memory(&self) -> usize {
+        self.sandbox.peak_memory()
+    }
+
     /// Instantiates a fresh instance and drops it, returning the time
     /// taken (benchmarks).
     pub fn measure_instantiate(&self) -> Result<std::time::Duration, CallError> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::jmap::web_push::{host, http_out, store as wit_store, types};
@@ -102,11 +102,56 @@ pub(crate) struct Shared {
     pub config: types::Config,
 }
 
+/// Caps an instance's memories and tables, and records the largest linear
+/// memory any instance reached (for benchmarks and metrics).
+struct Limiter {
+    memory_limit: usize,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            // Refusing makes `memory.grow` fail; the guest's allocator then
+            // aborts, which traps this call only.
+            return Ok(false);
+        }
+        self.peak.fetch_max(desired, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        8
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
 /// The per-instance host state.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     shared: Arc<Shared>,
 }
 
@@ -306,6 +351,7 @@ pub struct Sandbox {
     shared: Arc<Shared>,
     idle: Mutex<Vec<Live>>,
     options: SandboxOptions,
+    peak_memory: Arc<std::sync::atomic::AtomicUsize>,
     _ticker: EpochTicker,
     /// How the component was obtained, and how long it took.
     pub load_report: LoadReport,
@@ -353,9 +399,15 @@ impl Sandbox {
             shared: Arc::new(shared),
             idle: Mutex::new(Vec::new()),
             options,
+            peak_memory: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             _ticker: ticker,
             load_report,
         })
+    }
+
+    /// The largest linear memory any instance has had, octets.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory.load(Ordering::Relaxed)
     }
 
     /// The engine (for tools that precompile).
@@ -367,13 +419,10 @@ impl Sandbox {
         let state = HostState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.options.memory_limit)
-                .instances(8)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                memory_limit: self.options.memory_limit,
+                peak: self.peak_memory.clone(),
+            },
             shared: self.shared.clone(),
         };
         let mut store = Store::new(&self.engine, state);
