@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# A throw-away PostgreSQL server for the tests, under target/pg (git-ignored).
+# A throw-away PostgreSQL server for the tests. Its files live under
+# /tmp/jmap-web-push-pg-<hash of this checkout's path> (override with
+# JMAP_WEB_PUSH_PG_DIR): as root the server runs as `postgres`, which must be
+# able to reach its data directory, and a checkout under /root is not.
 #
 #   scripts/pg.sh start [LEASE]   initdb on first use, start if not running,
 #                                 create the test database, take the lease
@@ -14,12 +17,12 @@
 # A lease is a process id (scripts/test.sh passes its own): several test
 # runs in one work tree share the server, and the last one out stops it.
 # Listens on 127.0.0.1:${JMAP_WEB_PUSH_PG_PORT:-55432} and on a unix socket in
-# target/pg/sock; trust authentication, user postgres. As root the server
+# <dir>/sock; trust authentication, user postgres. As root the server
 # runs as the `postgres` user (initdb refuses root), created if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-base="$root/target/pg"
+base="${JMAP_WEB_PUSH_PG_DIR:-${TMPDIR:-/tmp}/jmap-web-push-pg-$(printf %s "$root" | sha1sum | cut -c1-12)}"
 data="$base/data"
 sock="$base/sock"
 leases="$base/leases"

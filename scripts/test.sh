@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-# A PostgreSQL server for the PostgreSQL store's tests (target/pg), shared
+# A PostgreSQL server for the PostgreSQL store's tests (see scripts/pg.sh), shared
 # with concurrent runs through a lease and stopped by the last one out.
 if [ "${JMAP_WEB_PUSH_SKIP_PG:-}" = 1 ]; then
   echo "test: JMAP_WEB_PUSH_SKIP_PG=1: PostgreSQL tests are skipped"
