@@ -241,3 +241,148 @@ pub fn tick_until(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `serve` started in-process on 127.0.0.1 with a memory store, the test
+/// plugin configuration, one user (`alice@example.com`, password
+/// [`TestServer::PASSWORD`], bearer token [`TestServer::TOKEN`]) and the
+/// admin token [`TestServer::ADMIN`].
+pub struct TestServer {
+    /// The runtime the server runs on.
+    pub rt: tokio::runtime::Runtime,
+    running: Option<jmap_web_push_host::server::Running>,
+    /// A blocking HTTP client.
+    pub http: reqwest::blocking::Client,
+}
+
+impl TestServer {
+    /// The demo user's password.
+    pub const PASSWORD: &'static str = "correct horse";
+    /// The demo user's bearer token.
+    pub const TOKEN: &'static str = "token-for-the-phone";
+    /// The event intake's token.
+    pub const ADMIN: &'static str = "admin-secret";
+    /// The user name.
+    pub const USER: &'static str = "alice@example.com";
+
+    /// Starts a server; `extra_capabilities` as `server.extra_capabilities`.
+    pub fn start(extra_capabilities: Vec<String>) -> TestServer {
+        use jmap_web_push_host::server::{self, auth};
+        use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
+        let mut settings = Settings::default();
+        settings.server.listen = "127.0.0.1:0".parse().expect("address");
+        settings.server.admin_token = Some(Self::ADMIN.into());
+        settings.server.extra_capabilities = extra_capabilities;
+        settings.store.kind = StoreKind::Memory;
+        settings.plugin = test_config();
+        settings.sandbox.aot_cache_dir = Some(cache_dir());
+        settings.users = vec![User {
+            name: Self::USER.into(),
+            credentials: vec![
+                Credential {
+                    id: "laptop".into(),
+                    password_hash: Some(auth::hash_password(Self::PASSWORD).expect("hash")),
+                    token_sha256: None,
+                },
+                Credential {
+                    id: "phone".into(),
+                    password_hash: None,
+                    token_sha256: Some(auth::token_sha256(Self::TOKEN)),
+                },
+            ],
+        }];
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let running = rt.block_on(server::start(settings)).expect("server starts");
+        TestServer {
+            rt,
+            running: Some(running),
+            http: reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(20))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> String {
+        self.running
+            .as_ref()
+            .map(|r| r.base_url.clone())
+            .unwrap_or_default()
+    }
+
+    /// `Authorization` for the user's password.
+    pub fn basic() -> String {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                Self::USER,
+                Self::PASSWORD
+            ))
+        )
+    }
+
+    /// POSTs a raw body to the API; returns status, JSON body and content type.
+    pub fn api(&self, auth: Option<&str>, body: &str) -> (u16, Value, Option<String>) {
+        let mut req = self
+            .http
+            .post(format!("{}/jmap/api", self.base()))
+            .body(body.to_string());
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let r = req.send().expect("API request");
+        let status = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (status, r.json().unwrap_or(Value::Null), ct)
+    }
+
+    /// One method call as the user (Basic); returns the response arguments
+    /// (or the `["error", ...]` arguments).
+    pub fn call(&self, method: &str, args: Value) -> Value {
+        let body = serde_json::json!({
+            "using": ["urn:ietf:params:jmap:core"],
+            "methodCalls": [[method, args, "0"]],
+        });
+        let (status, v, _) = self.api(Some(&Self::basic()), &body.to_string());
+        assert_eq!(status, 200, "{v}");
+        v["methodResponses"][0][1].clone()
+    }
+
+    /// POSTs to `/events`; returns status and JSON body.
+    pub fn event(&self, auth: Option<&str>, body: &str) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/events", self.base()))
+            .body(body.to_string());
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let r = req.send().expect("event request");
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    /// The Session object as the user sees it.
+    pub fn session(&self) -> Value {
+        self.http
+            .get(format!("{}/.well-known/jmap", self.base()))
+            .header("Authorization", Self::basic())
+            .send()
+            .expect("session request")
+            .json()
+            .expect("session JSON")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = self.rt.block_on(r.shutdown());
+        }
+    }
+}

@@ -372,3 +372,69 @@ fn web_push_testing_emulator_accepts_and_expires() {
     assert_eq!(r["notFound"], json!([id]), "{r}");
     assert_eq!(r["list"], json!([]), "{r}");
 }
+
+/// The same emulator against `serve`: the client talks JMAP over HTTP, the
+/// mail server reports through `POST /events`.
+#[test]
+fn web_push_testing_emulator_through_serve() {
+    let emulator = Emulator::start();
+    let server = TestServer::start(Vec::new());
+    let key = server.session()["capabilities"]["urn:ietf:params:jmap:webpush-vapid"]
+        ["applicationServerKey"]
+        .as_str()
+        .expect("applicationServerKey")
+        .to_string();
+    let (status, r) = emulator.post("/subscribe", &json!({"applicationServerKey": key}));
+    assert_eq!(status, 200, "subscribe: {r}");
+    let data = &r["data"];
+    let hash = data["clientHash"].as_str().expect("clientHash");
+    let created = server.call(
+        "PushSubscription/set",
+        json!({"create": {"c": {
+            "deviceClientId": "emulated-browser",
+            "url": data["endpoint"],
+            "keys": {"p256dh": data["keys"]["p256dh"], "auth": data["keys"]["auth"]},
+        }}}),
+    );
+    let id = created["created"]["c"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not created: {created}"))
+        .to_string();
+    let messages = emulator.messages(hash);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let code = messages[0]["verificationCode"].clone();
+    let r = server.call(
+        "PushSubscription/set",
+        json!({"update": {id.clone(): {"verificationCode": code}}}),
+    );
+    assert!(r["updated"].get(&id).is_some(), "verified: {r}");
+
+    let admin = format!("Bearer {}", TestServer::ADMIN);
+    let event = |state: &str| {
+        json!({"type": "StateChange", "username": TestServer::USER,
+               "changed": {"acc-1": {"Email": state}}})
+        .to_string()
+    };
+    let (status, r) = server.event(Some(&admin), &event("s1"));
+    assert_eq!(
+        (status, r["results"][0]["delivered"].clone()),
+        (200, json!(1)),
+        "{r}"
+    );
+    let messages = emulator.messages(hash);
+    assert_eq!(
+        messages.last().cloned(),
+        Some(json!({"@type": "StateChange", "changed": {"acc-1": {"Email": "s1"}}}))
+    );
+
+    let (status, _) = emulator.post(&format!("/expire-subscription/{hash}"), &json!({}));
+    assert_eq!(status, 200);
+    let (status, r) = server.event(Some(&admin), &event("s2"));
+    assert_eq!(
+        (status, r["results"][0]["destroyed"].clone()),
+        (200, json!(1)),
+        "{r}"
+    );
+    let r = server.call("PushSubscription/get", json!({"ids": [id.clone()]}));
+    assert_eq!(r["notFound"], json!([id]), "{r}");
+}

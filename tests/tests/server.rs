@@ -2,125 +2,42 @@
 //! authentication, result references, the event intake, metrics, and the
 //! `jmap-client` crate (Stalwart's JMAP client) as a real client.
 
-use std::time::Duration;
-
-use jmap_web_push_host::server::{self, auth};
-use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "correct horse";
-const TOKEN: &str = "token-for-the-phone";
-const ADMIN: &str = "admin-secret";
+const PASSWORD: &str = TestServer::PASSWORD;
+const TOKEN: &str = TestServer::TOKEN;
+const ADMIN: &str = TestServer::ADMIN;
 
-struct Server {
-    rt: tokio::runtime::Runtime,
-    running: Option<server::Running>,
-    http: reqwest::blocking::Client,
-}
-
-impl Server {
-    fn start(jmap_client_compat: bool) -> Server {
-        let mut settings = Settings::default();
-        settings.server.listen = "127.0.0.1:0".parse().unwrap();
-        settings.server.admin_token = Some(ADMIN.into());
-        if jmap_client_compat {
-            // jmap-client 0.4 puts these ten in `using` of every request;
-            // the server accepts in `using` only what its Session advertises.
-            settings.server.extra_capabilities = [
-                "mail",
-                "submission",
-                "vacationresponse",
-                "contacts",
-                "calendars",
-                "websocket",
-                "sieve",
-                "blob",
-                "quota",
-                "principals",
-            ]
-            .iter()
-            .map(|c| format!("urn:ietf:params:jmap:{c}"))
-            .collect();
-        }
-        settings.store.kind = StoreKind::Memory;
-        settings.plugin = test_config();
-        settings.sandbox.aot_cache_dir = Some(cache_dir());
-        settings.users = vec![User {
-            name: "alice@example.com".into(),
-            credentials: vec![
-                Credential {
-                    id: "laptop".into(),
-                    password_hash: Some(auth::hash_password(PASSWORD).unwrap()),
-                    token_sha256: None,
-                },
-                Credential {
-                    id: "phone".into(),
-                    password_hash: None,
-                    token_sha256: Some(auth::token_sha256(TOKEN)),
-                },
-            ],
-        }];
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let running = rt.block_on(server::start(settings)).unwrap();
-        Server {
-            rt,
-            running: Some(running),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn base(&self) -> String {
-        self.running.as_ref().unwrap().base_url.clone()
-    }
-
-    fn api(&self, auth: Option<&str>, body: &str) -> (u16, Value, Option<String>) {
-        let mut req = self
-            .http
-            .post(format!("{}/jmap/api", self.base()))
-            .body(body.to_string());
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        let ct = r
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        (status, r.json().unwrap_or(Value::Null), ct)
-    }
-
-    fn event(&self, auth: Option<&str>, body: &str) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}/events", self.base()))
-            .body(body.to_string());
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
-        }
-        let r = req.send().unwrap();
-        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            let _ = self.rt.block_on(r.shutdown());
-        }
-    }
+/// A server as the tests want it: with the capabilities jmap-client sends
+/// when `jmap_client_compat`.
+fn start(jmap_client_compat: bool) -> TestServer {
+    let extra = if jmap_client_compat {
+        // jmap-client 0.4 puts these ten in `using` of every request; the
+        // server accepts in `using` only what its Session advertises.
+        [
+            "mail",
+            "submission",
+            "vacationresponse",
+            "contacts",
+            "calendars",
+            "websocket",
+            "sieve",
+            "blob",
+            "quota",
+            "principals",
+        ]
+        .iter()
+        .map(|c| format!("urn:ietf:params:jmap:{c}"))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    TestServer::start(extra)
 }
 
 fn basic() -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("alice@example.com:{PASSWORD}"))
-    )
+    TestServer::basic()
 }
 
 fn bearer() -> String {
@@ -129,7 +46,7 @@ fn bearer() -> String {
 
 #[test]
 fn session_requires_auth_and_describes_the_server() {
-    let s = Server::start(false);
+    let s = start(false);
     let r = s
         .http
         .get(format!("{}/.well-known/jmap", s.base()))
@@ -189,7 +106,7 @@ fn session_requires_auth_and_describes_the_server() {
 
 #[test]
 fn request_level_errors_are_problem_json() {
-    let s = Server::start(false);
+    let s = start(false);
     let cases: &[(&str, &str)] = &[
         ("not json", "urn:ietf:params:jmap:error:notJSON"),
         ("[1,2]", "urn:ietf:params:jmap:error:notRequest"),
@@ -219,7 +136,7 @@ fn request_level_errors_are_problem_json() {
 
 #[test]
 fn api_methods_references_and_created_ids() {
-    let s = Server::start(false);
+    let s = start(false);
     let gateway = Gateway::start();
     let client = PushClient::new();
     let body = json!({
@@ -265,7 +182,7 @@ fn api_methods_references_and_created_ids() {
 
 #[test]
 fn event_intake_auth_validation_and_delivery() {
-    let s = Server::start(false);
+    let s = start(false);
     let gateway = Gateway::start();
     let client = PushClient::new();
     // Create and verify through the API.
@@ -353,7 +270,7 @@ fn jmap_client_crate_against_serve() {
     use jmap_client::push_subscription::Keys;
     use jmap_client::DataType;
 
-    let s = Server::start(true);
+    let s = start(true);
     let gateway = Gateway::start();
     let push = PushClient::new();
     let base = s.base();
