@@ -367,6 +367,13 @@ impl TestServer {
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     }
 
+    /// Stops the server gracefully (in-flight requests finish) and waits.
+    pub fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            self.rt.block_on(r.shutdown()).expect("clean shutdown");
+        }
+    }
+
     /// The Session object as the user sees it.
     pub fn session(&self) -> Value {
         self.http

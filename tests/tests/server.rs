@@ -320,3 +320,53 @@ fn jmap_client_crate_against_serve() {
         .expect("push_subscription_destroy");
     drop(client);
 }
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_pushes() {
+    let s = start(false);
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let created = s.call(
+        "PushSubscription/set",
+        json!({"create": {"k": {"deviceClientId": "d", "url": gateway.url("slow"), "keys": client.keys_json()}}}),
+    );
+    let id = created["created"]["k"]["id"].as_str().unwrap().to_string();
+    let code = client
+        .decrypt_json(&gateway.received_on("slow")[0].body)
+        .unwrap()["verificationCode"]
+        .clone();
+    s.call(
+        "PushSubscription/set",
+        json!({"update": {id: {"verificationCode": code}}}),
+    );
+    gateway.script(
+        "slow",
+        [Answer::status(201).delayed(std::time::Duration::from_millis(1500))],
+    );
+    let event = json!({"type": "StateChange", "username": TestServer::USER, "changed": {"a1": {"Email": "x"}}}).to_string();
+    let http = s.http.clone();
+    let url = format!("{}/events", s.base());
+    let in_flight = std::thread::spawn(move || {
+        let r = http
+            .post(url)
+            .header("Authorization", format!("Bearer {ADMIN}"))
+            .body(event)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    s.shutdown();
+    let (status, v) = in_flight.join().unwrap();
+    assert_eq!(
+        (status, v["results"][0]["delivered"].clone()),
+        (200, json!(1)),
+        "{v}"
+    );
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "shutdown did not wait"
+    );
+    assert_eq!(gateway.received_on("slow").len(), 2);
+}
