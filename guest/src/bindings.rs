@@ -279,6 +279,14 @@ impl event_in::Guest for Component {
     fn state_changed(
         event: event_in::StateChange,
     ) -> Result<event_in::DeliveryReport, types::PluginError> {
+        Self::state_changed_shard(event, 0, 1)
+    }
+
+    fn state_changed_shard(
+        event: event_in::StateChange,
+        index: u32,
+        count: u32,
+    ) -> Result<event_in::DeliveryReport, types::PluginError> {
         let mut changed = BTreeMap::new();
         for account in event.changed {
             let types: &mut BTreeMap<String, String> =
@@ -291,9 +299,20 @@ impl event_in::Guest for Component {
             username: event.username,
             changed,
         };
-        with_env(|plugin, env| crate::delivery::state_changed(plugin, env, &change))
-            .map(report)
-            .map_err(plugin_error)
+        with_env(|plugin, env| {
+            crate::delivery::state_changed_shard(plugin, env, &change, index, count)
+        })
+        .map(report)
+        .map_err(plugin_error)
+    }
+
+    fn subscription_count(username: String) -> Result<u32, types::PluginError> {
+        with_env(|_, env| {
+            crate::repo::user_ids(env.store, &username)
+                .map(|ids| ids.len() as u32)
+                .map_err(PluginError::from)
+        })
+        .map_err(plugin_error)
     }
 
     fn credential_revoked(

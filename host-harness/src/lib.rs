@@ -54,6 +54,10 @@ pub use runtime::{CallError, Flavour, SandboxOptions};
 use runtime::{Sandbox, Shared};
 use store::KvStore;
 
+/// Fewest subscriptions of one user for which an event is fanned out on
+/// several instances in parallel (below it, one call is cheaper).
+pub const SHARD_THRESHOLD: u32 = 32;
+
 /// Builds a [`PushPlugin`].
 #[derive(Default)]
 pub struct PushPluginBuilder {
@@ -62,6 +66,7 @@ pub struct PushPluginBuilder {
     http: Option<Arc<dyn HttpSend>>,
     http_policy: HttpPolicy,
     sandbox: SandboxOptions,
+    fanout_shards: Option<u32>,
 }
 
 impl PushPluginBuilder {
@@ -88,6 +93,13 @@ impl PushPluginBuilder {
     /// allowance follows the plugin's `insecure_test_mode` unless set here.
     pub fn http_policy(mut self, policy: HttpPolicy) -> Self {
         self.http_policy = policy;
+        self
+    }
+
+    /// On how many instances in parallel one state change is fanned out
+    /// (default: the number of cores). 1 runs every event in one call.
+    pub fn fanout_shards(mut self, shards: u32) -> Self {
+        self.fanout_shards = Some(shards.max(1));
         self
     }
 
@@ -118,8 +130,12 @@ impl PushPluginBuilder {
             http,
             config: self.config.to_wit(),
         };
+        let fanout_shards = self.fanout_shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)
+        });
         Ok(PushPlugin {
             sandbox: Sandbox::new(shared, self.sandbox)?,
+            fanout_shards,
         })
     }
 }
@@ -127,6 +143,7 @@ impl PushPluginBuilder {
 /// The plugin, loaded and ready. Cheap to share behind an `Arc`.
 pub struct PushPlugin {
     sandbox: Sandbox,
+    fanout_shards: u32,
 }
 
 impl PushPlugin {
@@ -174,13 +191,74 @@ impl PushPlugin {
             .call(|p, s| p.jmap_web_push_jmap().call_session(s))
     }
 
-    /// Delivers a state change to the user's subscriptions.
+    /// Delivers a state change to the user's subscriptions. When the user
+    /// has at least [`SHARD_THRESHOLD`] subscriptions and more than one
+    /// fan-out shard is configured, the shards run at once on separate
+    /// instances (threads) and their reports are added up.
     pub fn state_changed(
         &self,
         event: &StateChange,
     ) -> Result<Result<DeliveryReport, PluginError>, CallError> {
-        self.sandbox
-            .call(|p, s| p.jmap_web_push_event_in().call_state_changed(s, event))
+        let mut count = self.fanout_shards;
+        if count > 1 {
+            let n = self.sandbox.call(|p, s| {
+                p.jmap_web_push_event_in()
+                    .call_subscription_count(s, &event.username)
+            })?;
+            if n.map_or(true, |n| n < SHARD_THRESHOLD) {
+                count = 1;
+            }
+        }
+        if count <= 1 {
+            return self
+                .sandbox
+                .call(|p, s| p.jmap_web_push_event_in().call_state_changed(s, event));
+        }
+        let shard = |index: u32| {
+            self.sandbox.call(|p, s| {
+                p.jmap_web_push_event_in()
+                    .call_state_changed_shard(s, event, index, count)
+            })
+        };
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let others: Vec<_> = (1..count).map(|i| scope.spawn(move || shard(i))).collect();
+            let mut all = vec![shard(0)];
+            for h in others {
+                all.push(
+                    h.join()
+                        .unwrap_or_else(|_| Err(CallError::Trap("fan-out thread panicked".into()))),
+                );
+            }
+            all
+        });
+        let mut total = DeliveryReport {
+            delivered: 0,
+            deferred: 0,
+            dropped: 0,
+            destroyed: 0,
+            details: Vec::new(),
+        };
+        for r in results {
+            let r = match r? {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            total.delivered += r.delivered;
+            total.deferred += r.deferred;
+            total.dropped += r.dropped;
+            total.destroyed += r.destroyed;
+            for d in r.details {
+                match total
+                    .details
+                    .iter_mut()
+                    .find(|t| t.outcome == d.outcome && t.reason == d.reason)
+                {
+                    Some(t) => t.count += d.count,
+                    None => total.details.push(d),
+                }
+            }
+        }
+        Ok(Ok(total))
     }
 
     /// A credential was revoked: destroys its subscriptions.

@@ -600,3 +600,48 @@ fn minimum_interval_merges_changes_inside_it() {
         json!({"a1": {"Email": "e2", "Mailbox": "m1"}})
     );
 }
+
+#[test]
+fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
+    let gateway = Gateway::start();
+    let store = Arc::new(MemoryStore::new());
+    let plugin = jmap_web_push_host::PushPlugin::builder()
+        .config(jmap_web_push_host::PluginConfig {
+            max_subscriptions_per_owner: 100,
+            max_creates_per_hour: 100,
+            ..test_config()
+        })
+        .store(store)
+        .fanout_shards(3)
+        .sandbox(jmap_web_push_host::SandboxOptions {
+            aot_cache_dir: Some(cache_dir()),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let client = PushClient::new();
+    let alice = caller("alice", None);
+    let n = jmap_web_push_host::SHARD_THRESHOLD as usize + 8;
+    for i in 0..n {
+        verified_subscription(
+            &plugin,
+            &gateway,
+            &client,
+            &alice,
+            &format!("s{i}"),
+            Value::Null,
+        );
+    }
+    gateway.script("s0", [Answer::status(410)]);
+    let r = fire(&plugin, "alice", &[("a1", "Email", "e1")]);
+    assert_eq!((r.delivered as usize, r.destroyed), (n - 1, 1), "{r:?}");
+    let destroyed = r.details.iter().find(|d| d.outcome == "destroyed").unwrap();
+    assert_eq!(destroyed.count, 1);
+    for i in 0..n {
+        assert_eq!(
+            changes_on(&gateway, &client, &format!("s{i}")).len(),
+            1,
+            "s{i}"
+        );
+    }
+}

@@ -93,11 +93,42 @@ pub fn state_changed(
     env: &mut Env<'_>,
     event: &StateChange,
 ) -> Result<DeliveryReport, PluginError> {
+    state_changed_shard(plugin, env, event, 0, 1)
+}
+
+/// The shard of a subscription id among `count` (FNV-1a 32 of the id).
+pub fn shard_of(id: &str, count: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % count.max(1)
+}
+
+/// [`state_changed`] for the subscriptions of shard `index` of `count`
+/// only (see [`shard_of`]), so a host can fan one event out over several
+/// instances in parallel.
+pub fn state_changed_shard(
+    plugin: &mut Plugin,
+    env: &mut Env<'_>,
+    event: &StateChange,
+    index: u32,
+    count: u32,
+) -> Result<DeliveryReport, PluginError> {
     if event.username.is_empty() {
         return Err(PluginError::InvalidArgument("username is empty".into()));
     }
+    if count == 0 || index >= count {
+        return Err(PluginError::InvalidArgument(format!(
+            "shard {index} of {count}: count must be at least 1 and index below it"
+        )));
+    }
     let mut report = DeliveryReport::default();
-    let ids = repo::user_ids(env.store, &event.username)?;
+    let ids: Vec<String> = repo::user_ids(env.store, &event.username)?
+        .into_iter()
+        .filter(|id| count == 1 || shard_of(id, count) == index)
+        .collect();
     let now = env.now_ms;
     let mut jobs = Vec::new();
     for (sub, sub_version) in repo::load_many(env.store, &ids)? {
@@ -909,6 +940,19 @@ mod engine_tests {
         assert_eq!(r.dropped, 1, "{r:?}");
         assert_eq!(http.sent.len(), sent_before, "nothing sent");
         assert!(store.get(&pending_key("sub1")).unwrap().is_none());
+    }
+
+    #[test]
+    fn shards_partition_the_subscriptions() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
+        for count in 1..5u32 {
+            let mut seen = vec![0u32; count as usize];
+            for id in &ids {
+                seen[shard_of(id, count) as usize] += 1;
+            }
+            assert_eq!(seen.iter().sum::<u32>(), 1000);
+            assert!(seen.iter().all(|n| *n > 1000 / count / 2), "{seen:?}");
+        }
     }
 
     #[test]
