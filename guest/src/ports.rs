@@ -61,6 +61,21 @@ pub struct KeyPage {
     pub next: Option<String>,
 }
 
+impl KeyPage {
+    /// A page from up to `limit + 1` keys read in order: the extra key, if
+    /// present, only tells that another page follows (its cursor is the
+    /// last key kept). Every backend lists this way.
+    pub fn from_overfetched(mut keys: Vec<String>, limit: usize) -> KeyPage {
+        let next = if keys.len() > limit {
+            keys.truncate(limit);
+            keys.last().cloned()
+        } else {
+            None
+        };
+        KeyPage { keys, next }
+    }
+}
+
 /// Persistence, with the semantics of the WIT `store` interface.
 pub trait Store {
     /// Reads one key.
@@ -289,7 +304,7 @@ impl Store for MemoryStore {
             Some(a) if a >= prefix => std::ops::Bound::Excluded(a.to_string()),
             _ => std::ops::Bound::Included(prefix.to_string()),
         };
-        let mut keys: Vec<String> = self
+        let keys: Vec<String> = self
             .map
             .range((start, std::ops::Bound::Unbounded))
             .map(|(k, _)| k)
@@ -297,13 +312,7 @@ impl Store for MemoryStore {
             .take(limit + 1)
             .cloned()
             .collect();
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, next })
+        Ok(KeyPage::from_overfetched(keys, limit))
     }
 }
 

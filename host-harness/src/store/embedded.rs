@@ -172,12 +172,6 @@ impl KvStore for EmbeddedStore {
                 break;
             }
         }
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, next })
+        Ok(KeyPage::from_overfetched(keys, limit))
     }
 }

@@ -99,7 +99,7 @@ impl KvStore for MemoryStore {
             Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
             _ => Bound::Included(prefix.to_string()),
         };
-        let mut keys: Vec<String> = inner
+        let keys: Vec<String> = inner
             .map
             .range((start, Bound::Unbounded))
             .map(|(k, _)| k)
@@ -107,12 +107,6 @@ impl KvStore for MemoryStore {
             .take(limit + 1)
             .cloned()
             .collect();
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, next })
+        Ok(KeyPage::from_overfetched(keys, limit))
     }
 }

@@ -10,51 +10,10 @@ pub mod postgres;
 
 use std::fmt;
 
-/// A stored value and its version (never 0).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The value.
-    pub value: Vec<u8>,
-    /// Its version; changes on every write.
-    pub version: u64,
-}
-
-/// When a write may happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    /// Unconditionally.
-    Any,
-    /// Only if the key holds no value.
-    Absent,
-    /// Only if the key holds exactly this version.
-    Version(u64),
-}
-
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The condition did not hold; nothing was written.
-    #[error("write condition did not hold")]
-    Conflict,
-    /// The backend is unreachable or timed out.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Key or value too large.
-    #[error("key or value too large")]
-    TooLarge,
-    /// Anything else.
-    #[error("store error: {0}")]
-    Other(String),
-}
-
-/// One page of a prefix listing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyPage {
-    /// Keys in ascending octet order.
-    pub keys: Vec<String>,
-    /// Cursor for the next page, `None` on the last.
-    pub next: Option<String>,
-}
+/// The value types of the `store` contract are the plugin core's own port
+/// types (`jmap_web_push_guest::ports`): one definition on both sides of the
+/// WIT boundary.
+pub use jmap_web_push_guest::ports::{Condition, Entry, KeyPage, StoreError};
 
 /// The `store` contract (see `wit/plugin.wit`): linearizable per key,
 /// conditional writes that exactly one concurrent writer wins, durable

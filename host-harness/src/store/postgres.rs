@@ -539,14 +539,8 @@ impl KvStore for PostgresStore {
             }
             (None, Some(a)) => c.query(&s[LIST_OPEN_AFTER], &[&prefix, &a, &fetch]),
         })?;
-        let mut keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
-        let next = if keys.len() > limit {
-            keys.truncate(limit);
-            keys.last().cloned()
-        } else {
-            None
-        };
-        Ok(KeyPage { keys, next })
+        let keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
+        Ok(KeyPage::from_overfetched(keys, limit))
     }
 }
 
