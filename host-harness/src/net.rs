@@ -172,13 +172,25 @@ impl HttpSend for HttpClient {
 }
 
 /// The outbound HTTP client.
-#[derive(Debug)]
 pub struct HttpClient {
     client: reqwest::Client,
     /// Always `Some` until dropped (taken in `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
     policy: HttpPolicy,
     permits: Arc<Semaphore>,
+    observer: Option<Observer>,
+}
+
+/// Called once per request with the time from sending to the answer (or
+/// the error) and the result; for metrics.
+pub type Observer = Arc<dyn Fn(Duration, &Result<OutResponse, OutError>) + Send + Sync>;
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpClient {
@@ -208,7 +220,14 @@ impl HttpClient {
             runtime: Some(runtime),
             permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
             policy,
+            observer: None,
         })
+    }
+
+    /// Reports every request's latency and result to `observer`.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The policy in force.
@@ -232,9 +251,15 @@ impl HttpClient {
                 let client = self.client.clone();
                 let policy = self.policy.clone();
                 let permits = self.permits.clone();
+                let observer = self.observer.clone();
                 runtime.spawn(async move {
                     let _permit = permits.acquire_owned().await;
-                    send_one(&client, &policy, r).await
+                    let start = std::time::Instant::now();
+                    let result = send_one(&client, &policy, r).await;
+                    if let Some(o) = observer {
+                        o(start.elapsed(), &result);
+                    }
+                    result
                 })
             })
             .collect();

@@ -249,8 +249,13 @@ fn event_intake_auth_validation_and_delivery() {
         "{metrics}"
     );
     assert!(metrics.contains("jmap_push_subscriptions 1"), "{metrics}");
+    // One verification and one StateChange, each timed on its own.
     assert!(
-        metrics.contains("jmap_push_gateway_latency_seconds_count"),
+        metrics.contains("jmap_push_gateway_requests_total{result=\"2xx\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jmap_push_gateway_latency_seconds_count 2"),
         "{metrics}"
     );
 

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use crate::net::{HttpSend, OutError, OutRequest, OutResponse};
+use crate::net::{OutError, OutResponse};
 use crate::DeliveryReport;
 
 /// Upper bounds of the gateway latency histogram, seconds.
@@ -143,23 +142,13 @@ impl Metrics {
     }
 }
 
-/// An [`HttpSend`] that times every request into [`Metrics`].
-pub struct MeteredHttp {
-    /// The real sender.
-    pub inner: Arc<dyn HttpSend>,
-    /// Where to count.
-    pub metrics: Arc<Metrics>,
-}
-
-impl HttpSend for MeteredHttp {
-    fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
-        let start = Instant::now();
-        let results = self.inner.send_batch(requests);
-        // The batch is concurrent: each request's time is bounded by the
-        // batch's; record the batch time for each (an upper bound).
-        let secs = start.elapsed().as_secs_f64();
-        for r in &results {
-            let class = match r {
+impl Metrics {
+    /// An observer for [`crate::net::HttpClient::with_observer`] that counts
+    /// every request's result and latency.
+    pub fn http_observer(self: &Arc<Self>) -> crate::net::Observer {
+        let metrics = self.clone();
+        Arc::new(move |elapsed, result: &Result<OutResponse, OutError>| {
+            let class = match result {
                 Ok(resp) => format!("{}xx", resp.status / 100),
                 Err(OutError::Timeout) => "timeout".into(),
                 Err(OutError::DeniedByPolicy(_)) => "denied".into(),
@@ -167,8 +156,7 @@ impl HttpSend for MeteredHttp {
                 Err(OutError::Tls(_)) => "tls".into(),
                 Err(_) => "connection".into(),
             };
-            self.metrics.record_request(secs, class);
-        }
-        results
+            metrics.record_request(elapsed.as_secs_f64(), class);
+        })
     }
 }

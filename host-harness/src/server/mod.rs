@@ -34,7 +34,7 @@ use crate::{
     StateChange, TypeState,
 };
 use auth::Authenticator;
-use metrics::{MeteredHttp, Metrics};
+use metrics::Metrics;
 
 /// Everything a request handler needs.
 pub struct AppState {
@@ -78,10 +78,7 @@ pub fn build_plugin(
         max_body_prefix: settings.http.max_body_prefix,
         ..HttpPolicy::default()
     };
-    let http = Arc::new(MeteredHttp {
-        inner: Arc::new(HttpClient::new(policy)?),
-        metrics,
-    });
+    let http = Arc::new(HttpClient::new(policy)?.with_observer(metrics.http_observer()));
     let defaults = SandboxOptions::default();
     PushPlugin::builder()
         .config(settings.plugin.clone())
