@@ -131,13 +131,20 @@ pub fn state_changed_shard(
         .collect();
     let now = env.now_ms;
     let mut jobs = Vec::new();
-    for (sub, sub_version) in repo::load_many(env.store, &ids)? {
-        if sub.owner.username != event.username
-            || !sub.verification.verified
-            || sub.is_expired(env.now_secs())
-        {
-            continue;
-        }
+    let subs: Vec<(Subscription, u64)> = repo::load_many(env.store, &ids)?
+        .into_iter()
+        .filter(|(sub, _)| {
+            sub.owner.username == event.username
+                && sub.verification.verified
+                && !sub.is_expired(now / 1000)
+        })
+        .collect();
+    // One read for every pending record (not one per subscription); a
+    // record that changes meanwhile is re-read by the CAS loop below.
+    let pending_keys: Vec<String> = subs.iter().map(|(s, _)| pending_key(&s.id)).collect();
+    let mut prefetched = env.store.get_many(&pending_keys)?.into_iter();
+    for (sub, sub_version) in subs {
+        let mut first_read = Some(prefetched.next().flatten());
         let mut changed = Changed::new();
         for (account, types) in &event.changed {
             let kept: BTreeMap<String, String> = types
@@ -157,7 +164,10 @@ pub fn state_changed_shard(
         let interval_ms = u64::from(env.config.min_push_interval_secs) * 1000;
         let mut deferred = false;
         for _ in 0..8 {
-            let existing = env.store.get(&key)?;
+            let existing = match first_read.take() {
+                Some(e) => e,
+                None => env.store.get(&key)?,
+            };
             let (mut p, cond) = match &existing {
                 Some(e) => (
                     serde_json::from_slice::<Pending>(&e.value).unwrap_or_default(),
