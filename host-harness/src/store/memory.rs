@@ -1,23 +1,18 @@
-//! The in-memory backend (tests and examples): a `BTreeMap` behind a
-//! mutex. Shared by clones of the same `Arc`, lost on exit.
+//! The in-memory backend (tests and examples): the plugin core's own
+//! [`jmap_web_push_guest::ports::MemoryStore`] behind a mutex, so every
+//! instance shares it. Lost on exit.
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::{check_sizes, Condition, Entry, KeyPage, KvStore, StoreError};
+use jmap_web_push_guest::ports::{MemoryStore as CoreMemoryStore, Store};
 
-#[derive(Debug, Default)]
-struct Inner {
-    map: BTreeMap<String, Entry>,
-    next_version: u64,
-}
+use super::{check_sizes, Condition, Entry, KeyPage, KvStore, StoreError};
 
 /// An in-memory [`KvStore`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: Mutex<CoreMemoryStore>,
     unavailable: AtomicBool,
 }
 
@@ -33,58 +28,37 @@ impl MemoryStore {
         self.unavailable.store(down, Ordering::SeqCst);
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut CoreMemoryStore) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("memory store switched off".into()));
         }
-        self.inner
+        let mut inner = self
+            .inner
             .lock()
-            .map_err(|_| StoreError::Other("memory store lock poisoned".into()))
-    }
-}
-
-fn holds(map: &BTreeMap<String, Entry>, key: &str, cond: Condition) -> bool {
-    match cond {
-        Condition::Any => true,
-        Condition::Absent => !map.contains_key(key),
-        Condition::Version(v) => map.get(key).is_some_and(|e| e.version == v),
+            .map_err(|_| StoreError::Other("memory store lock poisoned".into()))?;
+        f(&mut inner)
     }
 }
 
 impl KvStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        Ok(self.lock()?.map.get(key).cloned())
+        self.with(|s| s.get(key))
     }
 
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
-        let inner = self.lock()?;
-        Ok(keys.iter().map(|k| inner.map.get(k).cloned()).collect())
+        self.with(|s| s.get_many(keys))
     }
 
     fn put(&self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError> {
         check_sizes(key, value)?;
-        let mut inner = self.lock()?;
-        if !holds(&inner.map, key, cond) {
-            return Err(StoreError::Conflict);
-        }
-        inner.next_version += 1;
-        let version = inner.next_version;
-        inner.map.insert(
-            key.to_string(),
-            Entry {
-                value: value.to_vec(),
-                version,
-            },
-        );
-        Ok(version)
+        self.with(|s| s.put(key, value, cond))
     }
 
     fn delete(&self, key: &str, cond: Condition) -> Result<bool, StoreError> {
-        let mut inner = self.lock()?;
-        if !holds(&inner.map, key, cond) {
-            return Err(StoreError::Conflict);
-        }
-        Ok(inner.map.remove(key).is_some())
+        self.with(|s| s.delete(key, cond))
     }
 
     fn list_keys(
@@ -93,20 +67,6 @@ impl KvStore for MemoryStore {
         after: Option<&str>,
         limit: u32,
     ) -> Result<KeyPage, StoreError> {
-        let inner = self.lock()?;
-        let limit = limit.max(1) as usize;
-        let start = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a.to_string()),
-            _ => Bound::Included(prefix.to_string()),
-        };
-        let keys: Vec<String> = inner
-            .map
-            .range((start, Bound::Unbounded))
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        Ok(KeyPage::from_overfetched(keys, limit))
+        self.with(|s| s.list_keys(prefix, after, limit))
     }
 }
