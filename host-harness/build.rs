@@ -28,6 +28,9 @@ fn main() {
     for p in [
         "guest/src",
         "guest/Cargo.toml",
+        "guest/adapters",
+        "tests/consumer/src",
+        "tests/consumer/Cargo.toml",
         "wit",
         "Cargo.toml",
         "Cargo.lock",
@@ -44,30 +47,43 @@ fn main() {
     ensure_target(&cargo);
 
     let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
-    for (flavour, package, flags) in [
-        ("portable", "jmap-web-push-guest", ""),
+    // (flavour, packages, extra flags): each flavour is one nested cargo
+    // invocation with its own target directory.
+    let builds: [(&str, &[(&str, &str)], &str); 3] = [
+        (
+            "portable",
+            &[
+                ("GUEST_PORTABLE", "jmap-web-push-guest"),
+                // Adapter components for composition (wit/adapters.wit) and
+                // the example mail-server component of the composition tests.
+                ("ADAPTER_STORE_KV", "jmap-web-push-adapter-store-kv"),
+                ("ADAPTER_HTTP_OUT", "jmap-web-push-adapter-http-out"),
+                ("ADAPTER_HOST_ENV", "jmap-web-push-adapter-host-env"),
+                ("CONSUMER", "jmap-web-push-consumer"),
+            ],
+            "",
+        ),
         (
             "wide",
-            "jmap-web-push-guest",
+            &[("GUEST_WIDE", "jmap-web-push-guest")],
             "\x1f-Ctarget-feature=+wide-arithmetic",
         ),
         // The sandbox tests' misbehaving component.
-        ("fixture", "jmap-web-push-fixture-misbehave", ""),
-    ] {
+        (
+            "fixture",
+            &[("GUEST_FIXTURE", "jmap-web-push-fixture-misbehave")],
+            "",
+        ),
+    ];
+    for (flavour, packages, flags) in builds {
         let target_dir = target_root.join(format!("guest-{flavour}"));
-        let status = Command::new(&cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                package,
-                "--lib",
-                "--target",
-                TARGET,
-                "--profile",
-                &profile,
-            ])
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root).args(["build", "--quiet"]);
+        for (_, package) in packages {
+            cmd.args(["-p", package]);
+        }
+        let status = cmd
+            .args(["--lib", "--target", TARGET, "--profile", &profile])
             .arg("--target-dir")
             .arg(&target_dir)
             .env("CARGO_ENCODED_RUSTFLAGS", format!("{STACK}{flags}"))
@@ -81,27 +97,21 @@ fn main() {
             .status()
             .expect("failed to run cargo for the guest");
         if !status.success() {
-            panic!("building the guest component ({flavour}) failed");
+            panic!("building the guest components ({flavour}) failed");
         }
         let dir_profile = if profile == "dev" {
             "debug"
         } else {
             profile.as_str()
         };
-        let wasm = target_dir
-            .join(TARGET)
-            .join(dir_profile)
-            .join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(
-            wasm.exists(),
-            "guest component missing at {}",
-            wasm.display()
-        );
-        println!(
-            "cargo:rustc-env=JMAP_WEB_PUSH_GUEST_{}={}",
-            flavour.to_uppercase(),
-            wasm.display()
-        );
+        for (var, package) in packages {
+            let wasm = target_dir
+                .join(TARGET)
+                .join(dir_profile)
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(wasm.exists(), "component missing at {}", wasm.display());
+            println!("cargo:rustc-env=JMAP_WEB_PUSH_{var}={}", wasm.display());
+        }
     }
 }
 

@@ -32,6 +32,7 @@
 //! several threads run in parallel on separate instances.
 
 pub mod bindings;
+pub mod compose;
 pub mod config;
 pub mod gateway;
 pub mod net;
@@ -160,6 +161,17 @@ impl PushPlugin {
     /// The largest guest linear memory any instance has reached, octets.
     pub fn peak_guest_memory(&self) -> usize {
         self.sandbox.peak_memory()
+    }
+
+    /// Instantiates a component that contains the plugin (for example a
+    /// mail server written as a component and composed with it) on this
+    /// plugin's host: same store backend, HTTP client, configuration and
+    /// sandbox limits. See [`runtime::Sandbox::instantiate_component`].
+    pub fn instantiate_component(
+        &self,
+        bytes: &[u8],
+    ) -> anyhow::Result<runtime::EmbeddedComponent> {
+        self.sandbox.instantiate_component(bytes)
     }
 
     /// Instantiates a fresh instance and drops it, returning the time

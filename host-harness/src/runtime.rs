@@ -347,6 +347,7 @@ impl Drop for EpochTicker {
 /// The loaded plugin: compiled once, linked once, instances pooled.
 pub struct Sandbox {
     engine: Engine,
+    linker: Linker<HostState>,
     pre: PluginPre<HostState>,
     shared: Arc<Shared>,
     idle: Mutex<Vec<Live>>,
@@ -395,6 +396,7 @@ impl Sandbox {
         let ticker = EpochTicker::start(engine.clone());
         Ok(Sandbox {
             engine,
+            linker,
             pre,
             shared: Arc::new(shared),
             idle: Mutex::new(Vec::new()),
@@ -415,7 +417,7 @@ impl Sandbox {
         &self.engine
     }
 
-    fn instantiate(&self) -> Result<Live, CallError> {
+    fn new_store(&self) -> Store<HostState> {
         let state = HostState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -429,11 +431,38 @@ impl Sandbox {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(u64::MAX / 2);
+        store
+    }
+
+    fn instantiate(&self) -> Result<Live, CallError> {
+        let mut store = self.new_store();
         let plugin = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Live { store, plugin })
+    }
+
+    /// Instantiates another component against the plugin's host: the same
+    /// `store`, `http-out` and `host` implementations (and WASI) the plugin
+    /// gets, with the same memory cap. This runs a component that *contains*
+    /// the plugin, such as a mail server written as a component and composed
+    /// with it ([`crate::compose::plug`]). The caller looks up the exports
+    /// on the returned instance (for example with a `bindgen!` world's
+    /// `new`) and runs them on [`EmbeddedComponent::store`]; each call gets
+    /// the sandbox's CPU deadline when made through
+    /// [`EmbeddedComponent::with_deadline`].
+    pub fn instantiate_component(&self, bytes: &[u8]) -> anyhow::Result<EmbeddedComponent> {
+        let (component, _) =
+            load_component(&self.engine, bytes, self.options.aot_cache_dir.as_ref())?;
+        let mut store = self.new_store();
+        let instance = self.linker.instantiate(&mut store, &component)?;
+        let ticks = (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64;
+        Ok(EmbeddedComponent {
+            store,
+            instance,
+            deadline_ticks: ticks,
+        })
     }
 
     /// Instantiates once without running anything (for benchmarks).
@@ -481,6 +510,38 @@ impl Sandbox {
                 }
             }
         }
+    }
+}
+
+/// A component that embeds the plugin, instantiated on the plugin's host
+/// (see [`Sandbox::instantiate_component`]).
+pub struct EmbeddedComponent {
+    store: Store<HostState>,
+    instance: wasmtime::component::Instance,
+    deadline_ticks: u64,
+}
+
+impl EmbeddedComponent {
+    /// The instance, to look up exports.
+    pub fn instance(&self) -> wasmtime::component::Instance {
+        self.instance
+    }
+
+    /// The store the instance lives in.
+    pub fn store(&mut self) -> &mut Store<HostState> {
+        &mut self.store
+    }
+
+    /// Runs `f` with the sandbox's CPU deadline armed; a deadline overrun
+    /// traps the call with an interrupt.
+    pub fn with_deadline<R>(
+        &mut self,
+        f: impl FnOnce(&mut Store<HostState>, wasmtime::component::Instance) -> R,
+    ) -> R {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let r = f(&mut self.store, self.instance);
+        self.store.set_epoch_deadline(u64::MAX / 2);
+        r
     }
 }
 

@@ -1,0 +1,94 @@
+//! The wit-bindgen glue: `host` over `wasi:cli/environment` and
+//! `wasi:cli/stderr`. No logic lives here.
+
+use crate::{config_or_defaults, Config, Urgency, CONFIG_VAR};
+
+wit_bindgen::generate!({
+    world: "host-adapter",
+    path: "../../../wit",
+});
+
+use exports::jmap::web_push::host::{self as wit_host, Level};
+use exports::jmap::web_push::types as wit_types;
+
+struct Component;
+
+export!(Component);
+
+fn urgency(u: Urgency) -> wit_types::Urgency {
+    match u {
+        Urgency::VeryLow => wit_types::Urgency::VeryLow,
+        Urgency::Low => wit_types::Urgency::Low,
+        Urgency::Normal => wit_types::Urgency::Normal,
+        Urgency::High => wit_types::Urgency::High,
+    }
+}
+
+fn to_wit(c: Config) -> wit_types::Config {
+    wit_types::Config {
+        known_types: c.known_types,
+        max_lifetime_secs: c.max_lifetime_secs,
+        max_subscriptions_per_owner: c.max_subscriptions_per_owner,
+        max_creates_per_hour: c.max_creates_per_hour,
+        max_objects_in_get: c.max_objects_in_get,
+        max_objects_in_set: c.max_objects_in_set,
+        push_ttl_secs: c.push_ttl_secs,
+        urgency_rules: c
+            .urgency
+            .into_iter()
+            .map(|(type_name, u)| wit_types::UrgencyRule {
+                type_name,
+                urgency: urgency(u),
+            })
+            .collect(),
+        default_urgency: urgency(c.default_urgency),
+        max_plaintext_octets: c.max_plaintext_octets,
+        vapid_contact: c.vapid_contact,
+        vapid_private_key: c.vapid_private_key,
+        vapid_token_lifetime_secs: c.vapid_token_lifetime_secs,
+        require_keys: c.require_keys,
+        min_push_interval_secs: c.min_push_interval_secs,
+        retry_initial_ms: c.retry_initial_ms,
+        retry_max_ms: c.retry_max_ms,
+        retry_after_cap_secs: c.retry_after_cap_secs,
+        give_up_after_secs: c.give_up_after_secs,
+        permanent_failure_limit: c.permanent_failure_limit,
+        http_timeout_ms: c.http_timeout_ms,
+        insecure_test_mode: c.insecure_test_mode,
+    }
+}
+
+/// Writes one line to stderr, in pieces of at most 4096 octets (the most one
+/// `blocking-write-and-flush` takes).
+fn write_stderr(line: &str) {
+    let err = wasip2::cli::stderr::get_stderr();
+    for chunk in line.as_bytes().chunks(4096) {
+        if err.blocking_write_and_flush(chunk).is_err() {
+            return;
+        }
+    }
+}
+
+impl wit_host::Guest for Component {
+    fn get_config() -> wit_types::Config {
+        let var = std::env::var(CONFIG_VAR).ok();
+        let (config, error) = config_or_defaults(var.as_deref());
+        if let Some(e) = error {
+            write_stderr(&format!("ERROR jmap-web-push: {e}; using the defaults\n"));
+        }
+        if config.insecure_test_mode {
+            write_stderr("WARN jmap-web-push: insecure_test_mode is on (http:// and loopback push URLs allowed)\n");
+        }
+        to_wit(config)
+    }
+
+    fn log(level: Level, message: String) {
+        let level = match level {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        };
+        write_stderr(&format!("{level} jmap-web-push: {message}\n"));
+    }
+}
