@@ -46,6 +46,41 @@ enum Command {
         #[arg(long)]
         token: bool,
     },
+    /// Writes the plugin as one component for other runtimes: by default
+    /// composed with the adapters so that it imports only WASI
+    /// (`wasi:http`, `wasi:keyvalue@0.2.0-draft`, `wasi:cli`...).
+    Compose {
+        /// Where to write the component.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The plugin build: `portable` (runs anywhere) or `wide` (needs the
+        /// wide-arithmetic proposal in the runtime; about 3x faster P-256).
+        #[arg(long, default_value = "portable", value_parser = ["portable", "wide"])]
+        flavour: String,
+        /// Plug the plugin into this component (a mail server that imports
+        /// `jmap:web-push/jmap` and `event-in`) instead of writing the
+        /// plugin alone.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// Leave out the adapters: the result imports the plugin's own
+        /// `store`, `http-out` and `host` interfaces, for a host that
+        /// implements them (such as this harness).
+        #[arg(long)]
+        no_adapters: bool,
+    },
+    /// Checks that a component conforms to a world of a WIT directory (its
+    /// imports within the world's, its exports covering the world's), as
+    /// `wasm-tools component targets` does.
+    Targets {
+        /// The component file.
+        component: PathBuf,
+        /// The WIT directory (for example `wit/` of this repository).
+        #[arg(long)]
+        wit: PathBuf,
+        /// The world, for example `plugin-on-wasi`.
+        #[arg(long)]
+        world: String,
+    },
     /// Checks a configuration file and prints it with every default filled in.
     CheckConfig {
         /// The TOML configuration file.
@@ -150,6 +185,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     server::auth::hash_password(&secret)?
                 );
             }
+            Ok(())
+        }
+        Command::Compose {
+            out,
+            flavour,
+            into,
+            no_adapters,
+        } => {
+            use jmap_web_push_host::{compose, runtime::builtin};
+            let plugin = if flavour == "wide" {
+                builtin::WIDE
+            } else {
+                builtin::PORTABLE
+            };
+            let plugin = if no_adapters {
+                plugin.to_vec()
+            } else {
+                compose::plugin_on_wasi(plugin)?
+            };
+            let bytes = match into {
+                None => plugin,
+                Some(socket) => {
+                    let socket = std::fs::read(&socket)
+                        .with_context(|| format!("reading {}", socket.display()))?;
+                    compose::plug(("socket", &socket), &[("jmap:web-push-plugin", &plugin)])?
+                }
+            };
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} octets); imports:", out.display(), bytes.len());
+            for name in compose::import_names(&bytes)? {
+                println!("  {name}");
+            }
+            Ok(())
+        }
+        Command::Targets {
+            component,
+            wit,
+            world,
+        } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("reading {}", component.display()))?;
+            jmap_web_push_host::compose::check_target(&bytes, &wit, &world)?;
+            println!("{} conforms to world `{world}`", component.display());
             Ok(())
         }
         Command::CheckConfig { config } => {

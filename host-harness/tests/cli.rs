@@ -51,6 +51,8 @@ fn every_subcommand_has_help() {
         vec!["vapid", "rotate", "--help"],
         vec!["hash-password", "--help"],
         vec!["check-config", "--help"],
+        vec!["compose", "--help"],
+        vec!["targets", "--help"],
     ] {
         let o = run(&args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -126,4 +128,49 @@ fn check_config_fills_defaults_and_honours_the_environment() {
     assert!(!o.status.success());
     assert!(text(&o).contains("server.listen"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn compose_writes_a_wasi_only_component_that_targets_its_world() {
+    let dir = std::env::temp_dir().join(format!("jwp-compose-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("plugin-on-wasi.wasm");
+    let o = run(&["compose", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listing = text(&o);
+    assert!(
+        listing.contains("wasi:keyvalue/store@0.2.0-draft"),
+        "{listing}"
+    );
+    assert!(!listing.contains("jmap:web-push/store"), "{listing}");
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+    let o = run(&[
+        "targets",
+        out.to_str().unwrap(),
+        "--wit",
+        wit,
+        "--world",
+        "plugin-on-wasi",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("conforms"));
+    // The composed plugin is not a bare plugin: it does not import `store`.
+    let bare = dir.join("plugin.wasm");
+    let o = run(&["compose", "--no-adapters", "-o", bare.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("jmap:web-push/store@0.1.0"));
+    let o = run(&[
+        "targets",
+        bare.to_str().unwrap(),
+        "--wit",
+        wit,
+        "--world",
+        "plugin-on-wasi",
+    ]);
+    assert!(
+        !o.status.success(),
+        "a bare plugin does not target plugin-on-wasi"
+    );
+    assert!(text(&o).contains("does not conform"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
 }
