@@ -20,6 +20,10 @@ const TARGET: &str = "wasm32-wasip2";
 /// recurses deeply (serde_json limits nesting to 128), and the stack is part
 /// of every instance's linear memory. Flags are separated by 0x1f as
 /// `CARGO_ENCODED_RUSTFLAGS` wants.
+/// One nested build: flavour (target directory name), the packages with
+/// the environment variable naming each one's component, and extra flags.
+type Build = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+
 const STACK: &str = "-Clink-arg=-zstack-size=262144";
 
 fn main() {
@@ -49,7 +53,7 @@ fn main() {
     let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
     // (flavour, packages, extra flags): each flavour is one nested cargo
     // invocation with its own target directory.
-    let builds: [(&str, &[(&str, &str)], &str); 3] = [
+    let builds: [Build; 3] = [
         (
             "portable",
             &[
