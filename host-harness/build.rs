@@ -22,7 +22,11 @@ const TARGET: &str = "wasm32-wasip2";
 /// `CARGO_ENCODED_RUSTFLAGS` wants.
 /// One nested build: flavour (target directory name), the packages with
 /// the environment variable naming each one's component, and extra flags.
-type Build = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type Build = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 const STACK: &str = "-Clink-arg=-zstack-size=262144";
 

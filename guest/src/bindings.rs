@@ -135,39 +135,59 @@ impl ports::Store for ImportStore {
 
 struct ImportHttp;
 
+fn to_wit_requests(requests: Vec<HttpRequest>) -> Vec<http_out::Request> {
+    requests
+        .into_iter()
+        .map(|r| http_out::Request {
+            url: r.url,
+            headers: r.headers,
+            body: r.body,
+            timeout_ms: r.timeout_ms,
+        })
+        .collect()
+}
+
+fn from_wit_answers(
+    answers: Vec<Result<http_out::Response, http_out::Error>>,
+) -> Vec<Result<HttpResponse, HttpError>> {
+    answers
+        .into_iter()
+        .map(|r| match r {
+            Ok(resp) => Ok(HttpResponse {
+                status: resp.status,
+                headers: resp.headers,
+                body_prefix: resp.body_prefix,
+            }),
+            Err(e) => Err(match e {
+                http_out::Error::Timeout => HttpError::Timeout,
+                http_out::Error::Connection(m) => HttpError::Connection(m),
+                http_out::Error::Dns(m) => HttpError::Dns(m),
+                http_out::Error::Tls(m) => HttpError::Tls(m),
+                http_out::Error::DeniedByPolicy(m) => HttpError::DeniedByPolicy(m),
+                http_out::Error::TooLarge => HttpError::TooLarge,
+                http_out::Error::Other(m) => HttpError::Other(m),
+            }),
+        })
+        .collect()
+}
+
 impl ports::HttpOut for ImportHttp {
     fn send_batch(&mut self, requests: Vec<HttpRequest>) -> Vec<Result<HttpResponse, HttpError>> {
         if requests.is_empty() {
             return Vec::new();
         }
-        let reqs: Vec<http_out::Request> = requests
-            .into_iter()
-            .map(|r| http_out::Request {
-                url: r.url,
-                headers: r.headers,
-                body: r.body,
-                timeout_ms: r.timeout_ms,
-            })
-            .collect();
-        http_out::send_batch(&reqs)
-            .into_iter()
-            .map(|r| match r {
-                Ok(resp) => Ok(HttpResponse {
-                    status: resp.status,
-                    headers: resp.headers,
-                    body_prefix: resp.body_prefix,
-                }),
-                Err(e) => Err(match e {
-                    http_out::Error::Timeout => HttpError::Timeout,
-                    http_out::Error::Connection(m) => HttpError::Connection(m),
-                    http_out::Error::Dns(m) => HttpError::Dns(m),
-                    http_out::Error::Tls(m) => HttpError::Tls(m),
-                    http_out::Error::DeniedByPolicy(m) => HttpError::DeniedByPolicy(m),
-                    http_out::Error::TooLarge => HttpError::TooLarge,
-                    http_out::Error::Other(m) => HttpError::Other(m),
-                }),
-            })
-            .collect()
+        from_wit_answers(http_out::send_batch(&to_wit_requests(requests)))
+    }
+
+    fn start_batch(&mut self, requests: Vec<HttpRequest>) -> ports::StartedBatch {
+        if requests.is_empty() {
+            return ports::StartedBatch::Answered(Vec::new());
+        }
+        ports::StartedBatch::Handle(http_out::start_batch(&to_wit_requests(requests)))
+    }
+
+    fn finish_handle(&mut self, handle: u64) -> Vec<Result<HttpResponse, HttpError>> {
+        from_wit_answers(http_out::finish_batch(handle))
     }
 }
 

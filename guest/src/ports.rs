@@ -175,10 +175,51 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// A batch started with [`HttpOut::start_batch`]: either its answers
+/// already, or the host's handle for `finish-batch`.
+#[derive(Debug)]
+pub enum StartedBatch {
+    /// Sent synchronously; these are the answers.
+    Answered(Vec<Result<HttpResponse, HttpError>>),
+    /// On the wire; collect with [`HttpOut::finish_batch`].
+    Handle(u64),
+}
+
 /// Outbound HTTP, with the semantics of the WIT `http-out` interface.
 pub trait HttpOut {
     /// Sends every request (concurrently) and returns one result each, in order.
     fn send_batch(&mut self, requests: Vec<HttpRequest>) -> Vec<Result<HttpResponse, HttpError>>;
+
+    /// Starts a batch without waiting for it (`start-batch`). The default
+    /// sends it at once with [`HttpOut::send_batch`].
+    fn start_batch(&mut self, requests: Vec<HttpRequest>) -> StartedBatch {
+        StartedBatch::Answered(self.send_batch(requests))
+    }
+
+    /// The answers of a started batch (`finish-batch`): one per request of
+    /// `len` requests, in order; answers the host did not give are
+    /// reported as [`HttpError::Other`].
+    fn finish_batch(
+        &mut self,
+        started: StartedBatch,
+        len: usize,
+    ) -> Vec<Result<HttpResponse, HttpError>> {
+        let mut answers = match started {
+            StartedBatch::Answered(a) => a,
+            StartedBatch::Handle(h) => self.finish_handle(h),
+        };
+        answers.truncate(len);
+        while answers.len() < len {
+            answers.push(Err(HttpError::Other("the host gave no answer".into())));
+        }
+        answers
+    }
+
+    /// Collects a batch by the host's handle. Only hosts that return
+    /// [`StartedBatch::Handle`] are asked; the default answers nothing.
+    fn finish_handle(&mut self, _handle: u64) -> Vec<Result<HttpResponse, HttpError>> {
+        Vec::new()
+    }
 }
 
 /// Log levels of the host's logger.

@@ -163,11 +163,62 @@ impl Resolve for GuardedResolver {
 pub trait HttpSend: Send + Sync {
     /// Sends `requests`; blocks until every one has an answer or an error.
     fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>>;
+
+    /// Starts sending `requests` and returns without waiting (the WIT
+    /// `start-batch`). The default sends synchronously, so an implementation
+    /// only overrides it when it can send in the background.
+    fn start_batch(&self, requests: Vec<OutRequest>) -> PendingBatch {
+        PendingBatch::answered(self.send_batch(requests))
+    }
 }
 
 impl HttpSend for HttpClient {
     fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
         HttpClient::send_batch(self, requests)
+    }
+
+    fn start_batch(&self, requests: Vec<OutRequest>) -> PendingBatch {
+        HttpClient::start_batch(self, requests)
+    }
+}
+
+type SendTask = tokio::task::JoinHandle<Result<OutResponse, OutError>>;
+
+/// A batch on its way: [`PendingBatch::wait`] gives one result per request,
+/// in order. Dropping it lets the requests finish unobserved.
+pub struct PendingBatch(PendingInner);
+
+enum PendingInner {
+    Answered(Vec<Result<OutResponse, OutError>>),
+    Tasks(Vec<SendTask>),
+}
+
+impl PendingBatch {
+    /// A batch whose answers are already known.
+    pub fn answered(answers: Vec<Result<OutResponse, OutError>>) -> Self {
+        PendingBatch(PendingInner::Answered(answers))
+    }
+
+    /// Blocks until every request has its answer.
+    pub fn wait(self) -> Vec<Result<OutResponse, OutError>> {
+        match self.0 {
+            PendingInner::Answered(a) => a,
+            PendingInner::Tasks(handles) => futures::executor::block_on(join_all(handles))
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|e| Err(OutError::Other(format!("send task failed: {e}"))))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            PendingInner::Answered(a) => write!(f, "PendingBatch(answered: {})", a.len()),
+            PendingInner::Tasks(t) => write!(f, "PendingBatch(in flight: {})", t.len()),
+        }
     }
 }
 
@@ -239,13 +290,21 @@ impl HttpClient {
     /// Blocks the calling thread (never call it from inside an async task
     /// without `spawn_blocking`).
     pub fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
+        self.start_batch(requests).wait()
+    }
+
+    /// Starts every request on the client's runtime and returns at once;
+    /// [`PendingBatch::wait`] collects the answers.
+    pub fn start_batch(&self, requests: Vec<OutRequest>) -> PendingBatch {
         let Some(runtime) = &self.runtime else {
-            return requests
-                .iter()
-                .map(|_| Err(OutError::Other("HTTP client shut down".into())))
-                .collect();
+            return PendingBatch::answered(
+                requests
+                    .iter()
+                    .map(|_| Err(OutError::Other("HTTP client shut down".into())))
+                    .collect(),
+            );
         };
-        let handles: Vec<_> = requests
+        let handles = requests
             .into_iter()
             .map(|r| {
                 let client = self.client.clone();
@@ -263,10 +322,7 @@ impl HttpClient {
                 })
             })
             .collect();
-        futures::executor::block_on(join_all(handles))
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|e| Err(OutError::Other(format!("send task failed: {e}")))))
-            .collect()
+        PendingBatch(PendingInner::Tasks(handles))
     }
 }
 

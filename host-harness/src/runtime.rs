@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::jmap::web_push::{host, http_out, store as wit_store, types};
 use crate::bindings::{Plugin, PluginPre};
-use crate::net::{HttpSend, OutError, OutRequest};
+use crate::net::{HttpSend, OutError, OutRequest, OutResponse, PendingBatch};
 use crate::store::{Condition, KvStore, StoreError};
 
 /// Which build of the guest to run.
@@ -153,6 +153,9 @@ pub struct HostState {
     table: ResourceTable,
     limits: Limiter,
     shared: Arc<Shared>,
+    /// Batches started with `start-batch` and not yet finished.
+    batches: std::collections::HashMap<u64, PendingBatch>,
+    next_batch: u64,
 }
 
 impl WasiView for HostState {
@@ -248,41 +251,71 @@ impl wit_store::Host for HostState {
     }
 }
 
+fn to_out_requests(requests: Vec<http_out::Request>) -> Vec<OutRequest> {
+    requests
+        .into_iter()
+        .map(|r| OutRequest {
+            url: r.url,
+            headers: r.headers,
+            body: r.body,
+            timeout_ms: r.timeout_ms,
+        })
+        .collect()
+}
+
+fn to_wit_answers(
+    answers: Vec<Result<OutResponse, OutError>>,
+) -> Vec<Result<http_out::Response, http_out::Error>> {
+    answers
+        .into_iter()
+        .map(|r| match r {
+            Ok(resp) => Ok(http_out::Response {
+                status: resp.status,
+                headers: resp.headers,
+                body_prefix: resp.body_prefix,
+            }),
+            Err(e) => Err(match e {
+                OutError::Timeout => http_out::Error::Timeout,
+                OutError::Connection(m) => http_out::Error::Connection(m),
+                OutError::Dns(m) => http_out::Error::Dns(m),
+                OutError::Tls(m) => http_out::Error::Tls(m),
+                OutError::DeniedByPolicy(m) => http_out::Error::DeniedByPolicy(m),
+                OutError::TooLarge => http_out::Error::TooLarge,
+                OutError::Other(m) => http_out::Error::Other(m),
+            }),
+        })
+        .collect()
+}
+
+/// Most batches one instance may have in flight; more are sent
+/// synchronously (a misbehaving guest cannot pile up background work).
+const MAX_OPEN_BATCHES: usize = 1024;
+
 impl http_out::Host for HostState {
     fn send_batch(
         &mut self,
         requests: Vec<http_out::Request>,
     ) -> Vec<Result<http_out::Response, http_out::Error>> {
-        let reqs = requests
-            .into_iter()
-            .map(|r| OutRequest {
-                url: r.url,
-                headers: r.headers,
-                body: r.body,
-                timeout_ms: r.timeout_ms,
-            })
-            .collect();
-        self.shared
-            .http
-            .send_batch(reqs)
-            .into_iter()
-            .map(|r| match r {
-                Ok(resp) => Ok(http_out::Response {
-                    status: resp.status,
-                    headers: resp.headers,
-                    body_prefix: resp.body_prefix,
-                }),
-                Err(e) => Err(match e {
-                    OutError::Timeout => http_out::Error::Timeout,
-                    OutError::Connection(m) => http_out::Error::Connection(m),
-                    OutError::Dns(m) => http_out::Error::Dns(m),
-                    OutError::Tls(m) => http_out::Error::Tls(m),
-                    OutError::DeniedByPolicy(m) => http_out::Error::DeniedByPolicy(m),
-                    OutError::TooLarge => http_out::Error::TooLarge,
-                    OutError::Other(m) => http_out::Error::Other(m),
-                }),
-            })
-            .collect()
+        to_wit_answers(self.shared.http.send_batch(to_out_requests(requests)))
+    }
+
+    fn start_batch(&mut self, requests: Vec<http_out::Request>) -> u64 {
+        let requests = to_out_requests(requests);
+        let pending = if self.batches.len() >= MAX_OPEN_BATCHES {
+            PendingBatch::answered(self.shared.http.send_batch(requests))
+        } else {
+            self.shared.http.start_batch(requests)
+        };
+        self.next_batch += 1;
+        self.batches.insert(self.next_batch, pending);
+        self.next_batch
+    }
+
+    fn finish_batch(&mut self, handle: u64) -> Vec<Result<http_out::Response, http_out::Error>> {
+        match self.batches.remove(&handle) {
+            Some(pending) => to_wit_answers(pending.wait()),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -426,6 +459,8 @@ impl Sandbox {
                 peak: self.peak_memory.clone(),
             },
             shared: self.shared.clone(),
+            batches: Default::default(),
+            next_batch: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -487,7 +522,10 @@ impl Sandbox {
         };
         let ticks = (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64;
         live.store.set_epoch_deadline(ticks);
-        match f(&live.plugin, &mut live.store) {
+        let result = f(&live.plugin, &mut live.store);
+        // The WIT lets the host drop batches the call did not finish.
+        live.store.data_mut().batches.clear();
+        match result {
             Ok(r) => {
                 live.store.set_epoch_deadline(u64::MAX / 2);
                 if let Ok(mut idle) = self.idle.lock() {

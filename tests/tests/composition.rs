@@ -330,6 +330,91 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
 }
 
 #[test]
+fn generic_wasi_host_delivers_a_pipelined_fan_out() {
+    // More subscriptions than two pipeline chunks: `start-batch` and
+    // `finish-batch` of the wasi:http adapter carry the fan-out.
+    let composed = compose::plugin_on_wasi(builtin::PORTABLE).expect("composes");
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let (mut store, plugin) = generic_instance(
+        &composed,
+        json!({"insecure_test_mode": true, "max_creates_per_hour": 100}),
+    );
+    let erin = generic::jmap::web_push::types::Caller {
+        username: "erin".into(),
+        credential_id: None,
+    };
+    let n = 2 * jmap_web_push_guest::delivery::PIPELINE_CHUNK + 3;
+    for i in 0..n {
+        let path = format!("fan/{i}");
+        let args = json!({"create": {"c": {
+            "deviceClientId": format!("d{i}"),
+            "url": gateway.url(&path),
+            "keys": client.keys_json(),
+        }}});
+        let r = plugin
+            .jmap_web_push_jmap()
+            .call_call(
+                &mut store,
+                &erin,
+                "PushSubscription/set",
+                &args.to_string(),
+                &[],
+            )
+            .unwrap()
+            .expect("set answers");
+        let r: Value = serde_json::from_str(&r.arguments).unwrap();
+        let id = r["created"]["c"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string();
+        let v = client
+            .decrypt_json(&gateway.received_on(&path)[0].body)
+            .unwrap();
+        let args = json!({"update": {id: {"verificationCode": v["verificationCode"]}}});
+        plugin
+            .jmap_web_push_jmap()
+            .call_call(
+                &mut store,
+                &erin,
+                "PushSubscription/set",
+                &args.to_string(),
+                &[],
+            )
+            .unwrap()
+            .expect("verified");
+    }
+    gateway.set_default("fan/17", Answer::status(404));
+    use generic::exports::jmap::web_push::event_in::{AccountChanges, StateChange, TypeState};
+    let event = StateChange {
+        username: "erin".into(),
+        changed: vec![AccountChanges {
+            account_id: "A".into(),
+            changes: vec![TypeState {
+                type_name: "Mailbox".into(),
+                state: "m1".into(),
+            }],
+        }],
+    };
+    let report = plugin
+        .jmap_web_push_event_in()
+        .call_state_changed(&mut store, &event)
+        .unwrap()
+        .expect("delivers");
+    assert_eq!(
+        (report.delivered as usize, report.destroyed),
+        (n - 1, 1),
+        "{report:?}"
+    );
+    for i in 0..n {
+        let got = gateway.received_on(&format!("fan/{i}"));
+        assert_eq!(got.len(), 2, "fan/{i}: verification + change");
+        let change = client.decrypt_json(&got[1].body).unwrap();
+        assert_eq!(change["changed"]["A"]["Mailbox"], "m1");
+    }
+}
+
+#[test]
 fn generic_wasi_host_maps_connection_failures_to_retries() {
     // A push URL nobody listens on: the wasi:http error becomes a
     // `connection` error, which the plugin treats as transient (the

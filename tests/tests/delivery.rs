@@ -645,3 +645,65 @@ fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
         );
     }
 }
+
+#[test]
+fn a_pipelined_fan_out_maps_every_answer_to_its_subscription() {
+    // One instance, more subscriptions than two pipeline chunks: the pushes
+    // leave in three `start-batch` pieces through the real HTTP client, and
+    // each answer (201, 410, 503) lands on the right subscription.
+    let gateway = Gateway::start();
+    let store = Arc::new(MemoryStore::new());
+    let plugin = jmap_web_push_host::PushPlugin::builder()
+        .config(jmap_web_push_host::PluginConfig {
+            max_subscriptions_per_owner: 100,
+            max_creates_per_hour: 100,
+            ..test_config()
+        })
+        .store(store)
+        .fanout_shards(1)
+        .sandbox(jmap_web_push_host::SandboxOptions {
+            aot_cache_dir: Some(cache_dir()),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let client = PushClient::new();
+    let alice = caller("alice", None);
+    let n = 2 * jmap_web_push_guest::delivery::PIPELINE_CHUNK + 7;
+    for i in 0..n {
+        verified_subscription(
+            &plugin,
+            &gateway,
+            &client,
+            &alice,
+            &format!("p{i}"),
+            Value::Null,
+        );
+    }
+    gateway.script("p5", [Answer::status(410)]);
+    gateway.script("p20", [Answer::status(503)]);
+    gateway.script("p36", [Answer::status(410)]);
+    let r = fire(&plugin, "alice", &[("a1", "Email", "e1")]);
+    assert_eq!(
+        (r.delivered as usize, r.destroyed, r.deferred),
+        (n - 3, 2, 1),
+        "{r:?}"
+    );
+    for i in 0..n {
+        let got = changes_on(&gateway, &client, &format!("p{i}"));
+        assert_eq!(got.len(), 1, "p{i}");
+        assert_eq!(got[0]["changed"]["a1"]["Email"], "e1");
+    }
+    let list = call(
+        &plugin,
+        &alice,
+        "PushSubscription/get",
+        serde_json::json!({"ids": null}),
+    )
+    .unwrap();
+    assert_eq!(
+        list["list"].as_array().map(Vec::len),
+        Some(n - 2),
+        "two destroyed"
+    );
+}

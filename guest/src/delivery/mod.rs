@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 use crate::lifecycle::PluginError;
-use crate::ports::{Condition, HttpRequest, LogLevel, StoreError};
+use crate::ports::{Condition, HttpRequest, LogLevel, StartedBatch, StoreError};
 use crate::repo::{self, DueEntry, DueKind};
 use crate::subscription::Subscription;
 use crate::{Env, Plugin};
@@ -416,7 +416,14 @@ fn message(env: &Env<'_>, sub: &Subscription, changed: &Changed) -> OutgoingPush
     }
 }
 
-/// Sends every job's messages in one batch and applies the answer table.
+/// Requests per `start-batch` in a large fan-out: small enough that the
+/// first pushes leave while the rest are encrypted, large enough that the
+/// host's per-batch cost stays negligible. Fan-outs up to this size are one
+/// `send-batch`.
+pub const PIPELINE_CHUNK: usize = 16;
+
+/// Sends every job's messages (pipelined in chunks of [`PIPELINE_CHUNK`])
+/// and applies the answer table.
 fn send_jobs(
     plugin: &mut Plugin,
     env: &mut Env<'_>,
@@ -431,6 +438,9 @@ fn send_jobs(
     // (job index, the part of its change this request carries)
     let mut requests: Vec<HttpRequest> = Vec::new();
     let mut owners: Vec<(usize, Changed)> = Vec::new();
+    // Requests go out in pieces of PIPELINE_CHUNK while the next ones are
+    // encrypted (`start-batch`); the answers are collected in order below.
+    let mut started: Vec<(StartedBatch, usize)> = Vec::new();
     {
         let mut signer = plugin.keyring.signer(env)?;
         for (i, job) in jobs.iter().enumerate() {
@@ -453,6 +463,11 @@ fn send_jobs(
                     Ok(r) => {
                         requests.push(r);
                         owners.push((i, part));
+                        if requests.len() == PIPELINE_CHUNK {
+                            let chunk = std::mem::take(&mut requests);
+                            let n = chunk.len();
+                            started.push((env.http.start_batch(chunk), n));
+                        }
                     }
                     Err(e) => {
                         env.log(
@@ -465,7 +480,18 @@ fn send_jobs(
             }
         }
     }
-    let answers = env.http.send_batch(requests);
+    let mut answers = Vec::with_capacity(owners.len());
+    if started.is_empty() {
+        answers = env.http.send_batch(requests);
+    } else {
+        if !requests.is_empty() {
+            let n = requests.len();
+            started.push((env.http.start_batch(requests), n));
+        }
+        for (batch, n) in started {
+            answers.extend(env.http.finish_batch(batch, n));
+        }
+    }
     // Per job: the parts still owed (to keep pending) and the worst answer.
     let mut results: Vec<Vec<(Changed, Answer)>> = vec![Vec::new(); jobs.len()];
     for ((i, part), answer) in owners.into_iter().zip(answers) {
@@ -810,15 +836,19 @@ mod engine_tests {
     const HOUR_MS: u64 = 3_600_000;
 
     fn subscription(store: &mut MemoryStore, now_ms: u64) -> String {
+        subscription_with_id(store, now_ms, "sub1")
+    }
+
+    fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> String {
         let owner = Owner {
             username: "alice".into(),
             credential_id: None,
         };
         let sub = Subscription {
-            id: "sub1".into(),
+            id: id.into(),
             owner: owner.clone(),
-            device_client_id: "d".into(),
-            url: "https://push.example.net/x".into(),
+            device_client_id: format!("d-{id}"),
+            url: format!("https://push.example.net/{id}"),
             keys: None,
             verification_code: "c".into(),
             verification: VerificationState {
@@ -950,6 +980,131 @@ mod engine_tests {
         assert_eq!(r.dropped, 1, "{r:?}");
         assert_eq!(http.sent.len(), sent_before, "nothing sent");
         assert!(store.get(&pending_key("sub1")).unwrap().is_none());
+    }
+
+    /// A host that returns handles from `start-batch` and answers at
+    /// `finish-batch`; logs the order of the calls.
+    #[derive(Default)]
+    struct Pipelined {
+        calls: Vec<String>,
+        started: BTreeMap<u64, Vec<HttpRequest>>,
+        next: u64,
+        gone: String,
+    }
+
+    impl HttpOut for Pipelined {
+        fn send_batch(
+            &mut self,
+            requests: Vec<HttpRequest>,
+        ) -> Vec<Result<HttpResponse, HttpError>> {
+            self.calls.push(format!("send {}", requests.len()));
+            requests.iter().map(|r| self.answer(r)).collect()
+        }
+
+        fn start_batch(&mut self, requests: Vec<HttpRequest>) -> StartedBatch {
+            self.calls.push(format!("start {}", requests.len()));
+            self.next += 1;
+            self.started.insert(self.next, requests);
+            StartedBatch::Handle(self.next)
+        }
+
+        fn finish_handle(&mut self, handle: u64) -> Vec<Result<HttpResponse, HttpError>> {
+            self.calls.push(format!("finish {handle}"));
+            let requests = self.started.remove(&handle).unwrap_or_default();
+            requests.iter().map(|r| self.answer(r)).collect()
+        }
+    }
+
+    impl Pipelined {
+        fn answer(&self, r: &HttpRequest) -> Result<HttpResponse, HttpError> {
+            Ok(HttpResponse {
+                status: if r.url.ends_with(&self.gone) {
+                    410
+                } else {
+                    201
+                },
+                headers: Vec::new(),
+                body_prefix: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn large_fan_outs_are_pipelined_and_answers_reach_the_right_subscription() {
+        let config = Config::default();
+        let mut store = MemoryStore::new();
+        let t0 = 1_800_000_000_000;
+        let n = 2 * PIPELINE_CHUNK + 5;
+        for i in 0..n {
+            subscription_with_id(&mut store, t0, &format!("s{i:03}"));
+        }
+        let mut http = Pipelined {
+            gone: "/s020".into(),
+            ..Default::default()
+        };
+        let mut log = NoLog;
+        let mut env = Env {
+            store: &mut store,
+            http: &mut http,
+            log: &mut log,
+            config: &config,
+            now_ms: t0,
+        };
+        let r = state_changed(&mut Plugin::new(), &mut env, &event("x")).unwrap();
+        assert_eq!((r.delivered, r.destroyed), (n as u32 - 1, 1), "{r:?}");
+        // Every chunk is started before the first is awaited.
+        let chunk = PIPELINE_CHUNK.to_string();
+        assert_eq!(
+            http.calls,
+            [
+                format!("start {chunk}"),
+                format!("start {chunk}"),
+                "start 5".to_string(),
+                "finish 1".to_string(),
+                "finish 2".to_string(),
+                "finish 3".to_string(),
+            ]
+        );
+        assert!(
+            repo::load(&mut store, "s020").unwrap().is_none(),
+            "the 410 one is gone"
+        );
+        assert!(repo::load(&mut store, "s019").unwrap().is_some());
+        assert!(repo::load(&mut store, "s021").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_small_fan_out_is_one_send_batch_and_missing_answers_are_errors() {
+        let config = Config::default();
+        let mut store = MemoryStore::new();
+        let t0 = 1_800_000_000_000;
+        for i in 0..3 {
+            subscription_with_id(&mut store, t0, &format!("s{i}"));
+        }
+        let mut http = Pipelined {
+            gone: "/nobody".into(),
+            ..Default::default()
+        };
+        let mut log = NoLog;
+        let mut env = Env {
+            store: &mut store,
+            http: &mut http,
+            log: &mut log,
+            config: &config,
+            now_ms: t0,
+        };
+        let r = state_changed(&mut Plugin::new(), &mut env, &event("x")).unwrap();
+        assert_eq!(r.delivered, 3);
+        assert_eq!(http.calls, ["send 3"]);
+        // A host that loses a batch: every request of it counts as failed.
+        let mut lost = Pipelined::default();
+        let started = lost.start_batch(vec![]);
+        let answers = lost.finish_batch(StartedBatch::Handle(99), 2);
+        drop(started);
+        assert_eq!(answers.len(), 2);
+        assert!(answers
+            .iter()
+            .all(|a| matches!(a, Err(HttpError::Other(_)))));
     }
 
     #[test]

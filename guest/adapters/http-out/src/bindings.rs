@@ -141,45 +141,86 @@ fn read_response(resp: IncomingResponse) -> Response {
     }
 }
 
+/// A started batch: per request either its early error or its future.
+struct Started {
+    deadline_ms: u32,
+    slots: Vec<Result<FutureIncomingResponse, Error>>,
+}
+
+thread_local! {
+    static BATCHES: std::cell::RefCell<(u64, std::collections::HashMap<u64, Started>)> =
+        std::cell::RefCell::new((0, std::collections::HashMap::new()));
+}
+
+fn start_all(requests: &[Request]) -> Started {
+    Started {
+        deadline_ms: requests.iter().map(|r| r.timeout_ms).max().unwrap_or(0),
+        slots: requests.iter().map(start).collect(),
+    }
+}
+
+/// Waits for every future of `started` (one `wasi:io/poll` loop over all of
+/// them and the batch deadline) and returns the answers in order.
+fn finish_all(started: Started) -> Vec<Result<Response, Error>> {
+    let deadline =
+        monotonic_clock::subscribe_duration(u64::from(started.deadline_ms) * NANOS_PER_MS);
+    let mut results: Vec<Option<Result<Response, Error>>> = Vec::with_capacity(started.slots.len());
+    let mut waiting: Vec<(usize, FutureIncomingResponse)> = Vec::new();
+    for (i, slot) in started.slots.into_iter().enumerate() {
+        match slot {
+            Ok(f) => {
+                results.push(None);
+                waiting.push((i, f));
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    while !waiting.is_empty() {
+        let pollables: Vec<_> = waiting.iter().map(|(_, f)| f.subscribe()).collect();
+        let mut refs: Vec<&poll::Pollable> = pollables.iter().collect();
+        refs.push(&deadline);
+        let ready = poll::poll(&refs);
+        drop(pollables);
+        let timed_out = ready.iter().any(|&r| r as usize == waiting.len());
+        let mut still = Vec::with_capacity(waiting.len());
+        for (i, f) in waiting {
+            match f.get() {
+                Some(Ok(Ok(resp))) => results[i] = Some(Ok(read_response(resp))),
+                Some(Ok(Err(e))) => results[i] = Some(Err(map_error(&e))),
+                Some(Err(())) => {
+                    results[i] = Some(Err(Error::Other("response already taken".into())))
+                }
+                None if timed_out => results[i] = Some(Err(Error::Timeout)),
+                None => still.push((i, f)),
+            }
+        }
+        waiting = still;
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(Error::Other("no answer".into()))))
+        .collect()
+}
+
 impl wit::Guest for Component {
     fn send_batch(requests: Vec<Request>) -> Vec<Result<Response, Error>> {
-        let deadline_ms = requests.iter().map(|r| r.timeout_ms).max().unwrap_or(0);
-        let deadline = monotonic_clock::subscribe_duration(u64::from(deadline_ms) * NANOS_PER_MS);
-        let mut results: Vec<Option<Result<Response, Error>>> = Vec::with_capacity(requests.len());
-        let mut waiting: Vec<(usize, FutureIncomingResponse)> = Vec::new();
-        for (i, req) in requests.iter().enumerate() {
-            match start(req) {
-                Ok(f) => {
-                    results.push(None);
-                    waiting.push((i, f));
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
+        finish_all(start_all(&requests))
+    }
+
+    fn start_batch(requests: Vec<Request>) -> u64 {
+        let started = start_all(&requests);
+        BATCHES.with(|b| {
+            let (next, open) = &mut *b.borrow_mut();
+            *next += 1;
+            open.insert(*next, started);
+            *next
+        })
+    }
+
+    fn finish_batch(handle: u64) -> Vec<Result<Response, Error>> {
+        match BATCHES.with(|b| b.borrow_mut().1.remove(&handle)) {
+            Some(started) => finish_all(started),
+            None => Vec::new(),
         }
-        while !waiting.is_empty() {
-            let pollables: Vec<_> = waiting.iter().map(|(_, f)| f.subscribe()).collect();
-            let mut refs: Vec<&poll::Pollable> = pollables.iter().collect();
-            refs.push(&deadline);
-            let ready = poll::poll(&refs);
-            drop(pollables);
-            let timed_out = ready.iter().any(|&r| r as usize == waiting.len());
-            let mut still = Vec::with_capacity(waiting.len());
-            for (i, f) in waiting {
-                match f.get() {
-                    Some(Ok(Ok(resp))) => results[i] = Some(Ok(read_response(resp))),
-                    Some(Ok(Err(e))) => results[i] = Some(Err(map_error(&e))),
-                    Some(Err(())) => {
-                        results[i] = Some(Err(Error::Other("response already taken".into())))
-                    }
-                    None if timed_out => results[i] = Some(Err(Error::Timeout)),
-                    None => still.push((i, f)),
-                }
-            }
-            waiting = still;
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::Other("no answer".into()))))
-            .collect()
     }
 }

@@ -6,7 +6,10 @@
 //! started (`handle`, body written and finished without waiting) before any
 //! response is awaited; then one `wasi:io/poll` loop waits for all of them
 //! and for the batch deadline (the largest `timeout-ms` of the batch).
-//! Requests still pending at the deadline answer `timeout`.
+//! Requests still pending at the deadline answer `timeout`. `start-batch`
+//! does the first half (every request started, handle returned) and
+//! `finish-batch` the second, so the plugin's pipelined fan-out overlaps
+//! encryption with the network here too.
 //!
 //! Contract details (see `http-out` in `wit/plugin.wit`):
 //! - the adapter sets `Content-Length` itself, so the body is never sent
