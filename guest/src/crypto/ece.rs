@@ -156,14 +156,8 @@ fn encrypt_with_key(
 ) -> Result<Vec<u8>, EceError> {
     check_len(plaintext.len(), max_plaintext)?;
     let as_public = uncompressed_point(&ephemeral.public_key());
-    let shared = ephemeral.diffie_hellman(keys.public_key());
-    let d = derive(
-        &(*shared.raw_secret_bytes()).into(),
-        keys.auth(),
-        keys.p256dh(),
-        &as_public,
-        salt,
-    )?;
+    let shared = super::ecdh::shared_secret(ephemeral, keys.public_key());
+    let d = derive(&shared, keys.auth(), keys.p256dh(), &as_public, salt)?;
 
     let mut out = Vec::with_capacity(encrypted_len(plaintext.len()));
     write_header(&mut out, salt, &as_public);

@@ -2,6 +2,8 @@
 //!
 //! * [`keys`]: parsing and validation of a subscription's receiver keys
 //!   (`p256dh`, `auth`) as sent by `PushManager.subscribe()` (B1).
+//! * [`ecdh`]: the P-256 ECDH shared secret of message encryption
+//!   (constant-time, about twice as fast as `p256`'s generic arithmetic).
 //! * [`ece`]: RFC 8291 message encryption with the RFC 8188 `aes128gcm`
 //!   content coding, one record of 4096 octets (B7).
 //! * [`vapid`]: RFC 8292 VAPID signing keys, JWTs and the `Authorization`
@@ -17,6 +19,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
+pub mod ecdh;
 pub mod ece;
 pub mod keys;
 pub mod vapid;

@@ -1,0 +1,566 @@
+//! P-256 ECDH for message encryption: the x-coordinate of `k·R` for the
+//! ephemeral secret `k` and a receiver's public key `R`.
+//!
+//! This is the one hot spot of a push (three quarters of its CPU time with
+//! `p256`'s generic point arithmetic). It computes the same value as
+//! `p256::SecretKey::diffie_hellman`, about twice as fast, with:
+//!
+//! - a P-256-specific Montgomery field ([`Fe`]: four 64-bit limbs, `u128`
+//!   products, which `+wide-arithmetic` turns into `i64.mul_wide_u` in
+//!   wasm);
+//! - Jacobian coordinates with the `a = -3` doubling (`dbl-2001-b`) and the
+//!   general addition (`add-2007-bl`) from the Explicit-Formulas Database;
+//! - a signed radix-16 fixed window over a table of `1·R … 8·R`.
+//!
+//! **Constant time in the secret scalar**: every table lookup scans all
+//! entries with masks, negation and the "digit is zero" / "accumulator is
+//! the identity" cases are masked selects, and the loop shape does not depend
+//! on the scalar. Field operations are straight-line carry chains with a
+//! masked final subtraction.
+//!
+//! **Exceptional cases** of the incomplete Jacobian addition (`P == Q`,
+//! `P == -Q`, identity operands): before the last digit the accumulator is
+//! `16·m·R` with `16·m` either 0 (handled as the identity) or at least 16,
+//! while the table point is `d·R` with `|d| <= 8` and `16·m < n - 8`, so they
+//! never coincide; only the last addition can meet `P == ±Q` (when
+//! `k ≡ 2d (mod n)`), and there the doubling is computed too and selected.
+//! `P == -Q` yields `Z = 0`, the identity, by the formula itself.
+//!
+//! The receiver key comes in as a `p256::PublicKey` (validated on the curve,
+//! not the identity) and the scalar as a `p256::SecretKey` (in `[1, n-1]`),
+//! so the types carry the preconditions. The single field inversion at the
+//! end uses `p256`'s.
+//!
+//! Tested differentially against `p256` (random and edge scalars, random
+//! points, field operations near `p`) in this module's tests.
+
+use p256::elliptic_curve::ff::PrimeField as _;
+use p256::elliptic_curve::hazmat::FieldArithmetic;
+use p256::elliptic_curve::sec1::ToSec1Point as _;
+
+/// `p256`'s field element (used for the final inversion only).
+type P256Fe = <p256::NistP256 as FieldArithmetic>::FieldElement;
+
+/// p = 2^256 - 2^224 + 2^192 + 2^96 - 1, little-endian limbs.
+const P: [u64; 4] = [
+    0xffff_ffff_ffff_ffff,
+    0x0000_0000_ffff_ffff,
+    0x0000_0000_0000_0000,
+    0xffff_ffff_0000_0001,
+];
+
+/// R^2 mod p with R = 2^256 (to enter the Montgomery domain).
+const R2: [u64; 4] = [
+    0x0000_0000_0000_0003,
+    0xffff_fffb_ffff_ffff,
+    0xffff_ffff_ffff_fffe,
+    0x0000_0004_ffff_fffd,
+];
+
+/// A field element in Montgomery form (`a·R mod p`), fully reduced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fe([u64; 4]);
+
+/// `a - b` over four limbs: the difference and the final borrow (0 or 1).
+#[inline(always)]
+fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], u64) {
+    let mut out = [0u64; 4];
+    let mut borrow = 0u64;
+    for i in 0..4 {
+        let d = (a[i] as u128)
+            .wrapping_sub(b[i] as u128)
+            .wrapping_sub(borrow as u128);
+        out[i] = d as u64;
+        borrow = ((d >> 64) as u64) & 1;
+    }
+    (out, borrow)
+}
+
+/// `mask ? a : b` limb-wise (`mask` is all ones or zero).
+#[inline(always)]
+fn select4(mask: u64, a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
+    [
+        (a[0] & mask) | (b[0] & !mask),
+        (a[1] & mask) | (b[1] & !mask),
+        (a[2] & mask) | (b[2] & !mask),
+        (a[3] & mask) | (b[3] & !mask),
+    ]
+}
+
+/// Reduces `t + hi·2^256` (known to be below 2p) into `[0, p)`.
+#[inline(always)]
+fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
+    let (r, borrow) = sub4(&t, &P);
+    // Keep `t` only when t < p as a 257-bit number: borrow and no high bit.
+    let keep_t = (borrow & (hi ^ 1)).wrapping_neg();
+    select4(keep_t, &t, &r)
+}
+
+impl Fe {
+    const ZERO: Fe = Fe([0; 4]);
+    /// 1 in Montgomery form (R mod p).
+    const ONE: Fe = Fe([
+        0x0000_0000_0000_0001,
+        0xffff_ffff_0000_0000,
+        0xffff_ffff_ffff_ffff,
+        0x0000_0000_ffff_fffe,
+    ]);
+
+    /// Montgomery multiplication (CIOS). For P-256, `-p^-1 mod 2^64 = 1`.
+    #[inline(always)]
+    fn mul(&self, rhs: &Fe) -> Fe {
+        let (a, b) = (&self.0, &rhs.0);
+        let mut t = [0u64; 6];
+        for &bi in b.iter() {
+            let mut c = 0u64;
+            for j in 0..4 {
+                let uv = t[j] as u128 + (a[j] as u128) * (bi as u128) + c as u128;
+                t[j] = uv as u64;
+                c = (uv >> 64) as u64;
+            }
+            let uv = t[4] as u128 + c as u128;
+            t[4] = uv as u64;
+            t[5] = (uv >> 64) as u64;
+            let m = t[0];
+            let uv = t[0] as u128 + (m as u128) * (P[0] as u128);
+            let mut c = (uv >> 64) as u64;
+            for j in 1..4 {
+                let uv = t[j] as u128 + (m as u128) * (P[j] as u128) + c as u128;
+                t[j - 1] = uv as u64;
+                c = (uv >> 64) as u64;
+            }
+            let uv = t[4] as u128 + c as u128;
+            t[3] = uv as u64;
+            t[4] = t[5] + ((uv >> 64) as u64);
+        }
+        Fe(reduce_once([t[0], t[1], t[2], t[3]], t[4]))
+    }
+
+    #[inline(always)]
+    fn square(&self) -> Fe {
+        self.mul(self)
+    }
+
+    #[inline(always)]
+    fn add(&self, rhs: &Fe) -> Fe {
+        let mut t = [0u64; 4];
+        let mut carry = 0u64;
+        for (i, limb) in t.iter_mut().enumerate() {
+            let s = self.0[i] as u128 + rhs.0[i] as u128 + carry as u128;
+            *limb = s as u64;
+            carry = (s >> 64) as u64;
+        }
+        Fe(reduce_once(t, carry))
+    }
+
+    #[inline(always)]
+    fn sub(&self, rhs: &Fe) -> Fe {
+        let (d, borrow) = sub4(&self.0, &rhs.0);
+        // Add p back when the subtraction wrapped.
+        let mask = borrow.wrapping_neg();
+        let p_masked = [P[0] & mask, P[1] & mask, P[2] & mask, P[3] & mask];
+        let mut out = [0u64; 4];
+        let mut carry = 0u64;
+        for i in 0..4 {
+            let s = d[i] as u128 + p_masked[i] as u128 + carry as u128;
+            out[i] = s as u64;
+            carry = (s >> 64) as u64;
+        }
+        Fe(out)
+    }
+
+    #[inline(always)]
+    fn double(&self) -> Fe {
+        self.add(self)
+    }
+
+    #[inline(always)]
+    fn neg(&self) -> Fe {
+        Fe::ZERO.sub(self)
+    }
+
+    /// All ones when zero, else zero.
+    #[inline(always)]
+    fn is_zero_mask(&self) -> u64 {
+        let or = self.0[0] | self.0[1] | self.0[2] | self.0[3];
+        // (or | -or) has the top bit set iff or != 0.
+        (((or | or.wrapping_neg()) >> 63) ^ 1).wrapping_neg()
+    }
+
+    #[inline(always)]
+    fn select(mask: u64, a: &Fe, b: &Fe) -> Fe {
+        Fe(select4(mask, &a.0, &b.0))
+    }
+
+    /// From canonical big-endian octets (the caller guarantees `< p`).
+    fn from_be_bytes(bytes: &[u8; 32]) -> Fe {
+        let mut limbs = [0u64; 4];
+        for (i, limb) in limbs.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[32 - 8 * (i + 1)..32 - 8 * i]);
+            *limb = u64::from_be_bytes(w);
+        }
+        Fe(limbs).mul(&Fe(R2))
+    }
+
+    /// To canonical big-endian octets.
+    fn to_be_bytes(self) -> [u8; 32] {
+        let plain = self.mul(&Fe([1, 0, 0, 0]));
+        let mut out = [0u8; 32];
+        for i in 0..4 {
+            out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&plain.0[i].to_be_bytes());
+        }
+        out
+    }
+
+    /// The inverse (zero for zero), through `p256`'s constant-time inversion.
+    fn invert(self) -> Fe {
+        let bytes = self.to_be_bytes();
+        let fe = P256Fe::from_repr(bytes.into());
+        let inv = fe.and_then(|f| f.invert()).map(|i| i.to_repr());
+        let inv: Option<p256::FieldBytes> = inv.into();
+        match inv {
+            Some(b) => {
+                let mut arr = [0u8; 32];
+                arr.copy_from_slice(&b);
+                Fe::from_be_bytes(&arr)
+            }
+            None => Fe::ZERO,
+        }
+    }
+}
+
+/// A point in Jacobian coordinates (`x = X/Z^2`, `y = Y/Z^3`); `Z = 0` is the
+/// identity.
+#[derive(Clone, Copy, Debug)]
+struct Jacobian {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+}
+
+impl Jacobian {
+    /// `dbl-2001-b` (a = -3): 3M + 5S. The identity stays the identity.
+    #[inline(always)]
+    fn double(&self) -> Jacobian {
+        let delta = self.z.square();
+        let gamma = self.y.square();
+        let beta = self.x.mul(&gamma);
+        let t = self.x.sub(&delta).mul(&self.x.add(&delta));
+        let alpha = t.double().add(&t);
+        let beta4 = beta.double().double();
+        let x3 = alpha.square().sub(&beta4.double());
+        let z3 = self.y.add(&self.z).square().sub(&gamma).sub(&delta);
+        let gamma2_8 = gamma.square().double().double().double();
+        let y3 = alpha.mul(&beta4.sub(&x3)).sub(&gamma2_8);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    /// `add-2007-bl`: 11M + 5S. Correct when neither operand is the identity
+    /// and `self != other`; `self == -other` gives `Z = 0`.
+    #[inline(always)]
+    fn add_general(&self, other: &Jacobian) -> Jacobian {
+        let z1z1 = self.z.square();
+        let z2z2 = other.z.square();
+        let u1 = self.x.mul(&z2z2);
+        let u2 = other.x.mul(&z1z1);
+        let s1 = self.y.mul(&other.z).mul(&z2z2);
+        let s2 = other.y.mul(&self.z).mul(&z1z1);
+        let h = u2.sub(&u1);
+        let i = h.double().square();
+        let j = h.mul(&i);
+        let r = s2.sub(&s1).double();
+        let v = u1.mul(&i);
+        let x3 = r.square().sub(&j).sub(&v.double());
+        let y3 = r.mul(&v.sub(&x3)).sub(&s1.mul(&j).double());
+        let z3 = self.z.add(&other.z).square().sub(&z1z1).sub(&z2z2).mul(&h);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    #[inline(always)]
+    fn select(mask: u64, a: &Jacobian, b: &Jacobian) -> Jacobian {
+        Jacobian {
+            x: Fe::select(mask, &a.x, &b.x),
+            y: Fe::select(mask, &a.y, &b.y),
+            z: Fe::select(mask, &a.z, &b.z),
+        }
+    }
+}
+
+/// Signed radix-16 digits of a 256-bit big-endian scalar, least
+/// significant first: `k = Σ d_i·16^i`, `d_i ∈ [-8, 7]`, 65 digits.
+fn radix16(scalar_be: &[u8; 32]) -> [i8; 65] {
+    let mut d = [0i8; 65];
+    for i in 0..32 {
+        let byte = scalar_be[31 - i];
+        d[2 * i] = (byte & 0x0f) as i8;
+        d[2 * i + 1] = (byte >> 4) as i8;
+    }
+    let mut carry = 0i8;
+    for digit in d.iter_mut().take(64) {
+        let v = *digit + carry;
+        carry = (v + 8) >> 4;
+        *digit = v - (carry << 4);
+    }
+    d[64] = carry;
+    d
+}
+
+/// The table entry for digit `d` (`d·R`, from the table of `1·R … 8·R`),
+/// read by scanning every entry; the second value is all ones when `d = 0`.
+#[inline(always)]
+fn lookup(table: &[Jacobian; 8], d: i8) -> (Jacobian, u64) {
+    let sign = ((d as u8) >> 7) as u64; // 1 when negative
+    let abs = ((d as i16 ^ -(sign as i16)) + sign as i16) as u64; // |d|
+    let mut out = table[0];
+    for (j, entry) in table.iter().enumerate() {
+        let idx = j as u64 + 1;
+        let x = idx ^ abs;
+        let hit = (((x | x.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+        out = Jacobian::select(hit, entry, &out);
+    }
+    let neg_y = out.y.neg();
+    out.y = Fe::select(sign.wrapping_neg(), &neg_y, &out.y);
+    let zero = (((abs | abs.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+    (out, zero)
+}
+
+/// The ECDH shared secret: the big-endian x-coordinate of `k·R`
+/// (RFC 8291 §3.1, SEC 1 §3.3.1). Equal to
+/// `secret.diffie_hellman(public).raw_secret_bytes()`.
+#[must_use]
+pub fn shared_secret(secret: &p256::SecretKey, public: &p256::PublicKey) -> [u8; 32] {
+    let encoded = public.to_sec1_point(false);
+    let bytes = encoded.as_bytes();
+    let mut x = [0u8; 32];
+    let mut y = [0u8; 32];
+    // A validated public key always encodes to 65 octets uncompressed.
+    if bytes.len() == 65 {
+        x.copy_from_slice(&bytes[1..33]);
+        y.copy_from_slice(&bytes[33..65]);
+    }
+    let scalar: [u8; 32] = secret.to_bytes().into();
+    scalar_mul_x(&scalar, &x, &y)
+}
+
+/// `x(k·(x, y))` for an on-curve, non-identity point and `k ∈ [1, n-1]`.
+fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
+    let base = Jacobian {
+        x: Fe::from_be_bytes(x),
+        y: Fe::from_be_bytes(y),
+        z: Fe::ONE,
+    };
+    // table[j] = (j + 1)·R
+    let mut table = [base; 8];
+    table[1] = base.double();
+    table[2] = table[1].add_general(&base);
+    table[3] = table[1].double();
+    table[4] = table[3].add_general(&base);
+    table[5] = table[2].double();
+    table[6] = table[5].add_general(&base);
+    table[7] = table[3].double();
+
+    let digits = radix16(scalar_be);
+    let mut acc = Jacobian {
+        x: Fe::ONE,
+        y: Fe::ONE,
+        z: Fe::ZERO,
+    };
+    for i in (0..65).rev() {
+        if i != 64 {
+            acc = acc.double().double().double().double();
+        }
+        let (point, digit_zero) = lookup(&table, digits[i]);
+        let acc_identity = acc.z.is_zero_mask();
+        let mut sum = acc.add_general(&point);
+        if i == 0 {
+            // Only the last addition can meet acc == point (see module docs).
+            let same = sum.x.is_zero_mask() & sum.y.is_zero_mask() & sum.z.is_zero_mask();
+            let doubled = point.double();
+            sum = Jacobian::select(same & !acc_identity, &doubled, &sum);
+        }
+        let sum = Jacobian::select(acc_identity, &point, &sum);
+        acc = Jacobian::select(digit_zero, &acc, &sum);
+    }
+    let z_inv = acc.z.invert();
+    acc.x.mul(&z_inv.square()).to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::random_array;
+
+    /// p256's field element from our canonical octets.
+    fn theirs(bytes: &[u8; 32]) -> P256Fe {
+        P256Fe::from_repr((*bytes).into()).unwrap()
+    }
+
+    fn bytes_of(f: P256Fe) -> [u8; 32] {
+        f.to_repr().into()
+    }
+
+    /// Canonical field octets: random below p, plus the edges.
+    fn field_samples() -> Vec<[u8; 32]> {
+        let p_minus = |k: u8| bytes_of(P256Fe::ZERO - P256Fe::from(u64::from(k)));
+        let mut v = vec![
+            [0u8; 32],
+            bytes_of(P256Fe::ONE),
+            bytes_of(P256Fe::from(2u64)),
+            p_minus(1),
+            p_minus(2),
+            bytes_of(P256Fe::from(u64::MAX)),
+        ];
+        for _ in 0..2000 {
+            let r: [u8; 32] = random_array().unwrap();
+            v.push(bytes_of(P256Fe::from_repr(r.into()).unwrap_or(P256Fe::ONE)));
+            // And values with long runs of ones / zeros (carry chains).
+            let mut w = [0u8; 32];
+            w[(r[0] % 32) as usize..].fill(0xff);
+            if let Some(f) = Option::<P256Fe>::from(P256Fe::from_repr(w.into())) {
+                v.push(bytes_of(f));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn field_operations_match_p256() {
+        let samples = field_samples();
+        for pair in samples.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let (fa, fb) = (Fe::from_be_bytes(a), Fe::from_be_bytes(b));
+            let (ta, tb) = (theirs(a), theirs(b));
+            assert_eq!(fa.to_be_bytes(), *a, "round trip");
+            assert_eq!(fa.mul(&fb).to_be_bytes(), bytes_of(ta * tb), "mul");
+            assert_eq!(fa.square().to_be_bytes(), bytes_of(ta.square()), "square");
+            assert_eq!(fa.add(&fb).to_be_bytes(), bytes_of(ta + tb), "add");
+            assert_eq!(fa.sub(&fb).to_be_bytes(), bytes_of(ta - tb), "sub");
+            assert_eq!(fa.neg().to_be_bytes(), bytes_of(-ta), "neg");
+            assert_eq!(fa.double().to_be_bytes(), bytes_of(ta.double()), "double");
+            let inv: Option<P256Fe> = ta.invert().into();
+            assert_eq!(
+                fa.invert().to_be_bytes(),
+                bytes_of(inv.unwrap_or(P256Fe::ZERO)),
+                "invert"
+            );
+            assert_eq!(fa.is_zero_mask() == u64::MAX, *a == [0u8; 32]);
+        }
+        assert_eq!(Fe::ONE.to_be_bytes(), bytes_of(P256Fe::ONE));
+    }
+
+    #[test]
+    fn radix16_digits_recompose_the_scalar() {
+        for _ in 0..500 {
+            let k: [u8; 32] = random_array().unwrap();
+            let d = radix16(&k);
+            assert!(d.iter().all(|&x| (-8..=8).contains(&x)), "{d:?}");
+            // Recompose with big-integer arithmetic on 64-bit limbs.
+            let mut acc = [0i128; 5];
+            for (i, &digit) in d.iter().enumerate() {
+                let limb = i / 16;
+                let shift = 4 * (i % 16);
+                acc[limb] += i128::from(digit) << shift;
+            }
+            // Normalise into unsigned 64-bit limbs.
+            let mut out = [0u64; 5];
+            let mut carry = 0i128;
+            for i in 0..5 {
+                let v = acc[i] + carry;
+                out[i] = v as u64;
+                carry = v >> 64;
+            }
+            let mut be = [0u8; 32];
+            for i in 0..4 {
+                be[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&out[i].to_be_bytes());
+            }
+            assert_eq!(be, k);
+            assert_eq!(out[4], 0);
+        }
+    }
+
+    fn reference(secret: &p256::SecretKey, public: &p256::PublicKey) -> [u8; 32] {
+        (*secret.diffie_hellman(public).raw_secret_bytes()).into()
+    }
+
+    fn scalar(bytes: [u8; 32]) -> p256::SecretKey {
+        p256::SecretKey::from_bytes(&bytes.into()).unwrap()
+    }
+
+    /// n - k for small k, big-endian.
+    fn n_minus(k: u64) -> [u8; 32] {
+        use p256::elliptic_curve::ff::PrimeField;
+        (-p256::Scalar::from(k)).to_repr().into()
+    }
+
+    fn small(k: u64) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[24..].copy_from_slice(&k.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn shared_secret_matches_p256_for_random_keys() {
+        for _ in 0..300 {
+            let a = crate::crypto::random_secret_key().unwrap();
+            let b = crate::crypto::random_secret_key().unwrap().public_key();
+            assert_eq!(shared_secret(&a, &b), reference(&a, &b));
+        }
+    }
+
+    #[test]
+    fn shared_secret_matches_p256_for_edge_scalars() {
+        let public = crate::crypto::random_secret_key().unwrap().public_key();
+        let generator = scalar(small(1)).public_key();
+        let mut scalars: Vec<[u8; 32]> = (1..=40).map(small).collect();
+        scalars.extend((1..=40).map(n_minus));
+        // Scalars whose last digit makes k ≡ 2d (mod n) reachable, and
+        // digit patterns with long runs.
+        for k in [8u64, 16, 15, 17, 0x88, 0x7777, 0x8888_8888, u64::MAX] {
+            scalars.push(small(k));
+            scalars.push(n_minus(k));
+        }
+        let mut ones = [0xffu8; 32];
+        ones[0] = 0x7f;
+        scalars.push(ones);
+        let mut alternating = [0x88u8; 32];
+        alternating[0] = 0x08;
+        scalars.push(alternating);
+        let mut sevens = [0x77u8; 32];
+        sevens[0] = 0x07;
+        scalars.push(sevens);
+        for k in scalars {
+            let s = scalar(k);
+            for point in [&public, &generator] {
+                assert_eq!(
+                    shared_secret(&s, point),
+                    reference(&s, point),
+                    "k = {k:02x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rfc8291_appendix_a_ecdh_secret() {
+        use crate::crypto::b64url_decode;
+        let as_private: [u8; 32] = b64url_decode("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let ua_public =
+            b64url_decode("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4")
+                .unwrap();
+        let ua = p256::PublicKey::from_sec1_bytes(&ua_public).unwrap();
+        let expected = b64url_decode("kyrL1jIIOHEzg3sM2ZWRHDRB62YACZhhSlknJ672kSs").unwrap();
+        assert_eq!(shared_secret(&scalar(as_private), &ua).to_vec(), expected);
+    }
+}
