@@ -107,7 +107,7 @@ impl Fe {
     ]);
 
     /// Montgomery multiplication (CIOS). For P-256, `-p^-1 mod 2^64 = 1`.
-    #[inline(always)]
+    #[inline(never)]
     fn mul(&self, rhs: &Fe) -> Fe {
         let (a, b) = (&self.0, &rhs.0);
         let mut t = [0u64; 6];
@@ -141,7 +141,7 @@ impl Fe {
         self.mul(self)
     }
 
-    #[inline(always)]
+    #[inline]
     fn add(&self, rhs: &Fe) -> Fe {
         let mut t = [0u64; 4];
         let mut carry = 0u64;
@@ -153,7 +153,7 @@ impl Fe {
         Fe(reduce_once(t, carry))
     }
 
-    #[inline(always)]
+    #[inline]
     fn sub(&self, rhs: &Fe) -> Fe {
         let (d, borrow) = sub4(&self.0, &rhs.0);
         // Add p back when the subtraction wrapped.
@@ -241,7 +241,7 @@ struct Jacobian {
 
 impl Jacobian {
     /// `dbl-2001-b` (a = -3): 3M + 5S. The identity stays the identity.
-    #[inline(always)]
+    #[inline(never)]
     fn double(&self) -> Jacobian {
         let delta = self.z.square();
         let gamma = self.y.square();
@@ -262,7 +262,7 @@ impl Jacobian {
 
     /// `add-2007-bl`: 11M + 5S. Correct when neither operand is the identity
     /// and `self != other`; `self == -other` gives `Z = 0`.
-    #[inline(always)]
+    #[inline(never)]
     fn add_general(&self, other: &Jacobian) -> Jacobian {
         let z1z1 = self.z.square();
         let z2z2 = other.z.square();
