@@ -270,6 +270,9 @@ fn fan_out(s: &Settings, flavour: Flavour, component: Option<Vec<u8>>, encrypted
         .config(plugin_config(s.fanout))
         .store(Arc::new(MemoryStore::new()))
         .http_client(sender.clone())
+        // One instance: these are single-thread figures (a large fan-out
+        // would otherwise be sharded over every core).
+        .fanout_shards(1)
         .sandbox(SandboxOptions {
             flavour,
             component,
