@@ -394,6 +394,159 @@ fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
     acc.x.mul(&z_inv.square()).to_be_bytes()
 }
 
+/// An affine point in Montgomery form (never the identity).
+#[derive(Clone, Copy, Debug)]
+struct Affine {
+    x: Fe,
+    y: Fe,
+}
+
+impl Jacobian {
+    /// `madd-2007-bl`: `self + other` with `other` affine, 7M + 4S. Correct
+    /// when `self` is not the identity and `self != other`; `self == other`
+    /// gives X = Y = Z = 0 and `self == -other` gives Z = 0.
+    #[inline(never)]
+    fn add_affine(&self, other: &Affine) -> Jacobian {
+        let z1z1 = self.z.square();
+        let u2 = other.x.mul(&z1z1);
+        let s2 = other.y.mul(&self.z).mul(&z1z1);
+        let h = u2.sub(&self.x);
+        let hh = h.square();
+        let i = hh.double().double();
+        let j = h.mul(&i);
+        let r = s2.sub(&self.y).double();
+        let v = self.x.mul(&i);
+        let x3 = r.square().sub(&j).sub(&v.double());
+        let y3 = r.mul(&v.sub(&x3)).sub(&self.y.mul(&j).double());
+        let z3 = self.z.add(&h).square().sub(&z1z1).sub(&hh);
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: z3,
+        }
+    }
+
+    fn from_affine(p: &Affine) -> Jacobian {
+        Jacobian {
+            x: p.x,
+            y: p.y,
+            z: Fe::ONE,
+        }
+    }
+
+    /// The affine form (the caller guarantees `Z != 0`).
+    fn to_affine(self) -> Affine {
+        let z_inv = self.z.invert();
+        let z_inv2 = z_inv.square();
+        Affine {
+            x: self.x.mul(&z_inv2),
+            y: self.y.mul(&z_inv2.mul(&z_inv)),
+        }
+    }
+}
+
+/// `table[i][j] = (j + 1)·16^i·G` for the 65 signed radix-16 digits.
+type BaseTable = [[Affine; 8]; 65];
+
+/// The generator's table, computed once per instance (about 0.7 ms) on
+/// first use.
+fn base_table() -> &'static BaseTable {
+    static TABLE: std::sync::OnceLock<Box<BaseTable>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let g = p256::AffinePoint::GENERATOR.to_sec1_point(false);
+        let bytes = g.as_bytes();
+        let mut gx = [0u8; 32];
+        let mut gy = [0u8; 32];
+        gx.copy_from_slice(&bytes[1..33]);
+        gy.copy_from_slice(&bytes[33..65]);
+        let mut window = Affine {
+            x: Fe::from_be_bytes(&gx),
+            y: Fe::from_be_bytes(&gy),
+        };
+        let mut table = Box::new(
+            [[Affine {
+                x: Fe::ZERO,
+                y: Fe::ZERO,
+            }; 8]; 65],
+        );
+        for row in table.iter_mut() {
+            let base = Jacobian::from_affine(&window);
+            let mut multiples = [base; 8];
+            multiples[1] = base.double();
+            for j in 2..8 {
+                multiples[j] = if j % 2 == 1 {
+                    multiples[j / 2].double()
+                } else {
+                    multiples[j - 1].add_affine(&window)
+                };
+            }
+            for (slot, m) in row.iter_mut().zip(multiples.iter()) {
+                *slot = m.to_affine();
+            }
+            // 16 · window = 2 · (8 · window)
+            window = multiples[7].double().to_affine();
+        }
+        table
+    })
+}
+
+/// Like [`lookup`], over affine entries.
+#[inline(always)]
+fn lookup_affine(row: &[Affine; 8], d: i8) -> (Affine, u64) {
+    let sign = ((d as u8) >> 7) as u64;
+    let abs = ((d as i16 ^ -(sign as i16)) + sign as i16) as u64;
+    let mut out = row[0];
+    for (j, entry) in row.iter().enumerate() {
+        let x = (j as u64 + 1) ^ abs;
+        let hit = (((x | x.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+        out.x = Fe::select(hit, &entry.x, &out.x);
+        out.y = Fe::select(hit, &entry.y, &out.y);
+    }
+    let neg_y = out.y.neg();
+    out.y = Fe::select(sign.wrapping_neg(), &neg_y, &out.y);
+    let zero = (((abs | abs.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+    (out, zero)
+}
+
+/// The uncompressed SEC1 encoding (`0x04 || x || y`) of `k·G`: the
+/// ephemeral public key of message encryption. Equal to
+/// `secret.public_key()` encoded uncompressed.
+///
+/// Constant time in `k`: one masked table scan and one mixed addition per
+/// digit, no doublings. The accumulator can meet `±` the table point only
+/// at the last (top) digit, where `16^64 > n`; there the doubling is
+/// computed and selected (see the module docs for the argument, which is
+/// the same with `16^i` in place of 16).
+#[must_use]
+pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
+    let scalar: [u8; 32] = secret.to_bytes().into();
+    let digits = radix16(&scalar);
+    let table = base_table();
+    let mut acc = Jacobian {
+        x: Fe::ONE,
+        y: Fe::ONE,
+        z: Fe::ZERO,
+    };
+    for (i, row) in table.iter().enumerate() {
+        let (point, digit_zero) = lookup_affine(row, digits[i]);
+        let acc_identity = acc.z.is_zero_mask();
+        let mut sum = acc.add_affine(&point);
+        if i == 64 {
+            let same = sum.x.is_zero_mask() & sum.y.is_zero_mask() & sum.z.is_zero_mask();
+            let doubled = Jacobian::from_affine(&point).double();
+            sum = Jacobian::select(same & !acc_identity, &doubled, &sum);
+        }
+        let sum = Jacobian::select(acc_identity, &Jacobian::from_affine(&point), &sum);
+        acc = Jacobian::select(digit_zero, &acc, &sum);
+    }
+    let affine = acc.to_affine();
+    let mut out = [0u8; 65];
+    out[0] = 0x04;
+    out[1..33].copy_from_slice(&affine.x.to_be_bytes());
+    out[33..].copy_from_slice(&affine.y.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +699,43 @@ mod tests {
                     "k = {k:02x?}"
                 );
             }
+        }
+    }
+
+    fn reference_public(secret: &p256::SecretKey) -> [u8; 65] {
+        crate::crypto::uncompressed_point(&secret.public_key())
+    }
+
+    #[test]
+    fn public_key_matches_p256_for_random_and_edge_scalars() {
+        for _ in 0..300 {
+            let k = crate::crypto::random_secret_key().unwrap();
+            assert_eq!(public_key_uncompressed(&k), reference_public(&k));
+        }
+        let mut scalars: Vec<[u8; 32]> = (1..=40).map(small).collect();
+        scalars.extend((1..=40).map(n_minus));
+        for shift in 0..64 {
+            // 16^shift and its neighbours: single-digit and carry patterns.
+            let mut b = [0u8; 32];
+            b[31 - shift / 2] = if shift % 2 == 0 { 1 } else { 0x10 };
+            scalars.push(b);
+            let mut nines = b;
+            nines[31 - shift / 2] = if shift % 2 == 0 { 8 } else { 0x80 };
+            scalars.push(nines);
+        }
+        let mut ones = [0xffu8; 32];
+        ones[0] = 0x7f;
+        scalars.push(ones);
+        let mut alternating = [0x88u8; 32];
+        alternating[0] = 0x08;
+        scalars.push(alternating);
+        for k in scalars {
+            let s = scalar(k);
+            assert_eq!(
+                public_key_uncompressed(&s),
+                reference_public(&s),
+                "k = {k:02x?}"
+            );
         }
     }
 

@@ -155,7 +155,7 @@ fn encrypt_with_key(
     max_plaintext: usize,
 ) -> Result<Vec<u8>, EceError> {
     check_len(plaintext.len(), max_plaintext)?;
-    let as_public = uncompressed_point(&ephemeral.public_key());
+    let as_public = super::ecdh::public_key_uncompressed(ephemeral);
     let shared = super::ecdh::shared_secret(ephemeral, keys.public_key());
     let d = derive(&shared, keys.auth(), keys.p256dh(), &as_public, salt)?;
 
