@@ -445,11 +445,36 @@ impl Jacobian {
     }
 }
 
+/// Affine forms of `points` (none the identity) with one field inversion.
+fn batch_to_affine<const N: usize>(points: &[Jacobian; N]) -> [Affine; N] {
+    let mut prefix = [Fe::ONE; N];
+    let mut running = Fe::ONE;
+    for (p, slot) in points.iter().zip(prefix.iter_mut()) {
+        running = running.mul(&p.z);
+        *slot = running;
+    }
+    let mut inv = running.invert();
+    let mut out = [Affine {
+        x: Fe::ZERO,
+        y: Fe::ZERO,
+    }; N];
+    for i in (0..N).rev() {
+        let z_inv = if i == 0 { inv } else { inv.mul(&prefix[i - 1]) };
+        inv = inv.mul(&points[i].z);
+        let z_inv2 = z_inv.square();
+        out[i] = Affine {
+            x: points[i].x.mul(&z_inv2),
+            y: points[i].y.mul(&z_inv2.mul(&z_inv)),
+        };
+    }
+    out
+}
+
 /// `table[i][j] = (j + 1)·16^i·G` for the 65 signed radix-16 digits.
 type BaseTable = [[Affine; 8]; 65];
 
-/// The generator's table, computed once per instance (about 0.7 ms) on
-/// first use.
+/// The generator's table, computed once per instance on first use (about
+/// 0.6 ms natively: 65 batch inversions).
 fn base_table() -> &'static BaseTable {
     static TABLE: std::sync::OnceLock<Box<BaseTable>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
@@ -480,11 +505,14 @@ fn base_table() -> &'static BaseTable {
                     multiples[j - 1].add_affine(&window)
                 };
             }
-            for (slot, m) in row.iter_mut().zip(multiples.iter()) {
-                *slot = m.to_affine();
-            }
-            // 16 · window = 2 · (8 · window)
-            window = multiples[7].double().to_affine();
+            // The eight multiples and 16·window, normalised with one
+            // inversion (Montgomery's trick).
+            let mut points = [base; 9];
+            points[..8].copy_from_slice(&multiples);
+            points[8] = multiples[7].double();
+            let affine = batch_to_affine(&points);
+            row.copy_from_slice(&affine[..8]);
+            window = affine[8];
         }
         table
     })
