@@ -37,6 +37,7 @@
 use p256::elliptic_curve::ff::PrimeField as _;
 use p256::elliptic_curve::hazmat::FieldArithmetic;
 use p256::elliptic_curve::sec1::ToSec1Point as _;
+use p256::elliptic_curve::zeroize::Zeroize as _;
 
 /// `p256`'s field element (used for the final inversion only).
 type P256Fe = <p256::NistP256 as FieldArithmetic>::FieldElement;
@@ -76,6 +77,19 @@ fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], u64) {
     (out, borrow)
 }
 
+/// All ones when `x == 0`, else zero, hidden from the optimiser so that
+/// masked selects on it are not turned back into branches.
+#[inline(always)]
+fn zero_mask(x: u64) -> u64 {
+    core::hint::black_box((((x | x.wrapping_neg()) >> 63) ^ 1).wrapping_neg())
+}
+
+/// All ones when `bit` (0 or 1) is 1, hidden from the optimiser.
+#[inline(always)]
+fn bit_mask(bit: u64) -> u64 {
+    core::hint::black_box(bit.wrapping_neg())
+}
+
 /// `mask ? a : b` limb-wise (`mask` is all ones or zero).
 #[inline(always)]
 fn select4(mask: u64, a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
@@ -92,7 +106,7 @@ fn select4(mask: u64, a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
 fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
     let (r, borrow) = sub4(&t, &P);
     // Keep `t` only when t < p as a 257-bit number: borrow and no high bit.
-    let keep_t = (borrow & (hi ^ 1)).wrapping_neg();
+    let keep_t = bit_mask(borrow & (hi ^ 1));
     select4(keep_t, &t, &r)
 }
 
@@ -157,7 +171,7 @@ impl Fe {
     fn sub(&self, rhs: &Fe) -> Fe {
         let (d, borrow) = sub4(&self.0, &rhs.0);
         // Add p back when the subtraction wrapped.
-        let mask = borrow.wrapping_neg();
+        let mask = bit_mask(borrow);
         let p_masked = [P[0] & mask, P[1] & mask, P[2] & mask, P[3] & mask];
         let mut out = [0u64; 4];
         let mut carry = 0u64;
@@ -183,8 +197,7 @@ impl Fe {
     #[inline(always)]
     fn is_zero_mask(&self) -> u64 {
         let or = self.0[0] | self.0[1] | self.0[2] | self.0[3];
-        // (or | -or) has the top bit set iff or != 0.
-        (((or | or.wrapping_neg()) >> 63) ^ 1).wrapping_neg()
+        zero_mask(or)
     }
 
     #[inline(always)]
@@ -324,12 +337,12 @@ fn lookup(table: &[Jacobian; 8], d: i8) -> (Jacobian, u64) {
     for (j, entry) in table.iter().enumerate() {
         let idx = j as u64 + 1;
         let x = idx ^ abs;
-        let hit = (((x | x.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+        let hit = zero_mask(x);
         out = Jacobian::select(hit, entry, &out);
     }
     let neg_y = out.y.neg();
-    out.y = Fe::select(sign.wrapping_neg(), &neg_y, &out.y);
-    let zero = (((abs | abs.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+    out.y = Fe::select(bit_mask(sign), &neg_y, &out.y);
+    let zero = zero_mask(abs);
     (out, zero)
 }
 
@@ -343,12 +356,15 @@ pub fn shared_secret(secret: &p256::SecretKey, public: &p256::PublicKey) -> [u8;
     let mut x = [0u8; 32];
     let mut y = [0u8; 32];
     // A validated public key always encodes to 65 octets uncompressed.
+    debug_assert_eq!(bytes.len(), 65);
     if bytes.len() == 65 {
         x.copy_from_slice(&bytes[1..33]);
         y.copy_from_slice(&bytes[33..65]);
     }
-    let scalar: [u8; 32] = secret.to_bytes().into();
-    scalar_mul_x(&scalar, &x, &y)
+    let mut scalar: [u8; 32] = secret.to_bytes().into();
+    let shared = scalar_mul_x(&scalar, &x, &y);
+    scalar.zeroize();
+    shared
 }
 
 /// `x(k·(x, y))` for an on-curve, non-identity point and `k ∈ [1, n-1]`.
@@ -368,7 +384,7 @@ fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
     table[6] = table[5].add_general(&base);
     table[7] = table[3].double();
 
-    let digits = radix16(scalar_be);
+    let mut digits = radix16(scalar_be);
     let mut acc = Jacobian {
         x: Fe::ONE,
         y: Fe::ONE,
@@ -390,6 +406,7 @@ fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
         let sum = Jacobian::select(acc_identity, &point, &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
+    digits.zeroize();
     let z_inv = acc.z.invert();
     acc.x.mul(&z_inv.square()).to_be_bytes()
 }
@@ -526,13 +543,13 @@ fn lookup_affine(row: &[Affine; 8], d: i8) -> (Affine, u64) {
     let mut out = row[0];
     for (j, entry) in row.iter().enumerate() {
         let x = (j as u64 + 1) ^ abs;
-        let hit = (((x | x.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+        let hit = zero_mask(x);
         out.x = Fe::select(hit, &entry.x, &out.x);
         out.y = Fe::select(hit, &entry.y, &out.y);
     }
     let neg_y = out.y.neg();
-    out.y = Fe::select(sign.wrapping_neg(), &neg_y, &out.y);
-    let zero = (((abs | abs.wrapping_neg()) >> 63) ^ 1).wrapping_neg();
+    out.y = Fe::select(bit_mask(sign), &neg_y, &out.y);
+    let zero = zero_mask(abs);
     (out, zero)
 }
 
@@ -541,14 +558,18 @@ fn lookup_affine(row: &[Affine; 8], d: i8) -> (Affine, u64) {
 /// `secret.public_key()` encoded uncompressed.
 ///
 /// Constant time in `k`: one masked table scan and one mixed addition per
-/// digit, no doublings. The accumulator can meet `±` the table point only
-/// at the last (top) digit, where `16^64 > n`; there the doubling is
-/// computed and selected (see the module docs for the argument, which is
-/// the same with `16^i` in place of 16).
+/// digit, no doublings. Exceptional cases: before digit `i` the
+/// accumulator is `(Σ_{j<i} d_j·16^j)·G` with `|Σ| < 16^i <= |d_i|·16^i`,
+/// so accumulator and table point `d_i·16^i·G` differ as integers by less
+/// than `9·16^i < n` for every `i <= 63` and can only coincide (up to sign)
+/// when the accumulator is the identity, which is masked. At the top digit
+/// (0 or 1) a collision would need `k ≡ 2^257 (mod n)`, whose top digit is
+/// 0; the doubling is still computed and selected there, as a defence.
 #[must_use]
 pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
-    let scalar: [u8; 32] = secret.to_bytes().into();
-    let digits = radix16(&scalar);
+    let mut scalar: [u8; 32] = secret.to_bytes().into();
+    let mut digits = radix16(&scalar);
+    scalar.zeroize();
     let table = base_table();
     let mut acc = Jacobian {
         x: Fe::ONE,
@@ -567,6 +588,7 @@ pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
         let sum = Jacobian::select(acc_identity, &Jacobian::from_affine(&point), &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
+    digits.zeroize();
     let affine = acc.to_affine();
     let mut out = [0u8; 65];
     out[0] = 0x04;
