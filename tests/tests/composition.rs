@@ -185,6 +185,32 @@ fn generic_instance(
     (store, plugin)
 }
 
+/// Delivers a one-type state change through the generic host's typed
+/// exports.
+fn deliver(
+    plugin: &generic::Plugin,
+    store: &mut Store<GenericState>,
+    user: &str,
+    (account, type_name, state): (&str, &str, &str),
+) -> generic::exports::jmap::web_push::event_in::DeliveryReport {
+    use generic::exports::jmap::web_push::event_in::{AccountChanges, StateChange, TypeState};
+    let event = StateChange {
+        username: user.into(),
+        changed: vec![AccountChanges {
+            account_id: account.into(),
+            changes: vec![TypeState {
+                type_name: type_name.into(),
+                state: state.into(),
+            }],
+        }],
+    };
+    plugin
+        .jmap_web_push_event_in()
+        .call_state_changed(store, &event)
+        .unwrap()
+        .expect("state-changed answers")
+}
+
 #[test]
 fn generic_wasi_host_runs_create_verify_and_delivery() {
     let composed = compose::plugin_on_wasi(builtin::PORTABLE).expect("composes");
@@ -279,22 +305,7 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
     assert_eq!(r["list"][0]["id"], id.as_str());
 
     // A state change is delivered, encrypted, to the verified subscription.
-    use generic::exports::jmap::web_push::event_in::{AccountChanges, StateChange, TypeState};
-    let event = StateChange {
-        username: "alice".into(),
-        changed: vec![AccountChanges {
-            account_id: "A1".into(),
-            changes: vec![TypeState {
-                type_name: "Email".into(),
-                state: "s-42".into(),
-            }],
-        }],
-    };
-    let report = plugin
-        .jmap_web_push_event_in()
-        .call_state_changed(&mut store, &event)
-        .unwrap()
-        .expect("delivers");
+    let report = deliver(&plugin, &mut store, "alice", ("A1", "Email", "s-42"));
     assert_eq!(report.delivered, 1);
     let got = gateway.received_on("push/alice");
     assert_eq!(got.len(), 2);
@@ -305,21 +316,7 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
     // A 410 from the push service destroys the subscription, through the
     // adapters too.
     gateway.set_default("push/alice", Answer::status(410));
-    let event = StateChange {
-        username: "alice".into(),
-        changed: vec![AccountChanges {
-            account_id: "A1".into(),
-            changes: vec![TypeState {
-                type_name: "Email".into(),
-                state: "s-43".into(),
-            }],
-        }],
-    };
-    let report = plugin
-        .jmap_web_push_event_in()
-        .call_state_changed(&mut store, &event)
-        .unwrap()
-        .expect("answers");
+    let report = deliver(&plugin, &mut store, "alice", ("A1", "Email", "s-43"));
     assert_eq!(report.destroyed, 1);
     let count = plugin
         .jmap_web_push_event_in()
@@ -385,22 +382,7 @@ fn generic_wasi_host_delivers_a_pipelined_fan_out() {
             .expect("verified");
     }
     gateway.set_default("fan/17", Answer::status(404));
-    use generic::exports::jmap::web_push::event_in::{AccountChanges, StateChange, TypeState};
-    let event = StateChange {
-        username: "erin".into(),
-        changed: vec![AccountChanges {
-            account_id: "A".into(),
-            changes: vec![TypeState {
-                type_name: "Mailbox".into(),
-                state: "m1".into(),
-            }],
-        }],
-    };
-    let report = plugin
-        .jmap_web_push_event_in()
-        .call_state_changed(&mut store, &event)
-        .unwrap()
-        .expect("delivers");
+    let report = deliver(&plugin, &mut store, "erin", ("A", "Mailbox", "m1"));
     assert_eq!(
         (report.delivered as usize, report.destroyed),
         (n - 1, 1),
