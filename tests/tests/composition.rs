@@ -185,6 +185,23 @@ fn generic_instance(
     (store, plugin)
 }
 
+/// Calls a JMAP method through the generic host's typed exports and parses
+/// the response arguments.
+fn jmap_call(
+    plugin: &generic::Plugin,
+    store: &mut Store<GenericState>,
+    caller: &generic::jmap::web_push::types::Caller,
+    method: &str,
+    args: Value,
+) -> Value {
+    let r = plugin
+        .jmap_web_push_jmap()
+        .call_call(store, caller, method, &args.to_string(), &[])
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+    serde_json::from_str(&r.arguments).unwrap()
+}
+
 /// Delivers a one-type state change through the generic host's typed
 /// exports.
 fn deliver(
@@ -242,17 +259,7 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
         "keys": client.keys_json(),
         "types": ["Email"],
     }}});
-    let r = jmap
-        .call_call(
-            &mut store,
-            &alice,
-            "PushSubscription/set",
-            &args.to_string(),
-            &[],
-        )
-        .unwrap()
-        .expect("set answers");
-    let r: Value = serde_json::from_str(&r.arguments).unwrap();
+    let r = jmap_call(&plugin, &mut store, &alice, "PushSubscription/set", args);
     let id = r["created"]["c1"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{r}"))
@@ -278,29 +285,15 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
     // Verify, read back.
     let args =
         json!({"update": {id.clone(): {"verificationCode": verification["verificationCode"]}}});
-    let r = jmap
-        .call_call(
-            &mut store,
-            &alice,
-            "PushSubscription/set",
-            &args.to_string(),
-            &[],
-        )
-        .unwrap()
-        .expect("update answers");
-    let r: Value = serde_json::from_str(&r.arguments).unwrap();
+    let r = jmap_call(&plugin, &mut store, &alice, "PushSubscription/set", args);
     assert!(r["updated"].get(&id).is_some(), "{r}");
-    let r = jmap
-        .call_call(
-            &mut store,
-            &alice,
-            "PushSubscription/get",
-            &json!({"ids": null}).to_string(),
-            &[],
-        )
-        .unwrap()
-        .expect("get answers");
-    let r: Value = serde_json::from_str(&r.arguments).unwrap();
+    let r = jmap_call(
+        &plugin,
+        &mut store,
+        &alice,
+        "PushSubscription/get",
+        json!({"ids": null}),
+    );
     assert_eq!(r["list"].as_array().map(Vec::len), Some(1), "{r}");
     assert_eq!(r["list"][0]["id"], id.as_str());
 
@@ -349,18 +342,7 @@ fn generic_wasi_host_delivers_a_pipelined_fan_out() {
             "url": gateway.url(&path),
             "keys": client.keys_json(),
         }}});
-        let r = plugin
-            .jmap_web_push_jmap()
-            .call_call(
-                &mut store,
-                &erin,
-                "PushSubscription/set",
-                &args.to_string(),
-                &[],
-            )
-            .unwrap()
-            .expect("set answers");
-        let r: Value = serde_json::from_str(&r.arguments).unwrap();
+        let r = jmap_call(&plugin, &mut store, &erin, "PushSubscription/set", args);
         let id = r["created"]["c"]["id"]
             .as_str()
             .unwrap_or_else(|| panic!("{r}"))
@@ -368,18 +350,9 @@ fn generic_wasi_host_delivers_a_pipelined_fan_out() {
         let v = client
             .decrypt_json(&gateway.received_on(&path)[0].body)
             .unwrap();
-        let args = json!({"update": {id: {"verificationCode": v["verificationCode"]}}});
-        plugin
-            .jmap_web_push_jmap()
-            .call_call(
-                &mut store,
-                &erin,
-                "PushSubscription/set",
-                &args.to_string(),
-                &[],
-            )
-            .unwrap()
-            .expect("verified");
+        let args = json!({"update": {id.clone(): {"verificationCode": v["verificationCode"]}}});
+        let r = jmap_call(&plugin, &mut store, &erin, "PushSubscription/set", args);
+        assert!(r["updated"].get(&id).is_some(), "{r}");
     }
     gateway.set_default("fan/17", Answer::status(404));
     let report = deliver(&plugin, &mut store, "erin", ("A", "Mailbox", "m1"));
@@ -416,18 +389,7 @@ fn generic_wasi_host_maps_connection_failures_to_retries() {
         "url": format!("http://127.0.0.1:{port}/push/bob"),
         "keys": client.keys_json(),
     }}});
-    let r = plugin
-        .jmap_web_push_jmap()
-        .call_call(
-            &mut store,
-            &bob,
-            "PushSubscription/set",
-            &args.to_string(),
-            &[],
-        )
-        .unwrap()
-        .expect("set answers");
-    let r: Value = serde_json::from_str(&r.arguments).unwrap();
+    let r = jmap_call(&plugin, &mut store, &bob, "PushSubscription/set", args);
     assert!(r["created"]["c1"]["id"].is_string(), "{r}");
     let tick = plugin
         .jmap_web_push_event_in()
@@ -456,18 +418,7 @@ fn bad_configuration_falls_back_to_safe_defaults() {
         "url": "http://127.0.0.1:9/push",
         "keys": PushClient::new().keys_json(),
     }}});
-    let r = plugin
-        .jmap_web_push_jmap()
-        .call_call(
-            &mut store,
-            &carol,
-            "PushSubscription/set",
-            &args.to_string(),
-            &[],
-        )
-        .unwrap()
-        .expect("set answers");
-    let r: Value = serde_json::from_str(&r.arguments).unwrap();
+    let r = jmap_call(&plugin, &mut store, &carol, "PushSubscription/set", args);
     assert_eq!(r["notCreated"]["c1"]["type"], "invalidProperties", "{r}");
 }
 
