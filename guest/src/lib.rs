@@ -25,6 +25,8 @@
 //! | [`repo`] | the key layout in the store |
 //! | [`addr`] | push URL rules and the address deny list |
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod config;
 pub mod crypto;

@@ -31,6 +31,8 @@
 //! send HTTP requests); from async code, use `spawn_blocking`. Calls from
 //! several threads run in parallel on separate instances.
 
+#![warn(missing_docs)]
+
 pub mod bindings;
 pub mod compose;
 pub mod config;

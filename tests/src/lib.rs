@@ -2,6 +2,8 @@
 //! gateway that records every request, a push client with real P-256 keys
 //! that decrypts with Mozilla's `ece` crate, and a plugin factory.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 
 use serde_json::Value;

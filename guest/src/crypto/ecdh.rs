@@ -5,7 +5,7 @@
 //! `p256`'s generic point arithmetic). It computes the same value as
 //! `p256::SecretKey::diffie_hellman`, about twice as fast, with:
 //!
-//! - a P-256-specific Montgomery field ([`Fe`]: four 64-bit limbs, `u128`
+//! - a P-256-specific Montgomery field (`Fe`: four 64-bit limbs, `u128`
 //!   products, which `+wide-arithmetic` turns into `i64.mul_wide_u` in
 //!   wasm);
 //! - Jacobian coordinates with the `a = -3` doubling (`dbl-2001-b`) and the

@@ -268,13 +268,27 @@ pub mod receiver {
         /// No ciphertext after the header.
         NoRecords,
         /// A record (the last one) is shorter than a tag plus one octet.
-        RecordTooShort { record: usize },
+        RecordTooShort {
+            /// Index of the record, from 0.
+            record: usize,
+        },
         /// The tag of a record did not verify.
-        Authentication { record: usize },
+        Authentication {
+            /// Index of the record, from 0.
+            record: usize,
+        },
         /// A record holds only zero octets (no delimiter).
-        NoDelimiter { record: usize },
+        NoDelimiter {
+            /// Index of the record, from 0.
+            record: usize,
+        },
         /// A delimiter other than 0x01 (non-last) / 0x02 (last).
-        WrongDelimiter { record: usize, delimiter: u8 },
+        WrongDelimiter {
+            /// Index of the record, from 0.
+            record: usize,
+            /// The delimiter octet found.
+            delimiter: u8,
+        },
         /// Data continues after the record with delimiter 0x02, or the last
         /// record ends with 0x01 (truncated message).
         Truncated,
@@ -284,7 +298,14 @@ pub mod receiver {
         Crypto(String),
         /// The header is valid RFC 8188 but not what B7 prescribes
         /// (rs = 4096, 65-octet key id, one record, at most 4096 octets).
-        NotB7 { rs: u32, idlen: usize, len: usize },
+        NotB7 {
+            /// The record size of the header.
+            rs: u32,
+            /// The key id length of the header.
+            idlen: usize,
+            /// The whole body length.
+            len: usize,
+        },
     }
 
     impl fmt::Display for DecryptError {

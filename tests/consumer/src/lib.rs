@@ -6,6 +6,8 @@
 //!
 //! The JSON shaping is plain Rust, tested natively; the glue is wasm32 only.
 
+#![warn(missing_docs)]
+
 use serde_json::{json, Value};
 
 /// `PushSubscription/set` arguments creating one subscription with the

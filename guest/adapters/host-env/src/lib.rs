@@ -13,6 +13,8 @@
 //! The parsing is plain Rust ([`parse_config`]), tested natively; the
 //! wit-bindgen glue (wasm32 only) is a thin layer.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -25,6 +25,8 @@
 //! [`outgoing_headers`]), tested natively; the wit-bindgen glue (wasm32
 //! only) is a thin layer.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// How many octets of a response body are returned (the WIT asks for at

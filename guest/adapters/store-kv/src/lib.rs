@@ -25,6 +25,8 @@
 //! The logic is the plain-Rust [`KvStore`] over the [`Bucket`] trait, tested
 //! natively; the wit-bindgen glue (wasm32 only) is a thin layer.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 /// The reserved key holding the version counter. Keys starting with
