@@ -110,6 +110,22 @@ pub fn plugin_on_wasi(plugin: &[u8]) -> Result<Vec<u8>, ComposeError> {
     )
 }
 
+/// A component that imports the plugin's exports (a mail server written as
+/// a component, `socket`) composed with the plugin and the three adapters:
+/// the result imports only standard interfaces. The host adapter is
+/// plugged into the socket as well, for the types-only
+/// `jmap:web-push/types` the socket imports along with `jmap`.
+pub fn embed_on_wasi(socket: &[u8], plugin: &[u8]) -> Result<Vec<u8>, ComposeError> {
+    let plugin_on_wasi = plugin_on_wasi(plugin)?;
+    plug(
+        ("jmap:web-push-embedder", socket),
+        &[
+            ("jmap:web-push-plugin", &plugin_on_wasi),
+            ("jmap:web-push-host-env", adapters::HOST_ENV),
+        ],
+    )
+}
+
 /// Checks that `component` conforms to `world` of the WIT package in
 /// `wit_dir` (its imports are a subset of the world's, its exports a
 /// superset, types checked structurally; semver-compatible WASI versions

@@ -199,17 +199,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 builtin::PORTABLE
             };
-            let plugin = if no_adapters {
-                plugin.to_vec()
-            } else {
-                compose::plugin_on_wasi(plugin)?
-            };
-            let bytes = match into {
-                None => plugin,
-                Some(socket) => {
+            let bytes = match (into, no_adapters) {
+                (None, true) => plugin.to_vec(),
+                (None, false) => compose::plugin_on_wasi(plugin)?,
+                (Some(socket), no_adapters) => {
                     let socket = std::fs::read(&socket)
                         .with_context(|| format!("reading {}", socket.display()))?;
-                    compose::plug(("socket", &socket), &[("jmap:web-push-plugin", &plugin)])?
+                    if no_adapters {
+                        compose::plug(("socket", &socket), &[("jmap:web-push-plugin", plugin)])?
+                    } else {
+                        compose::embed_on_wasi(&socket, plugin)?
+                    }
                 }
             };
             std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;

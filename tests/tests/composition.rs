@@ -155,10 +155,13 @@ impl WasiHttpView for GenericState {
     }
 }
 
-fn generic_instance(
+/// Instantiates `component_bytes` in the generic host: wasmtime with
+/// `wasmtime-wasi`, `wasmtime-wasi-http` and `wasmtime-wasi-keyvalue`
+/// linked, `config` in `JMAP_WEB_PUSH_CONFIG`.
+fn generic_raw_instance(
     component_bytes: &[u8],
     config: Value,
-) -> (Store<GenericState>, generic::Plugin) {
+) -> (Store<GenericState>, wasmtime::component::Instance) {
     let engine = Engine::new(wasmtime::Config::new().wasm_component_model(true)).unwrap();
     let component = Component::new(&engine, component_bytes).expect("compiles");
     let mut linker: Linker<GenericState> = Linker::new(&engine);
@@ -181,6 +184,15 @@ fn generic_instance(
     let instance = linker
         .instantiate(&mut store, &component)
         .expect("instantiates with only WASI imports");
+    (store, instance)
+}
+
+/// The composed plugin in the generic host, with its typed exports.
+fn generic_instance(
+    component_bytes: &[u8],
+    config: Value,
+) -> (Store<GenericState>, generic::Plugin) {
+    let (mut store, instance) = generic_raw_instance(component_bytes, config);
     let plugin = generic::Plugin::new(&mut store, &instance).expect("exports jmap and event-in");
     (store, plugin)
 }
@@ -508,4 +520,53 @@ fn mail_server_component_composed_with_the_plugin_runs_in_the_harness() {
         .with_deadline(|s, _| steps.call_get_subscription(s, "eve", &id))
         .unwrap();
     assert!(other.is_err(), "eve does not see dave's subscription");
+}
+
+#[test]
+fn mail_server_component_with_plugin_and_adapters_runs_on_a_generic_wasi_host() {
+    // The mail-server component + plugin + adapters: only WASI imports, run
+    // by the same plain wasmtime host as above, driven through the mail
+    // server's own exports.
+    let composed = compose::embed_on_wasi(&consumer(), builtin::PORTABLE).expect("composes");
+    let imports = compose::import_names(&composed).unwrap();
+    assert!(
+        imports.iter().all(|n| n.starts_with("wasi:")),
+        "non-WASI imports: {imports:?}"
+    );
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let (mut store, instance) =
+        generic_raw_instance(&composed, json!({"insecure_test_mode": true}));
+    let server = mail_server::Consumer::new(&mut store, &instance).unwrap();
+    let steps = server.jmap_web_push_example_mail_server();
+    let keys = client.keys_json();
+    let id = steps
+        .call_create_subscription(
+            &mut store,
+            "frank",
+            &gateway.url("push/frank"),
+            keys["p256dh"].as_str().unwrap(),
+            keys["auth"].as_str().unwrap(),
+        )
+        .unwrap()
+        .expect("created");
+    let got = gateway.received_on("push/frank");
+    assert_eq!(got.len(), 1);
+    let code = client.decrypt_json(&got[0].body).unwrap()["verificationCode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    steps
+        .call_verify(&mut store, "frank", &id, &code)
+        .unwrap()
+        .expect("verified");
+    let delivered = steps
+        .call_mail_arrived(&mut store, "frank", "A1", "st-1")
+        .unwrap()
+        .expect("delivered");
+    assert_eq!(delivered, 1);
+    let change = client
+        .decrypt_json(&gateway.received_on("push/frank")[1].body)
+        .unwrap();
+    assert_eq!(change["changed"]["A1"]["Email"], "st-1");
 }
