@@ -601,24 +601,29 @@ fn minimum_interval_merges_changes_inside_it() {
     );
 }
 
-#[test]
-fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
-    let gateway = Gateway::start();
-    let store = Arc::new(MemoryStore::new());
-    let plugin = jmap_web_push_host::PushPlugin::builder()
+/// A plugin on a fresh memory store that allows 100 subscriptions per
+/// owner and fans large events out over `shards` instances.
+fn fan_out_plugin(shards: u32) -> jmap_web_push_host::PushPlugin {
+    jmap_web_push_host::PushPlugin::builder()
         .config(jmap_web_push_host::PluginConfig {
             max_subscriptions_per_owner: 100,
             max_creates_per_hour: 100,
             ..test_config()
         })
-        .store(store)
-        .fanout_shards(3)
+        .store(Arc::new(MemoryStore::new()))
+        .fanout_shards(shards)
         .sandbox(jmap_web_push_host::SandboxOptions {
             aot_cache_dir: Some(cache_dir()),
             ..Default::default()
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
+    let gateway = Gateway::start();
+    let plugin = fan_out_plugin(3);
     let client = PushClient::new();
     let alice = caller("alice", None);
     let n = jmap_web_push_host::SHARD_THRESHOLD as usize + 8;
@@ -652,21 +657,7 @@ fn a_pipelined_fan_out_maps_every_answer_to_its_subscription() {
     // leave in three `start-batch` pieces through the real HTTP client, and
     // each answer (201, 410, 503) lands on the right subscription.
     let gateway = Gateway::start();
-    let store = Arc::new(MemoryStore::new());
-    let plugin = jmap_web_push_host::PushPlugin::builder()
-        .config(jmap_web_push_host::PluginConfig {
-            max_subscriptions_per_owner: 100,
-            max_creates_per_hour: 100,
-            ..test_config()
-        })
-        .store(store)
-        .fanout_shards(1)
-        .sandbox(jmap_web_push_host::SandboxOptions {
-            aot_cache_dir: Some(cache_dir()),
-            ..Default::default()
-        })
-        .build()
-        .unwrap();
+    let plugin = fan_out_plugin(1);
     let client = PushClient::new();
     let alice = caller("alice", None);
     let n = 2 * jmap_web_push_guest::delivery::PIPELINE_CHUNK + 7;

@@ -327,23 +327,39 @@ fn radix16(scalar_be: &[u8; 32]) -> [i8; 65] {
     d
 }
 
-/// The table entry for digit `d` (`d·R`, from the table of `1·R … 8·R`),
-/// read by scanning every entry; the second value is all ones when `d = 0`.
+/// A table entry: a point with a masked select and a `y` to negate.
+trait TableEntry: Copy {
+    fn select(mask: u64, a: &Self, b: &Self) -> Self;
+    fn y_mut(&mut self) -> &mut Fe;
+}
+
+impl TableEntry for Jacobian {
+    #[inline(always)]
+    fn select(mask: u64, a: &Self, b: &Self) -> Self {
+        Jacobian::select(mask, a, b)
+    }
+
+    #[inline(always)]
+    fn y_mut(&mut self) -> &mut Fe {
+        &mut self.y
+    }
+}
+
+/// The entry for digit `d` from a table of `1·P … 8·P` (`d·P`), read by
+/// scanning every entry and negating `y` under a mask; the second value is
+/// all ones when `d = 0` (the returned point is then meaningless).
 #[inline(always)]
-fn lookup(table: &[Jacobian; 8], d: i8) -> (Jacobian, u64) {
+fn lookup<P: TableEntry>(table: &[P; 8], d: i8) -> (P, u64) {
     let sign = ((d as u8) >> 7) as u64; // 1 when negative
     let abs = ((d as i16 ^ -(sign as i16)) + sign as i16) as u64; // |d|
     let mut out = table[0];
     for (j, entry) in table.iter().enumerate() {
-        let idx = j as u64 + 1;
-        let x = idx ^ abs;
-        let hit = zero_mask(x);
-        out = Jacobian::select(hit, entry, &out);
+        let hit = zero_mask((j as u64 + 1) ^ abs);
+        out = P::select(hit, entry, &out);
     }
-    let neg_y = out.y.neg();
-    out.y = Fe::select(bit_mask(sign), &neg_y, &out.y);
-    let zero = zero_mask(abs);
-    (out, zero)
+    let y = *out.y_mut();
+    *out.y_mut() = Fe::select(bit_mask(sign), &y.neg(), &y);
+    (out, zero_mask(abs))
 }
 
 /// The ECDH shared secret: the big-endian x-coordinate of `k·R`
@@ -535,22 +551,19 @@ fn base_table() -> &'static BaseTable {
     })
 }
 
-/// Like [`lookup`], over affine entries.
-#[inline(always)]
-fn lookup_affine(row: &[Affine; 8], d: i8) -> (Affine, u64) {
-    let sign = ((d as u8) >> 7) as u64;
-    let abs = ((d as i16 ^ -(sign as i16)) + sign as i16) as u64;
-    let mut out = row[0];
-    for (j, entry) in row.iter().enumerate() {
-        let x = (j as u64 + 1) ^ abs;
-        let hit = zero_mask(x);
-        out.x = Fe::select(hit, &entry.x, &out.x);
-        out.y = Fe::select(hit, &entry.y, &out.y);
+impl TableEntry for Affine {
+    #[inline(always)]
+    fn select(mask: u64, a: &Self, b: &Self) -> Self {
+        Affine {
+            x: Fe::select(mask, &a.x, &b.x),
+            y: Fe::select(mask, &a.y, &b.y),
+        }
     }
-    let neg_y = out.y.neg();
-    out.y = Fe::select(bit_mask(sign), &neg_y, &out.y);
-    let zero = zero_mask(abs);
-    (out, zero)
+
+    #[inline(always)]
+    fn y_mut(&mut self) -> &mut Fe {
+        &mut self.y
+    }
 }
 
 /// The uncompressed SEC1 encoding (`0x04 || x || y`) of `k·G`: the
@@ -577,7 +590,7 @@ pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
         z: Fe::ZERO,
     };
     for (i, row) in table.iter().enumerate() {
-        let (point, digit_zero) = lookup_affine(row, digits[i]);
+        let (point, digit_zero) = lookup(row, digits[i]);
         let acc_identity = acc.z.is_zero_mask();
         let mut sum = acc.add_affine(&point);
         if i == 64 {

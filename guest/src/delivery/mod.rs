@@ -889,7 +889,7 @@ mod engine_tests {
 
     fn fire(
         store: &mut MemoryStore,
-        http: &mut Scripted,
+        http: &mut dyn HttpOut,
         config: &Config,
         now_ms: u64,
         state: &str,
@@ -1042,15 +1042,7 @@ mod engine_tests {
             gone: "/s020".into(),
             ..Default::default()
         };
-        let mut log = NoLog;
-        let mut env = Env {
-            store: &mut store,
-            http: &mut http,
-            log: &mut log,
-            config: &config,
-            now_ms: t0,
-        };
-        let r = state_changed(&mut Plugin::new(), &mut env, &event("x")).unwrap();
+        let r = fire(&mut store, &mut http, &config, t0, "x");
         assert_eq!((r.delivered, r.destroyed), (n as u32 - 1, 1), "{r:?}");
         // Every chunk is started before the first is awaited.
         let chunk = PIPELINE_CHUNK.to_string();
@@ -1085,15 +1077,7 @@ mod engine_tests {
             gone: "/nobody".into(),
             ..Default::default()
         };
-        let mut log = NoLog;
-        let mut env = Env {
-            store: &mut store,
-            http: &mut http,
-            log: &mut log,
-            config: &config,
-            now_ms: t0,
-        };
-        let r = state_changed(&mut Plugin::new(), &mut env, &event("x")).unwrap();
+        let r = fire(&mut store, &mut http, &config, t0, "x");
         assert_eq!(r.delivered, 3);
         assert_eq!(http.calls, ["send 3"]);
         // A host that loses a batch: every request of it counts as failed.
