@@ -440,6 +440,11 @@ impl Sandbox {
         })
     }
 
+    /// The CPU deadline of one call, in epoch ticks.
+    fn deadline_ticks(&self) -> u64 {
+        (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64
+    }
+
     /// The largest linear memory any instance has had, octets.
     pub fn peak_memory(&self) -> usize {
         self.peak_memory.load(Ordering::Relaxed)
@@ -492,7 +497,7 @@ impl Sandbox {
             load_component(&self.engine, bytes, self.options.aot_cache_dir.as_ref())?;
         let mut store = self.new_store();
         let instance = self.linker.instantiate(&mut store, &component)?;
-        let ticks = (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64;
+        let ticks = self.deadline_ticks();
         Ok(EmbeddedComponent {
             store,
             instance,
@@ -520,7 +525,7 @@ impl Sandbox {
             Some(l) => l,
             None => self.instantiate()?,
         };
-        let ticks = (self.options.call_deadline.as_millis() / TICK.as_millis()).max(1) as u64;
+        let ticks = self.deadline_ticks();
         live.store.set_epoch_deadline(ticks);
         let result = f(&live.plugin, &mut live.store);
         // The WIT lets the host drop batches the call did not finish.

@@ -480,18 +480,18 @@ fn send_jobs(
             }
         }
     }
-    let mut answers = Vec::with_capacity(owners.len());
-    if started.is_empty() {
-        answers = env.http.send_batch(requests);
+    let answers: Vec<_> = if started.is_empty() {
+        env.http.send_batch(requests)
     } else {
         if !requests.is_empty() {
             let n = requests.len();
             started.push((env.http.start_batch(requests), n));
         }
-        for (batch, n) in started {
-            answers.extend(env.http.finish_batch(batch, n));
-        }
-    }
+        started
+            .into_iter()
+            .flat_map(|(batch, n)| env.http.finish_batch(batch, n))
+            .collect()
+    };
     // Per job: the parts still owed (to keep pending) and the worst answer.
     let mut results: Vec<Vec<(Changed, Answer)>> = vec![Vec::new(); jobs.len()];
     for ((i, part), answer) in owners.into_iter().zip(answers) {
