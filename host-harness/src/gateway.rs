@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,7 @@ struct GatewayState {
 pub struct Gateway {
     addr: SocketAddr,
     state: Arc<Mutex<GatewayState>>,
+    connections: Arc<AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -142,6 +144,11 @@ impl Gateway {
             .with_state(state.clone());
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
         runtime.spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "loopback gateway stopped");
@@ -150,6 +157,7 @@ impl Gateway {
         Ok(Gateway {
             addr,
             state,
+            connections,
             _runtime: runtime,
         })
     }
@@ -157,6 +165,12 @@ impl Gateway {
     /// The URL of push channel `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/{}", self.addr, path)
+    }
+
+    /// TCP connections accepted so far (a client that reuses keep-alive
+    /// connections opens few).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The port.

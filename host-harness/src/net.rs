@@ -7,9 +7,16 @@
 //! every address a host name resolves to is checked inside the resolver the
 //! connector uses, so the address connected to is always one that was
 //! checked (no DNS-rebinding gap).
+//!
+//! Connections: at most [`HttpPolicy::max_connections_per_origin`] requests
+//! to one origin are in flight at once, and the pool keeps that many idle
+//! connections per origin, so a large fan-out to one push service reuses a
+//! bounded set of keep-alive connections instead of opening (and then
+//! dropping) one per concurrent request.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -80,6 +87,9 @@ pub struct HttpPolicy {
     pub max_timeout: Duration,
     /// Most requests in flight at once (across all batches).
     pub max_concurrency: usize,
+    /// Most requests in flight at once to one origin (scheme, host, port),
+    /// and the number of idle keep-alive connections kept per origin.
+    pub max_connections_per_origin: usize,
     /// Most response body octets read (the rest is discarded).
     pub max_body_prefix: usize,
     /// Largest request body sent.
@@ -93,6 +103,7 @@ impl Default for HttpPolicy {
             connect_timeout: Duration::from_secs(5),
             max_timeout: Duration::from_secs(30),
             max_concurrency: 256,
+            max_connections_per_origin: 32,
             max_body_prefix: 4096,
             max_request_body: 8192,
         }
@@ -229,7 +240,43 @@ pub struct HttpClient {
     runtime: Option<tokio::runtime::Runtime>,
     policy: HttpPolicy,
     permits: Arc<Semaphore>,
+    origins: Arc<OriginLimits>,
     observer: Option<Observer>,
+}
+
+/// One semaphore per origin, created on first use. Entries nobody holds are
+/// dropped when the map grows past [`OriginLimits::TRACKED`], so many
+/// distinct push hosts cannot grow it without bound.
+struct OriginLimits {
+    per_origin: usize,
+    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl OriginLimits {
+    const TRACKED: usize = 1024;
+
+    fn semaphore(&self, origin: &str) -> Arc<Semaphore> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(origin) {
+            return s.clone();
+        }
+        if map.len() >= Self::TRACKED {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let s = Arc::new(Semaphore::new(self.per_origin.max(1)));
+        map.insert(origin.to_string(), s.clone());
+        s
+    }
+}
+
+/// `scheme://host:port` of a URL, the key of the per-origin limit.
+fn origin_key(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// Called once per request with the time from sending to the answer (or
@@ -259,7 +306,7 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(policy.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(policy.max_connections_per_origin.max(1))
             .dns_resolver(Arc::new(GuardedResolver {
                 allow_loopback: policy.allow_insecure_loopback,
             }))
@@ -270,6 +317,10 @@ impl HttpClient {
             client,
             runtime: Some(runtime),
             permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
+            origins: Arc::new(OriginLimits {
+                per_origin: policy.max_connections_per_origin,
+                map: Mutex::new(HashMap::new()),
+            }),
             policy,
             observer: None,
         })
@@ -310,11 +361,16 @@ impl HttpClient {
                 let client = self.client.clone();
                 let policy = self.policy.clone();
                 let permits = self.permits.clone();
+                let origins = self.origins.clone();
                 let observer = self.observer.clone();
                 runtime.spawn(async move {
+                    let url = precheck(&policy, &r)?;
+                    // The origin's permit first: requests queued behind a
+                    // slow push service hold none of the global permits.
+                    let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
                     let _permit = permits.acquire_owned().await;
                     let start = std::time::Instant::now();
-                    let result = send_one(&client, &policy, r).await;
+                    let result = send_one(&client, &policy, url, r).await;
                     if let Some(o) = observer {
                         o(start.elapsed(), &result);
                     }
@@ -371,9 +427,9 @@ fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<reqwest::Url, OutErro
 async fn send_one(
     client: &reqwest::Client,
     policy: &HttpPolicy,
+    url: reqwest::Url,
     r: OutRequest,
 ) -> Result<OutResponse, OutError> {
-    let url = precheck(policy, &r)?;
     let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(policy.max_timeout);
     let mut builder = client.post(url).timeout(timeout);
     for (name, value) in &r.headers {

@@ -17,6 +17,7 @@
 //! connect_timeout_ms = 5000
 //! max_timeout_ms = 30000
 //! max_concurrency = 256
+//! max_connections_per_origin = 32      # in flight and kept alive per push service
 //!
 //! [sandbox]
 //! flavour = "wide"                       # wide | portable
@@ -139,6 +140,9 @@ pub struct HttpSettings {
     pub max_timeout_ms: u64,
     /// Requests in flight at most.
     pub max_concurrency: usize,
+    /// Requests in flight at most to one origin; also the idle keep-alive
+    /// connections kept per origin.
+    pub max_connections_per_origin: usize,
     /// Response body octets kept.
     pub max_body_prefix: usize,
 }
@@ -150,6 +154,7 @@ impl Default for HttpSettings {
             connect_timeout_ms: d.connect_timeout.as_millis() as u64,
             max_timeout_ms: d.max_timeout.as_millis() as u64,
             max_concurrency: d.max_concurrency,
+            max_connections_per_origin: d.max_connections_per_origin,
             max_body_prefix: d.max_body_prefix,
         }
     }

@@ -1,5 +1,8 @@
 //! Issue 8 (outbound HTTP): the address guard refuses every forbidden
 //! destination form, literal or resolved, and redirects are never followed.
+//! Also the connection limits: requests in flight per origin are bounded,
+//! keep-alive connections are reused, and a saturated origin does not hold
+//! up another.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -178,4 +181,96 @@ fn timeouts_are_typed() {
     req.timeout_ms = 300;
     let r = client.send_batch(vec![req]);
     assert_eq!(r[0], Err(OutError::Timeout));
+}
+
+/// Most arrivals the gateway saw within any window shorter than `delay`:
+/// each request is answered `delay` after it arrives, so that many were in
+/// flight at once.
+fn most_in_flight(gateway: &Gateway, delay: Duration) -> usize {
+    let mut at: Vec<_> = gateway.received().iter().map(|r| r.at).collect();
+    at.sort();
+    (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < delay).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn requests_per_origin_are_bounded_and_connections_reused() {
+    let gateway = Gateway::start();
+    let delay = Duration::from_millis(60);
+    gateway.set_default("p", Answer::status(201).delayed(delay));
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        max_connections_per_origin: 4,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    for round in 0..3 {
+        let answers = client.send_batch((0..24).map(|_| post(&gateway.url("p"))).collect());
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_ok_and(|a| a.status == 201)),
+            "round {round}: {answers:?}"
+        );
+    }
+    assert_eq!(gateway.received().len(), 72);
+    let most = most_in_flight(&gateway, delay);
+    assert!(
+        most <= 4,
+        "{most} requests were in flight to one origin at once"
+    );
+    assert!(
+        most >= 2,
+        "requests were not sent concurrently ({most} at most)"
+    );
+    // Three batches of 24 over at most 4 connections, kept alive between
+    // batches.
+    assert!(
+        gateway.connections() <= 4,
+        "{} connections opened for 72 requests",
+        gateway.connections()
+    );
+}
+
+#[test]
+fn a_saturated_origin_does_not_hold_up_another() {
+    let slow = Gateway::start();
+    let fast = Gateway::start();
+    slow.set_default("p", Answer::status(201).delayed(Duration::from_millis(400)));
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        max_concurrency: 2,
+        max_connections_per_origin: 1,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let start = std::time::Instant::now();
+    let mut batch: Vec<OutRequest> = (0..6).map(|_| post(&slow.url("p"))).collect();
+    batch.push(post(&fast.url("q")));
+    let answers = client.send_batch(batch);
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|a| a.status == 201)),
+        "{answers:?}"
+    );
+    // The slow origin's six requests go one after another (>= 2.4 s); the
+    // other origin's request is not queued behind them.
+    let fast_at = fast.received()[0].at.duration_since(start);
+    let slow_last = slow
+        .received()
+        .iter()
+        .map(|r| r.at.duration_since(start))
+        .max()
+        .unwrap();
+    assert!(
+        slow_last >= Duration::from_millis(2000),
+        "slow origin not serialised: {slow_last:?}"
+    );
+    assert!(
+        fast_at < Duration::from_millis(1000),
+        "fast origin waited {fast_at:?}"
+    );
 }
