@@ -279,8 +279,9 @@ fn origin_key(url: &reqwest::Url) -> String {
     )
 }
 
-/// Called once per request with the time from sending to the answer (or
-/// the error) and the result; for metrics.
+/// Called once per request with the time from the start of its batch to
+/// the answer or the error (including any wait for a connection slot) and
+/// the result; for metrics.
 pub type Observer = Arc<dyn Fn(Duration, &Result<OutResponse, OutError>) + Send + Sync>;
 
 impl std::fmt::Debug for HttpClient {
@@ -364,13 +365,22 @@ impl HttpClient {
                 let origins = self.origins.clone();
                 let observer = self.observer.clone();
                 runtime.spawn(async move {
-                    let url = precheck(&policy, &r)?;
-                    // The origin's permit first: requests queued behind a
-                    // slow push service hold none of the global permits.
-                    let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
-                    let _permit = permits.acquire_owned().await;
+                    // The request's timeout covers the wait for a connection
+                    // slot too, so requests queued behind a stalled push
+                    // service end as timeouts instead of waiting unbounded.
+                    let timeout = request_timeout(&policy, &r);
                     let start = std::time::Instant::now();
-                    let result = send_one(&client, &policy, url, r).await;
+                    let send = async {
+                        let url = precheck(&policy, &r)?;
+                        // The origin's permit first: requests queued behind
+                        // a slow push service hold none of the global permits.
+                        let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
+                        let _permit = permits.acquire_owned().await;
+                        send_one(&client, &policy, url, r, timeout).await
+                    };
+                    let result = tokio::time::timeout(timeout, send)
+                        .await
+                        .unwrap_or(Err(OutError::Timeout));
                     if let Some(o) = observer {
                         o(start.elapsed(), &result);
                     }
@@ -424,49 +434,50 @@ fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<reqwest::Url, OutErro
     Ok(url)
 }
 
+/// The total time allowed for `r`: what the plugin asked for, at most the
+/// policy's cap.
+fn request_timeout(policy: &HttpPolicy, r: &OutRequest) -> Duration {
+    Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(policy.max_timeout)
+}
+
+/// Sends one checked request; the caller bounds the total time.
 async fn send_one(
     client: &reqwest::Client,
     policy: &HttpPolicy,
     url: reqwest::Url,
     r: OutRequest,
+    timeout: Duration,
 ) -> Result<OutResponse, OutError> {
-    let timeout = Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(policy.max_timeout);
     let mut builder = client.post(url).timeout(timeout);
     for (name, value) in &r.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    let fut = async {
-        let mut resp = builder.body(r.body).send().await.map_err(map_error)?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (n.as_str().to_string(), v.to_string()))
-            })
-            .collect();
-        let mut body_prefix = Vec::new();
-        while body_prefix.len() < policy.max_body_prefix {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = policy.max_body_prefix - body_prefix.len();
-                    body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        Ok(OutResponse {
-            status,
-            headers,
-            body_prefix,
+    let mut resp = builder.body(r.body).send().await.map_err(map_error)?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_string(), v.to_string()))
         })
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(OutError::Timeout),
+        .collect();
+    let mut body_prefix = Vec::new();
+    while body_prefix.len() < policy.max_body_prefix {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = policy.max_body_prefix - body_prefix.len();
+                body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
     }
+    Ok(OutResponse {
+        status,
+        headers,
+        body_prefix,
+    })
 }
 
 fn map_error(e: reqwest::Error) -> OutError {

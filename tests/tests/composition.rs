@@ -333,20 +333,23 @@ fn generic_wasi_host_runs_create_verify_and_delivery() {
 
 #[test]
 fn generic_wasi_host_delivers_a_pipelined_fan_out() {
-    // More subscriptions than two pipeline chunks: `start-batch` and
+    // More subscriptions than two pipeline pieces: `start-batch` and
     // `finish-batch` of the wasi:http adapter carry the fan-out.
     let composed = compose::plugin_on_wasi(builtin::PORTABLE).expect("composes");
     let gateway = Gateway::start();
     let client = PushClient::new();
     let (mut store, plugin) = generic_instance(
         &composed,
-        json!({"insecure_test_mode": true, "max_creates_per_hour": 100}),
+        json!({"insecure_test_mode": true, "max_creates_per_hour": 100,
+               "max_subscriptions_per_owner": 100}),
     );
     let erin = generic::jmap::web_push::types::Caller {
         username: "erin".into(),
         credential_id: None,
     };
-    let n = 2 * jmap_web_push_guest::delivery::PIPELINE_CHUNK + 3;
+    let n = jmap_web_push_guest::delivery::pipeline_piece(0)
+        + jmap_web_push_guest::delivery::pipeline_piece(1)
+        + 3;
     for i in 0..n {
         let path = format!("fan/{i}");
         let args = json!({"create": {"c": {

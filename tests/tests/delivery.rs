@@ -653,14 +653,16 @@ fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
 
 #[test]
 fn a_pipelined_fan_out_maps_every_answer_to_its_subscription() {
-    // One instance, more subscriptions than two pipeline chunks: the pushes
+    // One instance, more subscriptions than two pipeline pieces: the pushes
     // leave in three `start-batch` pieces through the real HTTP client, and
     // each answer (201, 410, 503) lands on the right subscription.
     let gateway = Gateway::start();
     let plugin = fan_out_plugin(1);
     let client = PushClient::new();
     let alice = caller("alice", None);
-    let n = 2 * jmap_web_push_guest::delivery::PIPELINE_CHUNK + 7;
+    let n = jmap_web_push_guest::delivery::pipeline_piece(0)
+        + jmap_web_push_guest::delivery::pipeline_piece(1)
+        + 7;
     for i in 0..n {
         verified_subscription(
             &plugin,

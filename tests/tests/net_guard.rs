@@ -247,8 +247,12 @@ fn a_saturated_origin_does_not_hold_up_another() {
     })
     .unwrap();
     let start = std::time::Instant::now();
-    let mut batch: Vec<OutRequest> = (0..6).map(|_| post(&slow.url("p"))).collect();
-    batch.push(post(&fast.url("q")));
+    let patient = |url: String| OutRequest {
+        timeout_ms: 10_000,
+        ..post(&url)
+    };
+    let mut batch: Vec<OutRequest> = (0..6).map(|_| patient(slow.url("p"))).collect();
+    batch.push(patient(fast.url("q")));
     let answers = client.send_batch(batch);
     assert!(
         answers
@@ -272,5 +276,41 @@ fn a_saturated_origin_does_not_hold_up_another() {
     assert!(
         fast_at < Duration::from_millis(1000),
         "fast origin waited {fast_at:?}"
+    );
+}
+
+#[test]
+fn waiting_for_a_connection_slot_counts_against_the_timeout() {
+    // One slot for a push service that answers after 5 s: the first request
+    // times out after its 300 ms, and so do the four queued behind it,
+    // measured from when they were handed over, not 300 ms each in turn.
+    let gateway = Gateway::start();
+    gateway.set_default(
+        "stalled",
+        Answer::status(201).delayed(Duration::from_secs(5)),
+    );
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        max_connections_per_origin: 1,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let batch = (0..5)
+        .map(|_| {
+            let mut r = post(&gateway.url("stalled"));
+            r.timeout_ms = 300;
+            r
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let answers = client.send_batch(batch);
+    let took = start.elapsed();
+    assert!(
+        answers.iter().all(|a| *a == Err(OutError::Timeout)),
+        "{answers:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1200),
+        "queued requests waited {took:?}"
     );
 }
