@@ -110,6 +110,32 @@ fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
     select4(keep_t, &t, &r)
 }
 
+/// Montgomery reduction of a 512-bit `t < p·R` (little-endian limbs):
+/// `t·R^-1 mod p`, fully reduced.
+///
+/// Four word steps; in each the multiplier is the low limb `m` (for P-256,
+/// `-p^-1 ≡ 1 mod 2^64`), and of `m·p` only `m·p[3]` needs a product:
+/// `t[i] + m·p[0] = m·2^64` (the limb clears, carrying `m`), `m·p[1] + m =
+/// m·2^32`, and `p[2] = 0`. Each step's top carry lands in the column the
+/// next step adds to, so one carry word runs along.
+#[inline(always)]
+fn montgomery_reduce(mut t: [u64; 8]) -> Fe {
+    let mut top = 0u64;
+    for i in 0..4 {
+        let m = t[i];
+        let s = t[i + 1] as u128 + ((m as u128) << 32);
+        t[i + 1] = s as u64;
+        let s = t[i + 2] as u128 + (s >> 64);
+        t[i + 2] = s as u64;
+        let s = t[i + 3] as u128 + (m as u128) * (P[3] as u128) + (s >> 64);
+        t[i + 3] = s as u64;
+        let s = t[i + 4] as u128 + (s >> 64) + top as u128;
+        t[i + 4] = s as u64;
+        top = (s >> 64) as u64;
+    }
+    Fe(reduce_once([t[4], t[5], t[6], t[7]], top))
+}
+
 impl Fe {
     const ZERO: Fe = Fe([0; 4]);
     /// 1 in Montgomery form (R mod p).
@@ -120,39 +146,57 @@ impl Fe {
         0x0000_0000_ffff_fffe,
     ]);
 
-    /// Montgomery multiplication (CIOS). For P-256, `-p^-1 mod 2^64 = 1`.
+    /// Montgomery multiplication: the 512-bit product (16 limb products),
+    /// then [`montgomery_reduce`].
     #[inline(never)]
     fn mul(&self, rhs: &Fe) -> Fe {
         let (a, b) = (&self.0, &rhs.0);
-        let mut t = [0u64; 6];
-        for &bi in b.iter() {
+        let mut t = [0u64; 8];
+        for i in 0..4 {
             let mut c = 0u64;
             for j in 0..4 {
-                let uv = t[j] as u128 + (a[j] as u128) * (bi as u128) + c as u128;
-                t[j] = uv as u64;
+                let uv = t[i + j] as u128 + (a[j] as u128) * (b[i] as u128) + c as u128;
+                t[i + j] = uv as u64;
                 c = (uv >> 64) as u64;
             }
-            let uv = t[4] as u128 + c as u128;
-            t[4] = uv as u64;
-            t[5] = (uv >> 64) as u64;
-            let m = t[0];
-            let uv = t[0] as u128 + (m as u128) * (P[0] as u128);
-            let mut c = (uv >> 64) as u64;
-            for j in 1..4 {
-                let uv = t[j] as u128 + (m as u128) * (P[j] as u128) + c as u128;
-                t[j - 1] = uv as u64;
-                c = (uv >> 64) as u64;
-            }
-            let uv = t[4] as u128 + c as u128;
-            t[3] = uv as u64;
-            t[4] = t[5] + ((uv >> 64) as u64);
+            t[i + 4] = c;
         }
-        Fe(reduce_once([t[0], t[1], t[2], t[3]], t[4]))
+        montgomery_reduce(t)
     }
 
-    #[inline(always)]
+    /// Montgomery squaring: the 512-bit square from 6 cross products
+    /// (doubled) and 4 squares, then [`montgomery_reduce`].
+    #[inline(never)]
     fn square(&self) -> Fe {
-        self.mul(self)
+        let a = &self.0;
+        let mut t = [0u64; 8];
+        // Cross products a[i]·a[j], i < j, at limb i + j.
+        for i in 0..3 {
+            let mut c = 0u64;
+            for j in (i + 1)..4 {
+                let uv = t[i + j] as u128 + (a[i] as u128) * (a[j] as u128) + c as u128;
+                t[i + j] = uv as u64;
+                c = (uv >> 64) as u64;
+            }
+            t[i + 4] = c;
+        }
+        // Doubled (the top bit of t[6] goes to t[7], which is still 0).
+        t[7] = t[6] >> 63;
+        for k in (2..7).rev() {
+            t[k] = (t[k] << 1) | (t[k - 1] >> 63);
+        }
+        t[1] <<= 1;
+        // Plus the squares a[i]^2 at limb 2i.
+        let mut c = 0u64;
+        for i in 0..4 {
+            let sq = (a[i] as u128) * (a[i] as u128);
+            let lo = t[2 * i] as u128 + (sq as u64) as u128 + c as u128;
+            t[2 * i] = lo as u64;
+            let hi = t[2 * i + 1] as u128 + (sq >> 64) + (lo >> 64);
+            t[2 * i + 1] = hi as u64;
+            c = (hi >> 64) as u64;
+        }
+        montgomery_reduce(t)
     }
 
     #[inline]
@@ -671,6 +715,33 @@ mod tests {
             assert_eq!(fa.is_zero_mask() == u64::MAX, *a == [0u8; 32]);
         }
         assert_eq!(Fe::ONE.to_be_bytes(), bytes_of(P256Fe::ONE));
+        // Montgomery-form limbs at the edges of the reduction's carries.
+        let p_minus = |k: u64| sub4(&P, &[k, 0, 0, 0]).0;
+        let edges = [
+            p_minus(1),
+            p_minus(2),
+            [1, 0, 0, 0],
+            [u64::MAX, u64::MAX, u64::MAX, P[3] - 1],
+            [u64::MAX, 0, 0, 0],
+            [0, 0, 0, P[3] - 1],
+            [0, u64::MAX, u64::MAX, 0],
+        ];
+        for x in edges {
+            for y in edges {
+                let (fx, fy) = (Fe(x), Fe(y));
+                let (tx, ty) = (theirs(&fx.to_be_bytes()), theirs(&fy.to_be_bytes()));
+                assert_eq!(
+                    fx.mul(&fy).to_be_bytes(),
+                    bytes_of(tx * ty),
+                    "mul {x:x?} {y:x?}"
+                );
+                assert_eq!(
+                    fx.square().to_be_bytes(),
+                    bytes_of(tx.square()),
+                    "square {x:x?}"
+                );
+            }
+        }
     }
 
     #[test]
