@@ -715,9 +715,20 @@ mod tests {
             assert_eq!(fa.is_zero_mask() == u64::MAX, *a == [0u8; 32]);
         }
         assert_eq!(Fe::ONE.to_be_bytes(), bytes_of(P256Fe::ONE));
-        // Montgomery-form limbs at the edges of the reduction's carries.
+        // Montgomery-form limbs at the edges of the reduction's carries,
+        // checked against p256 without our own reduction: the limbs `x`
+        // stand for x·R^-1 mod p.
+        let be = |l: [u64; 4]| {
+            let mut out = [0u8; 32];
+            for i in 0..4 {
+                out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&l[i].to_be_bytes());
+            }
+            out
+        };
+        let r_inv: P256Fe = Option::from(theirs(&be(Fe::ONE.0)).invert()).unwrap();
+        let value = |l: [u64; 4]| theirs(&be(l)) * r_inv;
         let p_minus = |k: u64| sub4(&P, &[k, 0, 0, 0]).0;
-        let edges = [
+        let mut edges = vec![
             p_minus(1),
             p_minus(2),
             [1, 0, 0, 0],
@@ -725,21 +736,25 @@ mod tests {
             [u64::MAX, 0, 0, 0],
             [0, 0, 0, P[3] - 1],
             [0, u64::MAX, u64::MAX, 0],
+            [u64::MAX, u64::MAX, 0, P[3] - 1],
         ];
-        for x in edges {
-            for y in edges {
-                let (fx, fy) = (Fe(x), Fe(y));
-                let (tx, ty) = (theirs(&fx.to_be_bytes()), theirs(&fy.to_be_bytes()));
-                assert_eq!(
-                    fx.mul(&fy).to_be_bytes(),
-                    bytes_of(tx * ty),
-                    "mul {x:x?} {y:x?}"
-                );
-                assert_eq!(
-                    fx.square().to_be_bytes(),
-                    bytes_of(tx.square()),
-                    "square {x:x?}"
-                );
+        for _ in 0..200 {
+            // Random limbs below p: the top limb kept below p[3].
+            let r: [u8; 32] = random_array().unwrap();
+            let mut l = [0u64; 4];
+            for (i, limb) in l.iter_mut().enumerate() {
+                *limb = u64::from_le_bytes(r[8 * i..8 * i + 8].try_into().unwrap());
+            }
+            l[3] %= P[3];
+            edges.push(l);
+        }
+        for &x in &edges {
+            let fx = Fe(x);
+            assert_eq!(value(fx.square().0), value(x).square(), "square {x:x?}");
+            assert_eq!(fx.square(), fx.mul(&fx), "square = mul {x:x?}");
+            for &y in edges.iter().take(8) {
+                let got = value(fx.mul(&Fe(y)).0);
+                assert_eq!(got, value(x) * value(y), "mul {x:x?} {y:x?}");
             }
         }
     }
