@@ -140,7 +140,13 @@ fn config() -> PluginConfig {
     }
 }
 
-fn plugin(store: Arc<MemoryStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugin {
+/// The plugin on `store`; `http` defaults to the harness's real client,
+/// `shards` to one instance per core.
+fn plugin_with(
+    store: Arc<MemoryStore>,
+    http: Option<Arc<dyn HttpSend>>,
+    shards: Option<u32>,
+) -> PushPlugin {
     let mut b = PushPlugin::builder()
         .config(config())
         .store(store)
@@ -148,7 +154,14 @@ fn plugin(store: Arc<MemoryStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugi
     if let Some(h) = http {
         b = b.http_client(h);
     }
+    if let Some(n) = shards {
+        b = b.fanout_shards(n);
+    }
     b.build().expect("plugin")
+}
+
+fn plugin(store: Arc<MemoryStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugin {
+    plugin_with(store, http, None)
 }
 
 fn rss_mib() -> f64 {
@@ -195,15 +208,7 @@ fn main() {
     let instant_plugin = |keys: Option<&StoredKeys>, shards: Option<u32>| {
         let store = Arc::new(MemoryStore::new());
         populate(&store, 1000, 1, "fan", "http://127.0.0.1:9/p", keys);
-        let mut b = PushPlugin::builder()
-            .config(config())
-            .store(store)
-            .sandbox(SandboxOptions::default())
-            .http_client(Arc::new(Instant201));
-        if let Some(n) = shards {
-            b = b.fanout_shards(n);
-        }
-        let p = b.build().expect("plugin");
+        let p = plugin_with(store, Some(Arc::new(Instant201)), shards);
         p.state_changed(&event("fan0", 0)).unwrap().unwrap();
         p
     };

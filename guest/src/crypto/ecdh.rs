@@ -809,6 +809,20 @@ mod tests {
         b
     }
 
+    /// Scalars at the edges: 1..=40, n-1..=n-40, all ones (below n) and
+    /// alternating 0x88 digits.
+    fn edge_scalars() -> Vec<[u8; 32]> {
+        let mut scalars: Vec<[u8; 32]> = (1..=40).map(small).collect();
+        scalars.extend((1..=40).map(n_minus));
+        let mut ones = [0xffu8; 32];
+        ones[0] = 0x7f;
+        scalars.push(ones);
+        let mut alternating = [0x88u8; 32];
+        alternating[0] = 0x08;
+        scalars.push(alternating);
+        scalars
+    }
+
     #[test]
     fn shared_secret_matches_p256_for_random_keys() {
         for _ in 0..300 {
@@ -822,20 +836,13 @@ mod tests {
     fn shared_secret_matches_p256_for_edge_scalars() {
         let public = crate::crypto::random_secret_key().unwrap().public_key();
         let generator = scalar(small(1)).public_key();
-        let mut scalars: Vec<[u8; 32]> = (1..=40).map(small).collect();
-        scalars.extend((1..=40).map(n_minus));
+        let mut scalars = edge_scalars();
         // Scalars whose last digit makes k ≡ 2d (mod n) reachable, and
         // digit patterns with long runs.
         for k in [8u64, 16, 15, 17, 0x88, 0x7777, 0x8888_8888, u64::MAX] {
             scalars.push(small(k));
             scalars.push(n_minus(k));
         }
-        let mut ones = [0xffu8; 32];
-        ones[0] = 0x7f;
-        scalars.push(ones);
-        let mut alternating = [0x88u8; 32];
-        alternating[0] = 0x08;
-        scalars.push(alternating);
         let mut sevens = [0x77u8; 32];
         sevens[0] = 0x07;
         scalars.push(sevens);
@@ -861,8 +868,7 @@ mod tests {
             let k = crate::crypto::random_secret_key().unwrap();
             assert_eq!(public_key_uncompressed(&k), reference_public(&k));
         }
-        let mut scalars: Vec<[u8; 32]> = (1..=40).map(small).collect();
-        scalars.extend((1..=40).map(n_minus));
+        let mut scalars = edge_scalars();
         for shift in 0..64 {
             // 16^shift and its neighbours: single-digit and carry patterns.
             let mut b = [0u8; 32];
@@ -872,12 +878,6 @@ mod tests {
             nines[31 - shift / 2] = if shift % 2 == 0 { 8 } else { 0x80 };
             scalars.push(nines);
         }
-        let mut ones = [0xffu8; 32];
-        ones[0] = 0x7f;
-        scalars.push(ones);
-        let mut alternating = [0x88u8; 32];
-        alternating[0] = 0x08;
-        scalars.push(alternating);
         for k in scalars {
             let s = scalar(k);
             assert_eq!(
