@@ -2,21 +2,43 @@
 //! or generated on first use and kept in the store so every instance and
 //! every host process sharing the store signs with the same key.
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::crypto::vapid::{VapidError, VapidKey, VapidSigner};
+use crate::json::{self, Fields, ObjectWriter, RecordError};
 use crate::ports::{Condition, StoreError};
 use crate::repo::VAPID_KEY;
 use crate::Env;
 
 /// The stored form of a generated key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct StoredKey {
     /// base64url 32-octet scalar.
     private: String,
     /// base64url 65-octet public key.
     public: String,
+}
+
+impl StoredKey {
+    /// The record's JSON text (`{"private":…,"public":…}`, the form earlier
+    /// versions wrote with `serde`).
+    fn to_record(&self) -> Vec<u8> {
+        ObjectWriter::new()
+            .str("private", &self.private)
+            .str("public", &self.public)
+            .finish()
+            .into_bytes()
+    }
+
+    /// Reads a record written by [`StoredKey::to_record`].
+    fn from_record(bytes: &[u8]) -> Result<StoredKey, RecordError> {
+        let v = json::parse_record(bytes)?;
+        let f = Fields::of(&v)?;
+        Ok(StoredKey {
+            private: f.str("private")?,
+            public: f.str("public")?,
+        })
+    }
 }
 
 /// Why the key could not be had.
@@ -116,7 +138,7 @@ impl Keyring {
             let key = match (&env.config.vapid_private_key, stored) {
                 (Some(k), _) => VapidKey::from_base64url(k)?,
                 (None, Some(bytes)) => {
-                    let s: StoredKey = serde_json::from_slice(&bytes).map_err(|err| {
+                    let s: StoredKey = StoredKey::from_record(&bytes).map_err(|err| {
                         KeyringError::Vapid(format!("stored key is corrupt: {err}"))
                     })?;
                     VapidKey::from_base64url(&s.private)?
@@ -166,7 +188,7 @@ impl Keyring {
             private: key.to_base64url(),
             public: key.public_key_base64url(),
         };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let bytes = record.to_record();
         match env.store.put(VAPID_KEY, &bytes, Condition::Absent) {
             Ok(v) => Ok((key, v)),
             // Another instance generated one first: use theirs.
@@ -175,7 +197,7 @@ impl Keyring {
                     .store
                     .get(VAPID_KEY)?
                     .ok_or(KeyringError::Store(StoreError::Conflict))?;
-                let s: StoredKey = serde_json::from_slice(&e.value)
+                let s: StoredKey = StoredKey::from_record(&e.value)
                     .map_err(|err| KeyringError::Vapid(format!("stored key is corrupt: {err}")))?;
                 Ok((VapidKey::from_base64url(&s.private)?, e.version))
             }
@@ -195,14 +217,14 @@ impl Keyring {
         let old = env.store.get(VAPID_KEY)?;
         let old_public = old
             .as_ref()
-            .and_then(|e| serde_json::from_slice::<StoredKey>(&e.value).ok())
+            .and_then(|e| StoredKey::from_record(&e.value).ok())
             .map(|s| s.public);
         let key = VapidKey::generate()?;
         let record = StoredKey {
             private: key.to_base64url(),
             public: key.public_key_base64url(),
         };
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let bytes = record.to_record();
         let cond = match &old {
             Some(e) => Condition::Version(e.version),
             None => Condition::Absent,

@@ -32,6 +32,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod jmap;
+pub mod json;
 pub mod keyring;
 pub mod lifecycle;
 pub mod ports;

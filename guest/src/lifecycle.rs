@@ -2,7 +2,7 @@
 //! revocation, user deletion, VAPID key rotation, due verification
 //! re-sends, and the Session capability.
 
-use serde_json::json;
+use crate::json;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -74,7 +74,7 @@ pub fn session(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<SessionInfo, Pl
     if let Some(key) = plugin.keyring.public_key(env)? {
         capabilities.push((
             VAPID_CAPABILITY.to_string(),
-            json!({ "applicationServerKey": key }).to_string(),
+            json::object([("applicationServerKey", key.into())]).to_json(),
         ));
     }
     let mut h = Sha256::new();

@@ -127,7 +127,7 @@ pub fn load(store: &mut dyn Store, id: &str) -> Result<Option<(Subscription, u64
     match store.get(&sub_key(id))? {
         None => Ok(None),
         Some(e) => {
-            let sub: Subscription = serde_json::from_slice(&e.value)
+            let sub = Subscription::from_record(&e.value)
                 .map_err(|err| StoreError::Other(format!("corrupt record sub/{id}: {err}")))?;
             Ok(Some((sub, e.version)))
         }
@@ -143,7 +143,7 @@ pub fn load_many(
     let mut out = Vec::with_capacity(ids.len());
     for (id, e) in ids.iter().zip(store.get_many(&keys)?) {
         if let Some(e) = e {
-            let sub: Subscription = serde_json::from_slice(&e.value)
+            let sub = Subscription::from_record(&e.value)
                 .map_err(|err| StoreError::Other(format!("corrupt record sub/{id}: {err}")))?;
             out.push((sub, e.version));
         }
@@ -153,8 +153,7 @@ pub fn load_many(
 
 /// Serializes a subscription.
 pub fn encode(sub: &Subscription) -> Vec<u8> {
-    // Serializing plain structs of strings and numbers cannot fail.
-    serde_json::to_vec(sub).unwrap_or_default()
+    sub.to_record().into_bytes()
 }
 
 /// Writes a subscription under `cond`; returns the new version.

@@ -1,18 +1,17 @@
 //! The PushSubscription model (RFC 8620 §7.2) and every validation rule of
 //! behaviour B1.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use std::fmt;
 
 use crate::addr::{check_push_url, UrlError};
 use crate::config::Config;
 use crate::crypto::keys::{parse_receiver_keys, KeyError, ReceiverKeys};
+use crate::json::{Fields, Map, ObjectWriter, RecordError, Value};
 use crate::utcdate;
 
 /// The principal a subscription belongs to: user name plus, when the host
 /// gives one, the credential id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// User name.
     pub username: String,
@@ -22,7 +21,7 @@ pub struct Owner {
 
 /// The stored encryption keys of a subscription, as the client sent them
 /// (already validated).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKeys {
     /// base64url of the 65-octet uncompressed P-256 point, as received.
     pub p256dh: String,
@@ -38,7 +37,7 @@ impl StoredKeys {
 }
 
 /// Verification progress of a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerificationState {
     /// Whether the client has echoed the code.
     pub verified: bool,
@@ -51,7 +50,7 @@ pub struct VerificationState {
 }
 
 /// A stored PushSubscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// Server-set id.
     pub id: String,
@@ -76,15 +75,13 @@ pub struct Subscription {
     /// Public key (base64url) of the VAPID key in force at creation, if any.
     pub vapid_key: Option<String>,
     /// Consecutive permanent refusals (400/401/403/other 4xx/3xx).
-    #[serde(default)]
     pub refusals: Refusals,
     /// When the last push was sent, Unix ms (for the minimum interval).
-    #[serde(default)]
     pub last_push_ms: u64,
 }
 
 /// A run of permanent refusals by the push service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Refusals {
     /// How many in a row.
     pub count: u32,
@@ -116,7 +113,10 @@ impl Subscription {
                 Property::DeviceClientId => Value::String(self.device_client_id.clone()),
                 Property::Url => Value::String(self.url.clone()),
                 Property::Keys => match &self.keys {
-                    Some(k) => serde_json::json!({"p256dh": k.p256dh, "auth": k.auth}),
+                    Some(k) => crate::json::object([
+                        ("p256dh", k.p256dh.as_str().into()),
+                        ("auth", k.auth.as_str().into()),
+                    ]),
                     None => Value::Null,
                 },
                 Property::VerificationCode => {
@@ -132,6 +132,115 @@ impl Subscription {
             m.insert(p.name().into(), v);
         }
         Value::Object(m)
+    }
+    /// The stored record's JSON text. Members are named and ordered as the
+    /// fields are declared (the form earlier versions wrote with `serde`, so
+    /// stores written by them stay readable).
+    pub fn to_record(&self) -> String {
+        let owner = ObjectWriter::new()
+            .str("username", &self.owner.username)
+            .opt_str("credential_id", self.owner.credential_id.as_deref())
+            .finish();
+        let keys = match &self.keys {
+            Some(k) => ObjectWriter::new()
+                .str("p256dh", &k.p256dh)
+                .str("auth", &k.auth)
+                .finish(),
+            None => "null".to_string(),
+        };
+        let v = &self.verification;
+        let verification = ObjectWriter::new()
+            .bool("verified", v.verified)
+            .bool("delivered", v.delivered)
+            .u64("attempts", u64::from(v.attempts))
+            .opt_u64("next_attempt_ms", v.next_attempt_ms)
+            .finish();
+        let refusals = ObjectWriter::new()
+            .u64("count", u64::from(self.refusals.count))
+            .u64("since_ms", self.refusals.since_ms)
+            .finish();
+        ObjectWriter::new()
+            .str("id", &self.id)
+            .raw("owner", &owner)
+            .str("device_client_id", &self.device_client_id)
+            .str("url", &self.url)
+            .raw("keys", &keys)
+            .str("verification_code", &self.verification_code)
+            .raw("verification", &verification)
+            .u64("expires", self.expires)
+            .value("types", &types_json(&self.types))
+            .u64("created", self.created)
+            .opt_str("vapid_key", self.vapid_key.as_deref())
+            .raw("refusals", &refusals)
+            .u64("last_push_ms", self.last_push_ms)
+            .finish()
+    }
+
+    /// Reads a stored record written by [`Subscription::to_record`] (or by
+    /// the `serde` form of earlier versions). `refusals` and `last_push_ms`
+    /// default when absent; unknown members are ignored.
+    pub fn from_record(bytes: &[u8]) -> Result<Subscription, RecordError> {
+        let v = crate::json::parse_record(bytes)?;
+        let f = Fields::of(&v)?;
+        let owner = f.object("owner")?;
+        let keys = match f.optional("keys") {
+            None => None,
+            Some(k) => {
+                let k = Fields::of(k).map_err(|_| RecordError::WrongType("keys"))?;
+                Some(StoredKeys {
+                    p256dh: k.str("p256dh")?,
+                    auth: k.str("auth")?,
+                })
+            }
+        };
+        let ver = f.object("verification")?;
+        let types = match f.optional("types") {
+            None => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|t| {
+                        t.as_str()
+                            .map(str::to_string)
+                            .ok_or(RecordError::WrongType("types"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(RecordError::WrongType("types")),
+        };
+        let refusals = match f.optional("refusals") {
+            None => Refusals::default(),
+            Some(r) => {
+                let r = Fields::of(r).map_err(|_| RecordError::WrongType("refusals"))?;
+                Refusals {
+                    count: r.u32("count")?,
+                    since_ms: r.u64("since_ms")?,
+                }
+            }
+        };
+        Ok(Subscription {
+            id: f.str("id")?,
+            owner: Owner {
+                username: owner.str("username")?,
+                credential_id: owner.opt_str("credential_id")?,
+            },
+            device_client_id: f.str("device_client_id")?,
+            url: f.str("url")?,
+            keys,
+            verification_code: f.str("verification_code")?,
+            verification: VerificationState {
+                verified: ver.bool("verified")?,
+                delivered: ver.bool("delivered")?,
+                attempts: ver.u32("attempts")?,
+                next_attempt_ms: ver.opt_u64("next_attempt_ms")?,
+            },
+            expires: f.u64("expires")?,
+            types,
+            created: f.u64("created")?,
+            vapid_key: f.opt_str("vapid_key")?,
+            refusals,
+            last_push_ms: f.u64_or_zero("last_push_ms")?,
+        })
     }
 }
 
@@ -450,8 +559,13 @@ mod tests {
     const AUTH: &str = "BTBZMqHH6r4Tts7J_aSIgg";
     const NOW: u64 = 1_800_000_000;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
+    /// A fixture written with `serde_json::json!`, as our JSON object.
+    fn obj(v: serde_json::Value) -> Map<String, Value> {
+        crate::json::parse(&v.to_string())
+            .unwrap()
+            .as_object()
+            .cloned()
+            .unwrap()
     }
 
     #[test]
@@ -471,7 +585,7 @@ mod tests {
     #[test]
     fn create_errors_name_the_property() {
         let c = Config::default();
-        let cases: &[(Value, &str)] = &[
+        let cases: &[(serde_json::Value, &str)] = &[
             (json!({"url": "https://a.example/"}), "deviceClientId"),
             (json!({"deviceClientId": "d"}), "url"),
             (
@@ -570,6 +684,116 @@ mod tests {
         .unwrap();
         assert_eq!(n.expires, NOW + 3600);
         assert!(!n.expires_changed);
+    }
+
+    /// Records as the `serde` derive of earlier versions wrote them (printed
+    /// by that code, 394720c), with the subscriptions they hold.
+    const SERDE_RECORDS: [&str; 2] = [
+        r#"{"id":"S1","owner":{"username":"u@example.com","credential_id":null},"device_client_id":"d\"1","url":"https://push.example.net/x","keys":{"p256dh":"P","auth":"A"},"verification_code":"c","verification":{"verified":true,"delivered":false,"attempts":2,"next_attempt_ms":123},"expires":1800000000,"types":["Email","Mailbox"],"created":1700000000,"vapid_key":null,"refusals":{"count":1,"since_ms":5},"last_push_ms":9}"#,
+        r#"{"id":"S1","owner":{"username":"v","credential_id":"cred"},"device_client_id":"d\"1","url":"https://push.example.net/x","keys":null,"verification_code":"c","verification":{"verified":false,"delivered":false,"attempts":0,"next_attempt_ms":null},"expires":1800000000,"types":null,"created":1700000000,"vapid_key":"K","refusals":{"count":1,"since_ms":5},"last_push_ms":9}"#,
+    ];
+
+    fn golden_subscriptions() -> [Subscription; 2] {
+        let first = Subscription {
+            id: "S1".into(),
+            owner: Owner {
+                username: "u@example.com".into(),
+                credential_id: None,
+            },
+            device_client_id: "d\"1".into(),
+            url: "https://push.example.net/x".into(),
+            keys: Some(StoredKeys {
+                p256dh: "P".into(),
+                auth: "A".into(),
+            }),
+            verification_code: "c".into(),
+            verification: VerificationState {
+                verified: true,
+                delivered: false,
+                attempts: 2,
+                next_attempt_ms: Some(123),
+            },
+            expires: 1_800_000_000,
+            types: Some(vec!["Email".into(), "Mailbox".into()]),
+            created: 1_700_000_000,
+            vapid_key: None,
+            refusals: Refusals {
+                count: 1,
+                since_ms: 5,
+            },
+            last_push_ms: 9,
+        };
+        let second = Subscription {
+            owner: Owner {
+                username: "v".into(),
+                credential_id: Some("cred".into()),
+            },
+            keys: None,
+            types: None,
+            vapid_key: Some("K".into()),
+            verification: VerificationState::default(),
+            ..first.clone()
+        };
+        [first, second]
+    }
+
+    #[test]
+    fn records_are_byte_identical_to_the_serde_form() {
+        for (sub, text) in golden_subscriptions().iter().zip(SERDE_RECORDS) {
+            assert_eq!(sub.to_record(), text);
+            assert_eq!(Subscription::from_record(text.as_bytes()).unwrap(), *sub);
+        }
+    }
+
+    #[test]
+    fn records_of_older_versions_and_corrupt_records() {
+        // Before `refusals` and `last_push_ms` existed: they default.
+        let old = SERDE_RECORDS[0].replace(
+            r#","refusals":{"count":1,"since_ms":5},"last_push_ms":9"#,
+            "",
+        );
+        let sub = Subscription::from_record(old.as_bytes()).unwrap();
+        assert_eq!((sub.refusals, sub.last_push_ms), (Refusals::default(), 0));
+        // Unknown members (a newer version's) are ignored.
+        let newer = SERDE_RECORDS[1].replacen('{', r#"{"future":[1,{"x":null}],"#, 1);
+        assert_eq!(
+            Subscription::from_record(newer.as_bytes()).unwrap(),
+            golden_subscriptions()[1]
+        );
+        for (bad, want) in [
+            (
+                SERDE_RECORDS[0].replace(r#""expires":1800000000,"#, ""),
+                RecordError::Missing("expires"),
+            ),
+            (
+                SERDE_RECORDS[0].replace(r#""expires":1800000000"#, r#""expires":"soon""#),
+                RecordError::WrongType("expires"),
+            ),
+            (
+                SERDE_RECORDS[0].replace(r#""attempts":2"#, r#""attempts":4294967296"#),
+                RecordError::WrongType("attempts"),
+            ),
+            (
+                SERDE_RECORDS[0]
+                    .replace(r#""types":["Email","Mailbox"]"#, r#""types":["Email",1]"#),
+                RecordError::WrongType("types"),
+            ),
+            (
+                SERDE_RECORDS[0].replace(r#""keys":{"p256dh":"P","auth":"A"}"#, r#""keys":"PA""#),
+                RecordError::WrongType("keys"),
+            ),
+            ("[]".to_string(), RecordError::NotAnObject),
+        ] {
+            assert_eq!(
+                Subscription::from_record(bad.as_bytes()).unwrap_err(),
+                want,
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Subscription::from_record(&SERDE_RECORDS[0].as_bytes()[..40]),
+            Err(RecordError::Syntax(_))
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! building the verification push, and what a push service's answer to it
 //! means.
 
-use serde_json::json;
+use crate::json;
 
 use crate::config::Config;
 use crate::crypto::{b64url_encode, random_array};
@@ -22,13 +22,13 @@ pub fn new_id() -> Result<String, crate::crypto::RandomError> {
 
 /// The PushVerification message.
 pub fn message(config: &Config, id: &str, code: &str) -> OutgoingPush {
-    let payload = json!({
-        "@type": "PushVerification",
-        "pushSubscriptionId": id,
-        "verificationCode": code,
-    });
+    let payload = json::object([
+        ("@type", "PushVerification".into()),
+        ("pushSubscriptionId", id.into()),
+        ("verificationCode", code.into()),
+    ]);
     OutgoingPush {
-        payload: payload.to_string().into_bytes(),
+        payload: payload.to_json().into_bytes(),
         topic: None,
         urgency: config.default_urgency.max(crate::config::Urgency::Normal),
     }

@@ -22,6 +22,7 @@ use p256::ecdsa::{Signature, SigningKey};
 
 use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point};
 use super::{Base64UrlError, RandomError};
+use crate::json::ObjectWriter;
 
 /// Default token lifetime: 12 hours.
 pub const DEFAULT_LIFETIME_SECS: u32 = 12 * 3600;
@@ -400,14 +401,6 @@ struct CachedToken {
     header: String,
 }
 
-/// JWT claims in the order RFC 8292 shows them.
-#[derive(serde::Serialize)]
-struct Claims<'a> {
-    aud: &'a str,
-    exp: u64,
-    sub: &'a str,
-}
-
 /// Signs VAPID tokens with one key and contact, caching one token per
 /// audience (push service origin) until [`RESIGN_BEFORE_EXP_SECS`] before its
 /// expiry.
@@ -530,16 +523,16 @@ impl VapidSigner {
 
     /// Signs a fresh token and formats the header value.
     fn sign(&self, aud: &str, exp: u64) -> Result<String, VapidError> {
-        let claims = serde_json::to_vec(&Claims {
-            aud,
-            exp,
-            sub: &self.contact,
-        })
-        .map_err(|_| VapidError::Internal("serializing JWT claims"))?;
+        // JWT claims in the order RFC 8292 shows them.
+        let claims = ObjectWriter::new()
+            .str("aud", aud)
+            .u64("exp", exp)
+            .str("sub", &self.contact)
+            .finish();
         let mut jwt = String::with_capacity(JWT_HEADER_B64.len() + claims.len() * 4 / 3 + 92);
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
-        jwt.push_str(&b64url_encode(&claims));
+        jwt.push_str(&b64url_encode(claims.as_bytes()));
         let signature: Signature = self
             .key
             .signing
@@ -599,6 +592,7 @@ pub(crate) mod testing {
         };
         let header_json = String::from_utf8(b64url_decode(h).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
+        // serde_json (a dev-dependency) parses independently of crate::json.
         let header: serde_json::Value =
             serde_json::from_str(&header_json).map_err(|e| e.to_string())?;
         if header != serde_json::json!({"typ": "JWT", "alg": "ES256"}) {

@@ -12,7 +12,7 @@ pub mod pending;
 pub mod policy;
 pub mod push;
 
-use serde_json::{json, Map, Value};
+use crate::json::ObjectWriter;
 use std::collections::BTreeMap;
 
 use crate::lifecycle::PluginError;
@@ -170,7 +170,7 @@ pub fn state_changed_shard(
             };
             let (mut p, cond) = match &existing {
                 Some(e) => (
-                    serde_json::from_slice::<Pending>(&e.value).unwrap_or_default(),
+                    Pending::from_record(&e.value).unwrap_or_default(),
                     Condition::Version(e.version),
                 ),
                 None => (Pending::default(), Condition::Absent),
@@ -262,7 +262,7 @@ pub fn send_due(
             env.store.delete(&entry.key, Condition::Any)?;
             continue;
         };
-        let mut p: Pending = match serde_json::from_slice(&e.value) {
+        let mut p = match Pending::from_record(&e.value) {
             Ok(p) => p,
             Err(_) => {
                 env.store.delete(&key, Condition::Version(e.version)).ok();
@@ -327,21 +327,16 @@ pub fn send_due(
 }
 
 fn encode(p: &Pending) -> Vec<u8> {
-    serde_json::to_vec(p).unwrap_or_default()
+    p.to_record()
 }
 
 /// The StateChange JSON for `changed`.
 pub fn state_change_json(changed: &Changed) -> Vec<u8> {
-    let mut m = Map::new();
-    for (account, types) in changed {
-        let t: Map<String, Value> = types
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        m.insert(account.clone(), Value::Object(t));
-    }
-    json!({"@type": "StateChange", "changed": m})
-        .to_string()
+    // `@type` sorts before `changed`, as in every object this plugin writes.
+    ObjectWriter::new()
+        .str("@type", "StateChange")
+        .raw("changed", &pending::changed_json(changed))
+        .finish()
         .into_bytes()
 }
 
@@ -657,7 +652,7 @@ fn apply_answers(
                 let existing = env.store.get(&pkey)?;
                 let (mut p, cond) = match &existing {
                     Some(e) => (
-                        serde_json::from_slice::<Pending>(&e.value).unwrap_or_default(),
+                        Pending::from_record(&e.value).unwrap_or_default(),
                         Condition::Version(e.version),
                     ),
                     None => (
@@ -716,8 +711,7 @@ fn apply_answers(
                     Ok(_) => {}
                     Err(StoreError::Conflict) => {
                         if let Some(e) = env.store.get(&pkey)? {
-                            let mut p: Pending =
-                                serde_json::from_slice(&e.value).unwrap_or_default();
+                            let mut p = Pending::from_record(&e.value).unwrap_or_default();
                             for (a, ts) in &sent.changed {
                                 if let Some(slot) = p.changed.get_mut(a) {
                                     slot.retain(|t, s| ts.get(t) != Some(s));

@@ -2,14 +2,15 @@
 //! subscription receives one push with the newest states (RFC 8620 §7.2:
 //! the server MUST reduce the frequency when asked to).
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+use crate::json::{self, Fields, ObjectWriter, RecordError};
 
 /// accountId → type name → state.
 pub type Changed = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The stored pending record of one subscription (`pending/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pending {
     /// Changes not yet delivered.
     pub changed: Changed,
@@ -22,6 +23,72 @@ pub struct Pending {
     pub next_attempt_ms: u64,
     /// Why it is waiting (`429`, `503`, `interval`, ...).
     pub reason: String,
+}
+
+impl Pending {
+    /// The stored record's JSON text (members in declaration order, the
+    /// form earlier versions wrote with `serde`).
+    pub fn to_record(&self) -> Vec<u8> {
+        ObjectWriter::new()
+            .raw("changed", &changed_json(&self.changed))
+            .u64("first_ms", self.first_ms)
+            .u64("attempts", u64::from(self.attempts))
+            .u64("next_attempt_ms", self.next_attempt_ms)
+            .str("reason", &self.reason)
+            .finish()
+            .into_bytes()
+    }
+
+    /// Reads a record written by [`Pending::to_record`].
+    pub fn from_record(bytes: &[u8]) -> Result<Pending, RecordError> {
+        let v = json::parse_record(bytes)?;
+        let f = Fields::of(&v)?;
+        let mut changed = Changed::new();
+        let accounts = match v.get("changed") {
+            None => return Err(RecordError::Missing("changed")),
+            Some(c) => c.as_object().ok_or(RecordError::WrongType("changed"))?,
+        };
+        for (account, types) in accounts {
+            let types = types.as_object().ok_or(RecordError::WrongType("changed"))?;
+            let mut slot = BTreeMap::new();
+            for (t, state) in types {
+                let state = state.as_str().ok_or(RecordError::WrongType("changed"))?;
+                slot.insert(t.clone(), state.to_string());
+            }
+            changed.insert(account.clone(), slot);
+        }
+        Ok(Pending {
+            changed,
+            first_ms: f.u64("first_ms")?,
+            attempts: f.u32("attempts")?,
+            next_attempt_ms: f.u64("next_attempt_ms")?,
+            reason: f.str("reason")?,
+        })
+    }
+}
+
+/// `changed` as the JSON object of RFC 8620 §7.1 (accountId → type →
+/// state).
+pub fn changed_json(changed: &Changed) -> String {
+    let mut out = String::from("{");
+    for (i, (account, types)) in changed.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::write_str(&mut out, account);
+        out.push_str(":{");
+        for (j, (t, state)) in types.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            json::write_str(&mut out, t);
+            out.push(':');
+            json::write_str(&mut out, state);
+        }
+        out.push('}');
+    }
+    out.push('}');
+    out
 }
 
 /// Key of a subscription's pending record.
@@ -52,6 +119,29 @@ mod tests {
                 .insert(t.to_string(), s.to_string());
         }
         c
+    }
+
+    #[test]
+    fn record_is_byte_identical_to_the_serde_form() {
+        // As the `serde` derive of earlier versions wrote it (394720c).
+        const SERDE: &str = r#"{"changed":{"a0":{"Mailbox":"m\\1"},"a1":{"Email":"s1"}},"first_ms":1,"attempts":3,"next_attempt_ms":4,"reason":"429"}"#;
+        let p = Pending {
+            changed: changed(&[("a1", "Email", "s1"), ("a0", "Mailbox", "m\\1")]),
+            first_ms: 1,
+            attempts: 3,
+            next_attempt_ms: 4,
+            reason: "429".into(),
+        };
+        assert_eq!(String::from_utf8(p.to_record()).unwrap(), SERDE);
+        assert_eq!(Pending::from_record(SERDE.as_bytes()).unwrap(), p);
+        assert_eq!(
+            Pending::from_record(br#"{"changed":{"a":{"Email":1}},"first_ms":1,"attempts":3,"next_attempt_ms":4,"reason":""}"#),
+            Err(RecordError::WrongType("changed"))
+        );
+        assert_eq!(
+            Pending::from_record(br#"{"first_ms":1}"#),
+            Err(RecordError::Missing("changed"))
+        );
     }
 
     #[test]

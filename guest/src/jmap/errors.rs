@@ -1,6 +1,6 @@
 //! RFC 8620 method-level errors (§3.6.2) and SetErrors (§5.3).
 
-use serde_json::{json, Map, Value};
+use crate::json::{Map, Value};
 use std::fmt;
 
 use crate::ports::StoreError;
@@ -161,13 +161,13 @@ impl SetError {
     /// The SetError object.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("type".into(), json!(self.kind.as_str()));
-        m.insert("description".into(), json!(self.description));
+        m.insert("type".into(), Value::from(self.kind.as_str()));
+        m.insert("description".into(), Value::from(&self.description));
         if !self.properties.is_empty() {
-            m.insert("properties".into(), json!(self.properties));
+            m.insert("properties".into(), Value::from(self.properties.clone()));
         }
         if let Some(id) = &self.existing_id {
-            m.insert("existingId".into(), json!(id));
+            m.insert("existingId".into(), Value::from(id));
         }
         Value::Object(m)
     }

@@ -1,6 +1,6 @@
 //! `PushSubscription/get` (RFC 8620 §7.2.1, behaviour B2).
 
-use serde_json::{json, Map, Value};
+use crate::json::{self, Map, Value};
 
 use super::errors::{MethodError, MethodErrorType};
 use crate::repo;
@@ -85,7 +85,10 @@ pub fn get(
             }
         }
     }
-    Ok(json!({ "list": list, "notFound": not_found }))
+    Ok(json::object([
+        ("list", Value::Array(list)),
+        ("notFound", Value::Array(not_found)),
+    ]))
 }
 
 fn parse_properties(v: Option<&Value>) -> Result<Vec<Property>, MethodError> {

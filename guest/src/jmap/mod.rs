@@ -5,7 +5,7 @@ pub mod errors;
 pub mod get;
 pub mod set;
 
-use serde_json::Value;
+use crate::json::{self, Value};
 
 use crate::subscription::Owner;
 use crate::{Env, Plugin};
@@ -27,7 +27,7 @@ pub fn call(
             "the caller has no user name",
         ));
     }
-    let args: Value = serde_json::from_str(arguments).map_err(|e| {
+    let args = json::parse(arguments).map_err(|e| {
         MethodError::invalid_arguments(format!("arguments are not valid JSON: {e}"))
     })?;
     let Value::Object(args) = args else {
@@ -48,5 +48,5 @@ pub fn call(
             ))
         }
     };
-    Ok(response.to_string())
+    Ok(response.to_json())
 }

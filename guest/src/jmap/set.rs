@@ -1,6 +1,6 @@
 //! `PushSubscription/set` (RFC 8620 §7.2.2, behaviour B3 and B4).
 
-use serde_json::{json, Map, Value};
+use crate::json::{self, Map, Value};
 
 use super::errors::{MethodError, MethodErrorType, SetError, SetErrorType};
 use crate::delivery::policy;
@@ -144,14 +144,21 @@ pub fn set(
             Value::Object(m)
         }
     };
-    Ok(json!({
-        "created": or_null(created),
-        "updated": or_null(updated),
-        "destroyed": if destroyed.is_empty() { Value::Null } else { Value::Array(destroyed) },
-        "notCreated": or_null(not_created),
-        "notUpdated": or_null(not_updated),
-        "notDestroyed": or_null(not_destroyed),
-    }))
+    Ok(json::object([
+        ("created", or_null(created)),
+        ("updated", or_null(updated)),
+        (
+            "destroyed",
+            if destroyed.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(destroyed)
+            },
+        ),
+        ("notCreated", or_null(not_created)),
+        ("notUpdated", or_null(not_updated)),
+        ("notDestroyed", or_null(not_destroyed)),
+    ]))
 }
 
 /// A creation id or object id with its JSON object.
@@ -396,7 +403,15 @@ fn check_rate(env: &mut Env<'_>, owner: &Owner, now: u64) -> Result<(), SetError
         let entry = env.store.get(&key)?;
         let mut times: Vec<u64> = entry
             .as_ref()
-            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .and_then(|e| json::parse_slice(&e.value).ok())
+            .and_then(|v| {
+                v.as_array().and_then(|items| {
+                    items
+                        .iter()
+                        .map(Value::as_u64)
+                        .collect::<Option<Vec<u64>>>()
+                })
+            })
             .unwrap_or_default();
         times.retain(|t| t + 3600 > now);
         if times.len() >= env.config.max_creates_per_hour as usize {
@@ -409,7 +424,9 @@ fn check_rate(env: &mut Env<'_>, owner: &Owner, now: u64) -> Result<(), SetError
             ));
         }
         times.push(now);
-        let bytes = serde_json::to_vec(&times).unwrap_or_default();
+        let bytes = Value::Array(times.into_iter().map(Value::from).collect())
+            .to_json()
+            .into_bytes();
         let cond = match &entry {
             Some(e) => Condition::Version(e.version),
             None => Condition::Absent,
@@ -523,8 +540,11 @@ fn finish_create(
         }
     }
     let mut value = Map::new();
-    value.insert("id".into(), json!(sub.id));
-    value.insert("expires".into(), json!(crate::utcdate::format(sub.expires)));
+    value.insert("id".into(), Value::from(&sub.id));
+    value.insert(
+        "expires".into(),
+        Value::from(crate::utcdate::format(sub.expires)),
+    );
     if new.types_defaulted {
         value.insert("types".into(), Value::Null);
     }
@@ -655,7 +675,7 @@ fn apply(
             let (t, was_changed) = check_expires(value, env.config, now)?;
             sub.expires = t;
             if was_changed {
-                changed.insert("expires".into(), json!(crate::utcdate::format(t)));
+                changed.insert("expires".into(), Value::from(crate::utcdate::format(t)));
             }
         }
         "types" => {
