@@ -36,6 +36,7 @@ fn main() {
     for p in [
         "guest/src",
         "guest/Cargo.toml",
+        "guest/crypto",
         "guest/adapters",
         "tests/consumer/src",
         "tests/consumer/Cargo.toml",

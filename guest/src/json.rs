@@ -273,12 +273,12 @@ impl<T: Into<Value>> From<Option<T>> for Value {
 /// An object built from `(name, value)` pairs (a later pair with the same
 /// name replaces an earlier one).
 pub fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
-    Value::Object(
-        members
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
+    // Inserts, not `collect()`, which would instantiate a sort.
+    let mut m = Map::new();
+    for (k, v) in members {
+        m.insert(k.to_string(), v);
+    }
+    Value::Object(m)
 }
 
 fn push_u64(out: &mut String, mut n: u64) {

@@ -147,11 +147,12 @@ pub fn state_changed_shard(
         let mut first_read = Some(prefetched.next().flatten());
         let mut changed = Changed::new();
         for (account, types) in &event.changed {
-            let kept: BTreeMap<String, String> = types
-                .iter()
-                .filter(|(t, _)| sub.wants(t))
-                .map(|(t, s)| (t.clone(), s.clone()))
-                .collect();
+            // Inserts, not `collect()`: a collected BTreeMap sorts first, and
+            // each sort instantiation costs kilobytes of component.
+            let mut kept = BTreeMap::new();
+            for (t, s) in types.iter().filter(|(t, _)| sub.wants(t)) {
+                kept.insert(t.clone(), s.clone());
+            }
             if !kept.is_empty() {
                 changed.insert(account.clone(), kept);
             }

@@ -22,7 +22,6 @@ use p256::ecdsa::{Signature, SigningKey};
 
 use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point};
 use super::{Base64UrlError, RandomError};
-use crate::json::ObjectWriter;
 
 /// Default token lifetime: 12 hours.
 pub const DEFAULT_LIFETIME_SECS: u32 = 12 * 3600;
@@ -524,11 +523,14 @@ impl VapidSigner {
     /// Signs a fresh token and formats the header value.
     fn sign(&self, aud: &str, exp: u64) -> Result<String, VapidError> {
         // JWT claims in the order RFC 8292 shows them.
-        let claims = ObjectWriter::new()
-            .str("aud", aud)
-            .u64("exp", exp)
-            .str("sub", &self.contact)
-            .finish();
+        let mut claims = String::with_capacity(aud.len() + self.contact.len() + 40);
+        claims.push_str("{\"aud\":");
+        push_json_string(&mut claims, aud);
+        claims.push_str(",\"exp\":");
+        claims.push_str(&exp.to_string());
+        claims.push_str(",\"sub\":");
+        push_json_string(&mut claims, &self.contact);
+        claims.push('}');
         let mut jwt = String::with_capacity(JWT_HEADER_B64.len() + claims.len() * 4 / 3 + 92);
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
@@ -545,6 +547,22 @@ impl VapidSigner {
             self.key.public_key_base64url()
         ))
     }
+}
+
+/// Appends `s` as a JSON string literal. The audience is an origin and the
+/// contact a checked `mailto:`/`https:` URI, so escaping `"` and `\` is a
+/// guard, and control characters (which neither can hold) become `\u00XX`.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Test-side verification of `vapid t=..., k=...` header values. Other

@@ -495,7 +495,7 @@ pub(crate) use receiver as testing;
 mod tests {
     use super::testing::*;
     use super::*;
-    use crate::crypto::{b64url_decode, b64url_encode, keys::parse_receiver_keys};
+    use crate::{b64url_decode, b64url_encode, keys::parse_receiver_keys};
 
     fn d(s: &str) -> Vec<u8> {
         b64url_decode(s).unwrap()
@@ -682,8 +682,8 @@ mod tests {
             );
         }
         // A fresh receiver key pair, too.
-        let sk = crate::crypto::random_secret_key().unwrap();
-        let auth: [u8; 16] = crate::crypto::random_array().unwrap();
+        let sk = crate::random_secret_key().unwrap();
+        let auth: [u8; 16] = crate::random_array().unwrap();
         let keys = ReceiverKeys::from_bytes(&uncompressed_point(&sk.public_key()), &auth).unwrap();
         let body = encrypt(b"{\"@type\":\"StateChange\"}", &keys, 4096).unwrap();
         let sk_bytes: [u8; 32] = sk.to_bytes().into();

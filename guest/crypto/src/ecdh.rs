@@ -657,7 +657,7 @@ pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::random_array;
+    use crate::random_array;
 
     /// p256's field element from our canonical octets.
     fn theirs(bytes: &[u8; 32]) -> P256Fe {
@@ -826,15 +826,15 @@ mod tests {
     #[test]
     fn shared_secret_matches_p256_for_random_keys() {
         for _ in 0..300 {
-            let a = crate::crypto::random_secret_key().unwrap();
-            let b = crate::crypto::random_secret_key().unwrap().public_key();
+            let a = crate::random_secret_key().unwrap();
+            let b = crate::random_secret_key().unwrap().public_key();
             assert_eq!(shared_secret(&a, &b), reference(&a, &b));
         }
     }
 
     #[test]
     fn shared_secret_matches_p256_for_edge_scalars() {
-        let public = crate::crypto::random_secret_key().unwrap().public_key();
+        let public = crate::random_secret_key().unwrap().public_key();
         let generator = scalar(small(1)).public_key();
         let mut scalars = edge_scalars();
         // Scalars whose last digit makes k ≡ 2d (mod n) reachable, and
@@ -859,13 +859,13 @@ mod tests {
     }
 
     fn reference_public(secret: &p256::SecretKey) -> [u8; 65] {
-        crate::crypto::uncompressed_point(&secret.public_key())
+        crate::uncompressed_point(&secret.public_key())
     }
 
     #[test]
     fn public_key_matches_p256_for_random_and_edge_scalars() {
         for _ in 0..300 {
-            let k = crate::crypto::random_secret_key().unwrap();
+            let k = crate::random_secret_key().unwrap();
             assert_eq!(public_key_uncompressed(&k), reference_public(&k));
         }
         let mut scalars = edge_scalars();
@@ -890,7 +890,7 @@ mod tests {
 
     #[test]
     fn rfc8291_appendix_a_ecdh_secret() {
-        use crate::crypto::b64url_decode;
+        use crate::b64url_decode;
         let as_private: [u8; 32] = b64url_decode("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")
             .unwrap()
             .try_into()

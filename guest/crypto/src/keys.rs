@@ -20,7 +20,7 @@ pub const AUTH_OCTETS: usize = 16;
 ///
 /// Only obtainable through [`parse_receiver_keys`] or
 /// [`ReceiverKeys::from_bytes`], so holding one proves the keys are usable for
-/// [`crate::crypto::ece::encrypt`]. `Debug` does not print the auth secret.
+/// [`crate::ece::encrypt`]. `Debug` does not print the auth secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ReceiverKeys {
     p256dh: [u8; P256DH_OCTETS],
