@@ -15,10 +15,6 @@
 
 use core::fmt;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
-
 pub mod ecdh;
 pub mod ece;
 pub mod keys;
@@ -28,20 +24,38 @@ pub use ece::{encrypt, EceError, MAX_PLAINTEXT_OCTETS};
 pub use keys::{parse_receiver_keys, KeyError, KeyField, ReceiverKeys};
 pub use vapid::{audience, VapidError, VapidKey, VapidSigner};
 
-/// base64url (RFC 4648 §5): encodes without padding, decodes with or
-/// without canonical `=` padding, rejects non-zero trailing bits.
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// The base64url alphabet (RFC 4648 §5).
+const B64URL_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The 6-bit value of a base64url symbol.
+fn b64url_value(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    }
+}
 
 /// Encodes `bytes` as base64url (RFC 4648 §5) **without** `=` padding, the
 /// form used by Web Push, JWS and JMAP.
 #[must_use]
 pub fn b64url_encode(bytes: &[u8]) -> String {
-    B64URL.encode(bytes)
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    let symbol = |v: u32| char::from(B64URL_ALPHABET[(v & 63) as usize]);
+    for chunk in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, &b) in chunk.iter().enumerate() {
+            n |= u32::from(b) << (16 - 8 * i);
+        }
+        for i in 0..=chunk.len() {
+            out.push(symbol(n >> (18 - 6 * i)));
+        }
+    }
+    out
 }
 
 /// Decodes base64url (RFC 4648 §5), with or without `=` padding.
@@ -55,16 +69,64 @@ pub fn b64url_encode(bytes: &[u8]) -> String {
 /// # Errors
 /// A [`Base64UrlError`] naming the first problem found.
 pub fn b64url_decode(input: &str) -> Result<Vec<u8>, Base64UrlError> {
-    B64URL.decode(input).map_err(|e| match e {
-        base64::DecodeError::InvalidByte(offset, byte) => {
-            Base64UrlError::InvalidCharacter { offset, byte }
+    let bytes = input.as_bytes();
+    let n = bytes.len();
+    let invalid = |offset: usize| Base64UrlError::InvalidCharacter {
+        offset,
+        byte: bytes[offset],
+    };
+    // The errors and their order are those of the `base64` crate this
+    // function replaced (a test compares the two): a lone final octet
+    // outside the alphabet is reported first.
+    if n % 4 == 1 && bytes[n - 1] != b'=' && b64url_value(bytes[n - 1]).is_none() {
+        return Err(invalid(n - 1));
+    }
+    // Every quad before the last holds four symbols.
+    let last_quad = if n.is_multiple_of(4) {
+        n.saturating_sub(4)
+    } else {
+        n - n % 4
+    };
+    let mut out = Vec::with_capacity(n / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    let mut symbols = 0;
+    let mut first_padding: Option<usize> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if i >= last_quad {
+            // The last quad: 2-4 symbols, then optional `=` from its third
+            // position on.
+            if b == b'=' {
+                if i - last_quad < 2 {
+                    return Err(invalid(i));
+                }
+                first_padding.get_or_insert(i);
+                continue;
+            }
+            if let Some(p) = first_padding {
+                return Err(invalid(p));
+            }
+            symbols += 1;
         }
-        base64::DecodeError::InvalidLength(len) => Base64UrlError::InvalidLength { len },
-        base64::DecodeError::InvalidLastSymbol(offset, _) => {
-            Base64UrlError::NonCanonical { offset }
+        let v = b64url_value(b).ok_or_else(|| invalid(i))?;
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
         }
-        base64::DecodeError::InvalidPadding => Base64UrlError::InvalidPadding,
-    })
+    }
+    if n > 0 && symbols < 2 {
+        return Err(Base64UrlError::InvalidLength {
+            len: last_quad + symbols,
+        });
+    }
+    if acc != 0 {
+        return Err(Base64UrlError::NonCanonical {
+            offset: last_quad + symbols - 1,
+        });
+    }
+    Ok(out)
 }
 
 /// Why a string is not valid base64url (see [`b64url_decode`]).
@@ -213,6 +275,54 @@ pub(crate) fn uncompressed_point(key: &p256::PublicKey) -> [u8; 65] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our base64url against the `base64` crate (URL-safe alphabet, no
+    /// padding on encode, padding optional on decode), which this crate used
+    /// before: the same octets, or the same error, for every string over a
+    /// small alphabet that exercises each rule.
+    #[test]
+    fn b64url_matches_the_base64_crate() {
+        use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+        use base64::engine::DecodePaddingMode;
+        use base64::Engine as _;
+        const REFERENCE: GeneralPurpose = GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            GeneralPurposeConfig::new()
+                .with_encode_padding(false)
+                .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let reference = |input: &str| {
+            REFERENCE.decode(input).map_err(|e| match e {
+                base64::DecodeError::InvalidByte(offset, byte) => {
+                    Base64UrlError::InvalidCharacter { offset, byte }
+                }
+                base64::DecodeError::InvalidLength(len) => Base64UrlError::InvalidLength { len },
+                base64::DecodeError::InvalidLastSymbol(offset, _) => {
+                    Base64UrlError::NonCanonical { offset }
+                }
+                base64::DecodeError::InvalidPadding => Base64UrlError::InvalidPadding,
+            })
+        };
+        // Every string of up to 6 symbols over an alphabet with zero and
+        // non-zero low bits, padding, a standard-alphabet symbol and a space.
+        let symbols = ["A", "B", "Q", "w", "_", "=", "+", " "];
+        let mut inputs = vec![String::new()];
+        let mut layer = vec![String::new()];
+        for _ in 0..6 {
+            layer = layer
+                .iter()
+                .flat_map(|p| symbols.iter().map(move |s| format!("{p}{s}")))
+                .collect();
+            inputs.extend(layer.iter().cloned());
+        }
+        for input in &inputs {
+            assert_eq!(b64url_decode(input), reference(input), "{input:?}");
+        }
+        for len in 0..200usize {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+            assert_eq!(b64url_encode(&bytes), REFERENCE.encode(&bytes));
+        }
+    }
 
     #[test]
     fn b64url_round_trip_and_padding() {
