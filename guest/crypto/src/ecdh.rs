@@ -26,21 +26,18 @@
 //! `k ≡ 2d (mod n)`), and there the doubling is computed too and selected.
 //! `P == -Q` yields `Z = 0`, the identity, by the formula itself.
 //!
-//! The receiver key comes in as a `p256::PublicKey` (validated on the curve,
-//! not the identity) and the scalar as a `p256::SecretKey` (in `[1, n-1]`),
-//! so the types carry the preconditions. The single field inversion at the
-//! end uses `p256`'s.
+//! The receiver key comes in as a [`PublicPoint`] (validated on the curve,
+//! not the identity) and the scalar as a [`SecretScalar`] (in `[1, n-1]`),
+//! so the types carry the preconditions. The field inversion is Fermat's
+//! `a^(p-2)` along a fixed addition chain (255 squarings, 12
+//! multiplications), constant time.
 //!
-//! Tested differentially against `p256` (random and edge scalars, random
-//! points, field operations near `p`) in this module's tests.
+//! This module, with [`crate::ecdsa`], is all of P-256 the plugin ships: the
+//! `p256` crate is only a dev-dependency, against which the tests check
+//! every operation (random and edge scalars, random points, field
+//! operations near `p`).
 
-use p256::elliptic_curve::ff::PrimeField as _;
-use p256::elliptic_curve::hazmat::FieldArithmetic;
-use p256::elliptic_curve::sec1::ToSec1Point as _;
-use p256::elliptic_curve::zeroize::Zeroize as _;
-
-/// `p256`'s field element (used for the final inversion only).
-type P256Fe = <p256::NistP256 as FieldArithmetic>::FieldElement;
+use core::fmt;
 
 /// p = 2^256 - 2^224 + 2^192 + 2^96 - 1, little-endian limbs.
 const P: [u64; 4] = [
@@ -251,13 +248,7 @@ impl Fe {
 
     /// From canonical big-endian octets (the caller guarantees `< p`).
     fn from_be_bytes(bytes: &[u8; 32]) -> Fe {
-        let mut limbs = [0u64; 4];
-        for (i, limb) in limbs.iter_mut().enumerate() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[32 - 8 * (i + 1)..32 - 8 * i]);
-            *limb = u64::from_be_bytes(w);
-        }
-        Fe(limbs).mul(&Fe(R2))
+        Fe(limbs_be(bytes)).mul(&Fe(R2))
     }
 
     /// To canonical big-endian octets.
@@ -270,20 +261,189 @@ impl Fe {
         out
     }
 
-    /// The inverse (zero for zero), through `p256`'s constant-time inversion.
-    fn invert(self) -> Fe {
-        let bytes = self.to_be_bytes();
-        let fe = P256Fe::from_repr(bytes.into());
-        let inv = fe.and_then(|f| f.invert()).map(|i| i.to_repr());
-        let inv: Option<p256::FieldBytes> = inv.into();
-        match inv {
-            Some(b) => {
-                let mut arr = [0u8; 32];
-                arr.copy_from_slice(&b);
-                Fe::from_be_bytes(&arr)
-            }
-            None => Fe::ZERO,
+    /// `self^(2^k)`.
+    fn square_times(self, k: usize) -> Fe {
+        let mut r = self;
+        for _ in 0..k {
+            r = r.square();
         }
+        r
+    }
+
+    /// The inverse (zero for zero): `self^(p-2)` along a fixed addition
+    /// chain, so constant time. `p - 2` in 32-bit words from the top:
+    /// `ffffffff 00000001 00000000 00000000 00000000 ffffffff ffffffff
+    /// fffffffd`.
+    fn invert(self) -> Fe {
+        // x_k = self^(2^k - 1)
+        let x2 = self.square().mul(&self);
+        let x3 = x2.square().mul(&self);
+        let x6 = x3.square_times(3).mul(&x3);
+        let x12 = x6.square_times(6).mul(&x6);
+        let x15 = x12.square_times(3).mul(&x3);
+        let x30 = x15.square_times(15).mul(&x15);
+        let x32 = x30.square_times(2).mul(&x2);
+        let r = x32.square_times(32).mul(&self); // ffffffff 00000001
+        let r = r.square_times(128).mul(&x32); // 00000000 x3, ffffffff
+        let r = r.square_times(32).mul(&x32); // ffffffff
+        let r = r.square_times(30).mul(&x30); // 30 ones
+        r.square_times(2).mul(&self) // 01
+    }
+}
+
+/// p, big-endian.
+const P_BE: [u8; 32] = be_hex(b"ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
+/// The group order n, big-endian.
+pub(crate) const N_BE: [u8; 32] =
+    be_hex(b"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+/// The curve coefficient b (`y^2 = x^3 - 3x + b`), big-endian.
+const B_BE: [u8; 32] = be_hex(b"5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b");
+/// The generator's x, big-endian.
+const GX_BE: [u8; 32] = be_hex(b"6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296");
+/// The generator's y, big-endian.
+const GY_BE: [u8; 32] = be_hex(b"4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+
+/// 32 octets from 64 hex digits, at compile time.
+const fn be_hex(hex: &[u8; 64]) -> [u8; 32] {
+    const fn digit(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not a lower-case hex digit"),
+        }
+    }
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (digit(hex[2 * i]) << 4) | digit(hex[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+/// Big-endian octets as little-endian 64-bit limbs.
+pub(crate) fn limbs_be(bytes: &[u8; 32]) -> [u64; 4] {
+    let mut limbs = [0u64; 4];
+    for (i, limb) in limbs.iter_mut().enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[32 - 8 * (i + 1)..32 - 8 * i]);
+        *limb = u64::from_be_bytes(w);
+    }
+    limbs
+}
+
+/// 32 octets from 64 hex digits (tests).
+#[cfg(test)]
+pub(crate) fn hex32(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+/// Whether `a < b` as 256-bit big-endian numbers, in constant time.
+pub(crate) fn less_than_be(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let (_, borrow) = sub4(&limbs_be(a), &limbs_be(b));
+    borrow == 1
+}
+
+/// Overwrites `bytes` with zeros in a way the optimiser keeps.
+pub(crate) fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference.
+        unsafe { core::ptr::write_volatile(b, 0) };
+    }
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
+/// A P-256 secret scalar in `[1, n-1]` (an ECDH or ECDSA private key).
+/// `Debug` prints nothing of it; it is wiped when dropped.
+#[derive(Clone)]
+pub struct SecretScalar([u8; 32]);
+
+impl SecretScalar {
+    /// The scalar with these big-endian octets, if it is in `[1, n-1]`
+    /// (checked in constant time).
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8; 32]) -> Option<SecretScalar> {
+        let nonzero = bytes.iter().fold(0u8, |acc, &b| acc | b) != 0;
+        (nonzero & less_than_be(bytes, &N_BE)).then_some(SecretScalar(*bytes))
+    }
+
+    /// The big-endian octets.
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The public point `k·G`.
+    #[must_use]
+    pub fn public_key(&self) -> PublicPoint {
+        let encoded = public_key_uncompressed(self);
+        let mut x = [0u8; 32];
+        let mut y = [0u8; 32];
+        x.copy_from_slice(&encoded[1..33]);
+        y.copy_from_slice(&encoded[33..]);
+        PublicPoint { x, y }
+    }
+}
+
+impl Drop for SecretScalar {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+impl fmt::Debug for SecretScalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretScalar(..)")
+    }
+}
+
+/// A P-256 public point that lies on the curve and is not the identity
+/// (affine, big-endian coordinates below p).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicPoint {
+    x: [u8; 32],
+    y: [u8; 32],
+}
+
+impl PublicPoint {
+    /// Parses the 65-octet uncompressed SEC1 form `0x04 || x || y`; `None`
+    /// unless it has that form, both coordinates are below p and
+    /// `y^2 = x^3 - 3x + b`. (The identity has no such form.)
+    #[must_use]
+    pub fn from_uncompressed(bytes: &[u8]) -> Option<PublicPoint> {
+        let raw: &[u8; 65] = bytes.try_into().ok()?;
+        if raw[0] != 0x04 {
+            return None;
+        }
+        let mut x = [0u8; 32];
+        let mut y = [0u8; 32];
+        x.copy_from_slice(&raw[1..33]);
+        y.copy_from_slice(&raw[33..]);
+        if !less_than_be(&x, &P_BE) || !less_than_be(&y, &P_BE) {
+            return None;
+        }
+        let (fx, fy) = (Fe::from_be_bytes(&x), Fe::from_be_bytes(&y));
+        let three_x = fx.double().add(&fx);
+        let rhs = fx
+            .square()
+            .mul(&fx)
+            .sub(&three_x)
+            .add(&Fe::from_be_bytes(&B_BE));
+        (fy.square() == rhs).then_some(PublicPoint { x, y })
+    }
+
+    /// The 65-octet uncompressed SEC1 form `0x04 || x || y`.
+    #[must_use]
+    pub fn to_uncompressed(&self) -> [u8; 65] {
+        let mut out = [0u8; 65];
+        out[0] = 0x04;
+        out[1..33].copy_from_slice(&self.x);
+        out[33..].copy_from_slice(&self.y);
+        out
     }
 }
 
@@ -371,6 +531,14 @@ fn radix16(scalar_be: &[u8; 32]) -> [i8; 65] {
     d
 }
 
+/// Overwrites the scalar's digits.
+fn wipe_digits(digits: &mut [i8; 65]) {
+    for d in digits.iter_mut() {
+        // SAFETY: `d` is a valid, aligned, exclusive reference.
+        unsafe { core::ptr::write_volatile(d, 0) };
+    }
+}
+
 /// A table entry: a point with a masked select and a `y` to negate.
 trait TableEntry: Copy {
     fn select(mask: u64, a: &Self, b: &Self) -> Self;
@@ -410,21 +578,8 @@ fn lookup<P: TableEntry>(table: &[P; 8], d: i8) -> (P, u64) {
 /// (RFC 8291 §3.1, SEC 1 §3.3.1). Equal to
 /// `secret.diffie_hellman(public).raw_secret_bytes()`.
 #[must_use]
-pub fn shared_secret(secret: &p256::SecretKey, public: &p256::PublicKey) -> [u8; 32] {
-    let encoded = public.to_sec1_point(false);
-    let bytes = encoded.as_bytes();
-    let mut x = [0u8; 32];
-    let mut y = [0u8; 32];
-    // A validated public key always encodes to 65 octets uncompressed.
-    debug_assert_eq!(bytes.len(), 65);
-    if bytes.len() == 65 {
-        x.copy_from_slice(&bytes[1..33]);
-        y.copy_from_slice(&bytes[33..65]);
-    }
-    let mut scalar: [u8; 32] = secret.to_bytes().into();
-    let shared = scalar_mul_x(&scalar, &x, &y);
-    scalar.zeroize();
-    shared
+pub fn shared_secret(secret: &SecretScalar, public: &PublicPoint) -> [u8; 32] {
+    scalar_mul_x(&secret.0, &public.x, &public.y)
 }
 
 /// `x(k·(x, y))` for an on-curve, non-identity point and `k ∈ [1, n-1]`.
@@ -466,7 +621,7 @@ fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
         let sum = Jacobian::select(acc_identity, &point, &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
-    digits.zeroize();
+    wipe_digits(&mut digits);
     let z_inv = acc.z.invert();
     acc.x.mul(&z_inv.square()).to_be_bytes()
 }
@@ -555,15 +710,9 @@ type BaseTable = [[Affine; 8]; 65];
 fn base_table() -> &'static BaseTable {
     static TABLE: std::sync::OnceLock<Box<BaseTable>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let g = p256::AffinePoint::GENERATOR.to_sec1_point(false);
-        let bytes = g.as_bytes();
-        let mut gx = [0u8; 32];
-        let mut gy = [0u8; 32];
-        gx.copy_from_slice(&bytes[1..33]);
-        gy.copy_from_slice(&bytes[33..65]);
         let mut window = Affine {
-            x: Fe::from_be_bytes(&gx),
-            y: Fe::from_be_bytes(&gy),
+            x: Fe::from_be_bytes(&GX_BE),
+            y: Fe::from_be_bytes(&GY_BE),
         };
         let mut table = Box::new(
             [[Affine {
@@ -623,10 +772,8 @@ impl TableEntry for Affine {
 /// (0 or 1) a collision would need `k ≡ 2^257 (mod n)`, whose top digit is
 /// 0; the doubling is still computed and selected there, as a defence.
 #[must_use]
-pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
-    let mut scalar: [u8; 32] = secret.to_bytes().into();
-    let mut digits = radix16(&scalar);
-    scalar.zeroize();
+pub fn public_key_uncompressed(secret: &SecretScalar) -> [u8; 65] {
+    let mut digits = radix16(&secret.0);
     let table = base_table();
     let mut acc = Jacobian {
         x: Fe::ONE,
@@ -645,7 +792,7 @@ pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
         let sum = Jacobian::select(acc_identity, &Jacobian::from_affine(&point), &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
-    digits.zeroize();
+    wipe_digits(&mut digits);
     let affine = acc.to_affine();
     let mut out = [0u8; 65];
     out[0] = 0x04;
@@ -658,6 +805,12 @@ pub fn public_key_uncompressed(secret: &p256::SecretKey) -> [u8; 65] {
 mod tests {
     use super::*;
     use crate::random_array;
+    use p256::elliptic_curve::ff::PrimeField as _;
+    use p256::elliptic_curve::hazmat::FieldArithmetic;
+    use p256::elliptic_curve::sec1::ToSec1Point as _;
+
+    /// `p256`'s field element, the reference for ours.
+    type P256Fe = <p256::NistP256 as FieldArithmetic>::FieldElement;
 
     /// p256's field element from our canonical octets.
     fn theirs(bytes: &[u8; 32]) -> P256Fe {
@@ -789,12 +942,20 @@ mod tests {
         }
     }
 
-    fn reference(secret: &p256::SecretKey, public: &p256::PublicKey) -> [u8; 32] {
-        (*secret.diffie_hellman(public).raw_secret_bytes()).into()
+    fn p256_secret(secret: &SecretScalar) -> p256::SecretKey {
+        p256::SecretKey::from_bytes(&secret.to_bytes().into()).unwrap()
     }
 
-    fn scalar(bytes: [u8; 32]) -> p256::SecretKey {
-        p256::SecretKey::from_bytes(&bytes.into()).unwrap()
+    fn reference(secret: &SecretScalar, public: &PublicPoint) -> [u8; 32] {
+        let public = p256::PublicKey::from_sec1_bytes(&public.to_uncompressed()).unwrap();
+        (*p256_secret(secret)
+            .diffie_hellman(&public)
+            .raw_secret_bytes())
+        .into()
+    }
+
+    fn scalar(bytes: [u8; 32]) -> SecretScalar {
+        SecretScalar::from_bytes(&bytes).unwrap()
     }
 
     /// n - k for small k, big-endian.
@@ -858,8 +1019,9 @@ mod tests {
         }
     }
 
-    fn reference_public(secret: &p256::SecretKey) -> [u8; 65] {
-        crate::uncompressed_point(&secret.public_key())
+    fn reference_public(secret: &SecretScalar) -> [u8; 65] {
+        let point = p256_secret(secret).public_key().to_sec1_point(false);
+        point.as_bytes().try_into().unwrap()
     }
 
     #[test]
@@ -898,8 +1060,96 @@ mod tests {
         let ua_public =
             b64url_decode("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4")
                 .unwrap();
-        let ua = p256::PublicKey::from_sec1_bytes(&ua_public).unwrap();
+        let ua = PublicPoint::from_uncompressed(&ua_public).unwrap();
         let expected = b64url_decode("kyrL1jIIOHEzg3sM2ZWRHDRB62YACZhhSlknJ672kSs").unwrap();
         assert_eq!(shared_secret(&scalar(as_private), &ua).to_vec(), expected);
+    }
+
+    #[test]
+    fn secret_scalars_are_exactly_1_to_n_minus_1() {
+        let mut cases = edge_scalars();
+        cases.push([0u8; 32]);
+        cases.push(N_BE);
+        cases.push([0xff; 32]);
+        for k in 1..=40u64 {
+            // n + k - 1 .. : above the order.
+            let mut b = N_BE;
+            let (l, _) = {
+                let mut limbs = limbs_be(&b);
+                let s = limbs[0] as u128 + k as u128;
+                limbs[0] = s as u64;
+                (limbs, s >> 64)
+            };
+            for i in 0..4 {
+                b[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&l[i].to_be_bytes());
+            }
+            cases.push(b);
+        }
+        for _ in 0..100 {
+            cases.push(random_array().unwrap());
+        }
+        for k in cases {
+            let ours = SecretScalar::from_bytes(&k).is_some();
+            let theirs = p256::SecretKey::from_bytes(&k.into()).is_ok();
+            assert_eq!(ours, theirs, "k = {k:02x?}");
+        }
+        assert_eq!(format!("{:?}", scalar(small(7))), "SecretScalar(..)");
+    }
+
+    #[test]
+    fn public_points_are_validated_like_p256() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..50 {
+            let good = crate::random_secret_key()
+                .unwrap()
+                .public_key()
+                .to_uncompressed();
+            cases.push(good.to_vec());
+            // One bit flipped anywhere: off the curve (or not 0x04).
+            for bit in [0usize, 8, 9, 100, 263, 519] {
+                let mut bad = good;
+                bad[bit / 8] ^= 1 << (bit % 8);
+                cases.push(bad.to_vec());
+            }
+            // y replaced by p - y is the negated point: still on the curve.
+            let y = Fe::from_be_bytes(good[33..].try_into().unwrap());
+            let mut neg = good;
+            neg[33..].copy_from_slice(&y.neg().to_be_bytes());
+            cases.push(neg.to_vec());
+            cases.push(good[..64].to_vec());
+        }
+        // Coordinates at or above p: x = p, and x + p for a small valid x.
+        let mut at_p = [0u8; 65];
+        at_p[0] = 4;
+        at_p[1..33].copy_from_slice(&P_BE);
+        cases.push(at_p.to_vec());
+        let mut identity = [0u8; 65];
+        identity[0] = 4;
+        cases.push(identity.to_vec());
+        let g = scalar(small(1)).public_key().to_uncompressed();
+        assert_eq!(&g[1..33], &GX_BE);
+        assert_eq!(&g[33..], &GY_BE);
+        for c in cases {
+            let ours = PublicPoint::from_uncompressed(&c);
+            let theirs = p256::PublicKey::from_sec1_bytes(&c).ok();
+            assert_eq!(
+                ours.is_some(),
+                theirs.is_some() && c.len() == 65,
+                "{c:02x?}"
+            );
+            if let Some(p) = ours {
+                assert_eq!(p.to_uncompressed().as_slice(), c.as_slice());
+            }
+        }
+    }
+
+    #[test]
+    fn less_than_is_a_256_bit_comparison() {
+        let samples = field_samples();
+        for a in &samples {
+            for b in samples.iter().take(12) {
+                assert_eq!(less_than_be(a, b), a < b, "{a:02x?} < {b:02x?}");
+            }
+        }
     }
 }

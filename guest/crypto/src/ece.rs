@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use super::keys::{ReceiverKeys, P256DH_OCTETS};
 use super::{random_array, random_secret_key, uncompressed_point, RandomError};
+use super::{PublicPoint, SecretScalar};
 
 /// Largest plaintext that fits one 4096-octet push message (RFC 8291 §4):
 /// 4096 − 86 (header) − 16 (tag) − 1 (padding delimiter).
@@ -133,8 +134,8 @@ pub(crate) fn encrypt_with(
     salt: &[u8; SALT_OCTETS],
     max_plaintext: usize,
 ) -> Result<Vec<u8>, EceError> {
-    let ephemeral = p256::SecretKey::from_bytes(&(*ephemeral_secret).into())
-        .map_err(|_| EceError::InvalidEphemeralKey)?;
+    let ephemeral =
+        SecretScalar::from_bytes(ephemeral_secret).ok_or(EceError::InvalidEphemeralKey)?;
     encrypt_with_key(plaintext, keys, &ephemeral, salt, max_plaintext)
 }
 
@@ -150,7 +151,7 @@ fn check_len(len: usize, max_plaintext: usize) -> Result<(), EceError> {
 fn encrypt_with_key(
     plaintext: &[u8],
     keys: &ReceiverKeys,
-    ephemeral: &p256::SecretKey,
+    ephemeral: &SecretScalar,
     salt: &[u8; SALT_OCTETS],
     max_plaintext: usize,
 ) -> Result<Vec<u8>, EceError> {
@@ -465,25 +466,18 @@ pub mod receiver {
         body: &[u8],
     ) -> Result<Vec<u8>, DecryptError> {
         let h = parse_header(body)?;
-        let ua = p256::SecretKey::from_bytes(&(*ua_private).into())
-            .map_err(|_| DecryptError::Crypto("bad ua private key".into()))?;
+        let ua = SecretScalar::from_bytes(ua_private)
+            .ok_or_else(|| DecryptError::Crypto("bad ua private key".into()))?;
         let ua_public = uncompressed_point(&ua.public_key());
         let as_public: [u8; 65] = h.keyid.try_into().map_err(|_| DecryptError::BadKeyId)?;
-        let as_key =
-            p256::PublicKey::from_sec1_bytes(&as_public).map_err(|_| DecryptError::BadKeyId)?;
-        let shared = ua.diffie_hellman(&as_key);
+        let as_key = PublicPoint::from_uncompressed(&as_public).ok_or(DecryptError::BadKeyId)?;
+        let shared = crate::ecdh::shared_secret(&ua, &as_key);
         let salt: [u8; 16] = h
             .salt
             .try_into()
             .map_err(|_| DecryptError::TruncatedHeader)?;
-        let d = derive(
-            &(*shared.raw_secret_bytes()).into(),
-            auth,
-            &ua_public,
-            &as_public,
-            &salt,
-        )
-        .map_err(|e| DecryptError::Crypto(e.to_string()))?;
+        let d = derive(&shared, auth, &ua_public, &as_public, &salt)
+            .map_err(|e| DecryptError::Crypto(e.to_string()))?;
         decrypt_payload(&d.cek, &d.nonce, h.rs, h.payload)
     }
 }
@@ -559,18 +553,11 @@ mod tests {
 
     #[test]
     fn rfc8291_appendix_a_intermediate_values() {
-        let as_key = p256::SecretKey::from_bytes(&arr::<32>(AS_PRIVATE).into()).unwrap();
+        let as_key = SecretScalar::from_bytes(&arr::<32>(AS_PRIVATE)).unwrap();
         let as_public = uncompressed_point(&as_key.public_key());
         let keys = rfc_keys();
-        let shared = as_key.diffie_hellman(keys.public_key());
-        let got = derive(
-            &(*shared.raw_secret_bytes()).into(),
-            keys.auth(),
-            keys.p256dh(),
-            &as_public,
-            &arr(SALT),
-        )
-        .unwrap();
+        let shared = crate::ecdh::shared_secret(&as_key, keys.public_key());
+        let got = derive(&shared, keys.auth(), keys.p256dh(), &as_public, &arr(SALT)).unwrap();
         let ki = key_info(keys.p256dh(), &as_public);
         let table: [(&str, &[u8], &str); 10] = [
             ("as_public", &as_public, AS_PUBLIC),
@@ -686,7 +673,7 @@ mod tests {
         let auth: [u8; 16] = crate::random_array().unwrap();
         let keys = ReceiverKeys::from_bytes(&uncompressed_point(&sk.public_key()), &auth).unwrap();
         let body = encrypt(b"{\"@type\":\"StateChange\"}", &keys, 4096).unwrap();
-        let sk_bytes: [u8; 32] = sk.to_bytes().into();
+        let sk_bytes: [u8; 32] = sk.to_bytes();
         assert_eq!(
             webpush_decrypt(&sk_bytes, &auth, &body).unwrap(),
             b"{\"@type\":\"StateChange\"}"

@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use super::{b64url_decode, b64url_encode, Base64UrlError};
+use super::{b64url_decode, b64url_encode, Base64UrlError, PublicPoint};
 
 /// Length of an uncompressed P-256 point: `0x04 || X (32) || Y (32)`.
 pub const P256DH_OCTETS: usize = 65;
@@ -24,7 +24,7 @@ pub const AUTH_OCTETS: usize = 16;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ReceiverKeys {
     p256dh: [u8; P256DH_OCTETS],
-    public_key: p256::PublicKey,
+    public_key: PublicPoint,
     auth: [u8; AUTH_OCTETS],
 }
 
@@ -60,7 +60,7 @@ impl ReceiverKeys {
 
     /// The parsed public key (for ECDH).
     #[must_use]
-    pub fn public_key(&self) -> &p256::PublicKey {
+    pub fn public_key(&self) -> &PublicPoint {
         &self.public_key
     }
 
@@ -232,7 +232,7 @@ pub fn parse_receiver_keys(p256dh: &str, auth: &str) -> Result<ReceiverKeys, Key
 }
 
 /// Classifies and validates decoded `p256dh` octets.
-fn validate_p256dh(bytes: &[u8]) -> Result<([u8; P256DH_OCTETS], p256::PublicKey), KeyError> {
+fn validate_p256dh(bytes: &[u8]) -> Result<([u8; P256DH_OCTETS], PublicPoint), KeyError> {
     let Some(&first) = bytes.first() else {
         return Err(KeyError::WrongLength { len: 0 });
     };
@@ -253,7 +253,7 @@ fn validate_p256dh(bytes: &[u8]) -> Result<([u8; P256DH_OCTETS], p256::PublicKey
     if first != 0x04 {
         return Err(KeyError::UnsupportedPointFormat { first_octet: first });
     }
-    let key = p256::PublicKey::from_sec1_bytes(&raw).map_err(|_| KeyError::OffCurve)?;
+    let key = PublicPoint::from_uncompressed(&raw).ok_or(KeyError::OffCurve)?;
     Ok((raw, key))
 }
 

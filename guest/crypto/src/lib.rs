@@ -16,10 +16,12 @@
 use core::fmt;
 
 pub mod ecdh;
+pub mod ecdsa;
 pub mod ece;
 pub mod keys;
 pub mod vapid;
 
+pub use ecdh::{PublicPoint, SecretScalar};
 pub use ece::{encrypt, EceError, MAX_PLAINTEXT_OCTETS};
 pub use keys::{parse_receiver_keys, KeyError, KeyField, ReceiverKeys};
 pub use vapid::{audience, VapidError, VapidKey, VapidSigner};
@@ -249,10 +251,10 @@ const SCALAR_ATTEMPTS: usize = 8;
 ///
 /// # Errors
 /// [`RandomError`] when the random source fails or is broken.
-pub(crate) fn random_secret_key() -> Result<p256::SecretKey, RandomError> {
+pub(crate) fn random_secret_key() -> Result<SecretScalar, RandomError> {
     for _ in 0..SCALAR_ATTEMPTS {
         let bytes: [u8; 32] = random_array()?;
-        if let Ok(key) = p256::SecretKey::from_bytes(&bytes.into()) {
+        if let Some(key) = SecretScalar::from_bytes(&bytes) {
             return Ok(key);
         }
     }
@@ -260,16 +262,8 @@ pub(crate) fn random_secret_key() -> Result<p256::SecretKey, RandomError> {
 }
 
 /// The 65-octet uncompressed SEC1 encoding (`0x04 || X || Y`) of a public key.
-pub(crate) fn uncompressed_point(key: &p256::PublicKey) -> [u8; 65] {
-    use p256::elliptic_curve::sec1::ToSec1Point as _;
-    let point = key.to_sec1_point(false);
-    let mut out = [0u8; 65];
-    // An uncompressed encoding of a non-identity point is always 65 octets;
-    // copy defensively without panicking.
-    let bytes = point.as_bytes();
-    let n = bytes.len().min(65);
-    out[..n].copy_from_slice(&bytes[..n]);
-    out
+pub(crate) fn uncompressed_point(key: &PublicPoint) -> [u8; 65] {
+    key.to_uncompressed()
 }
 
 #[cfg(test)]

@@ -17,10 +17,7 @@ use core::fmt;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
-use p256::ecdsa::signature::Signer as _;
-use p256::ecdsa::{Signature, SigningKey};
-
-use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point};
+use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point, SecretScalar};
 use super::{Base64UrlError, RandomError};
 
 /// Default token lifetime: 12 hours.
@@ -157,11 +154,21 @@ impl std::error::Error for VapidError {
 ///
 /// The stable serialized form is [`VapidKey::to_base64url`]: base64url of the
 /// raw 32-octet secret scalar. `Debug` prints only the public key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct VapidKey {
-    signing: SigningKey,
+    signing: SecretScalar,
     public: [u8; 65],
 }
+
+impl PartialEq for VapidKey {
+    /// Keys are equal when their public keys are (the public key determines
+    /// the secret scalar, as `k ↦ k·G` is one-to-one on `[1, n-1]`).
+    fn eq(&self, other: &Self) -> bool {
+        self.public == other.public
+    }
+}
+
+impl Eq for VapidKey {}
 
 impl VapidKey {
     /// Generates a fresh random key.
@@ -172,7 +179,7 @@ impl VapidKey {
         let secret = random_secret_key().map_err(VapidError::Random)?;
         Ok(Self {
             public: uncompressed_point(&secret.public_key()),
-            signing: SigningKey::from(&secret),
+            signing: secret,
         })
     }
 
@@ -188,9 +195,8 @@ impl VapidKey {
             .as_slice()
             .try_into()
             .map_err(|_| VapidError::KeyWrongLength { len: raw.len() })?;
-        let signing =
-            SigningKey::from_bytes(&bytes.into()).map_err(|_| VapidError::KeyOutOfRange)?;
-        let public = uncompressed_point(&p256::PublicKey::from(signing.verifying_key()));
+        let signing = SecretScalar::from_bytes(&bytes).ok_or(VapidError::KeyOutOfRange)?;
+        let public = uncompressed_point(&signing.public_key());
         Ok(Self { signing, public })
     }
 
@@ -535,13 +541,9 @@ impl VapidSigner {
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
         jwt.push_str(&b64url_encode(claims.as_bytes()));
-        let signature: Signature = self
-            .key
-            .signing
-            .try_sign(jwt.as_bytes())
-            .map_err(|_| VapidError::Internal("ECDSA signing"))?;
+        let signature = crate::ecdsa::sign(&self.key.signing, jwt.as_bytes());
         jwt.push('.');
-        jwt.push_str(&b64url_encode(&signature.to_bytes()));
+        jwt.push_str(&b64url_encode(&signature));
         Ok(format!(
             "vapid t={jwt}, k={}",
             self.key.public_key_base64url()
@@ -625,7 +627,7 @@ pub(crate) mod testing {
         if sig_bytes.len() != 64 {
             return Err(format!("signature is {} octets, not 64", sig_bytes.len()));
         }
-        let sig = Signature::from_slice(&sig_bytes).map_err(|e| e.to_string())?;
+        let sig = p256::ecdsa::Signature::from_slice(&sig_bytes).map_err(|e| e.to_string())?;
         let signing_input = &t[..h.len() + 1 + c.len()];
         key.verify(signing_input.as_bytes(), &sig)
             .map_err(|_| "bad signature".to_string())?;
