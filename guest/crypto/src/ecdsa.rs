@@ -66,7 +66,9 @@ fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
 }
 
 impl Scalar {
-    /// Montgomery multiplication (CIOS): `a·b·R^-1 mod n`.
+    /// Montgomery multiplication (CIOS): `a·b·R^-1 mod n`. Not inlined:
+    /// signing is rare (VAPID tokens are cached), size matters more.
+    #[inline(never)]
     fn mul(&self, rhs: &Scalar) -> Scalar {
         let (a, b) = (&self.0, &rhs.0);
         let mut t = [0u64; 6];
@@ -128,6 +130,7 @@ impl Scalar {
 
     /// `self^(n-2)`, the inverse for non-zero `self` (square and multiply
     /// over the public exponent's bits).
+    #[inline(never)]
     fn invert(&self) -> Scalar {
         let (exp, _) = sub4(&N, &[2, 0, 0, 0]);
         let mut r = Scalar::from_be_reduced(&{
