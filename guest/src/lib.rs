@@ -29,9 +29,7 @@
 
 pub mod addr;
 pub mod config;
-/// RFC 8291 encryption, key validation, VAPID: the `jmap-web-push-crypto`
-/// crate (built for speed while the rest is built for size).
-pub use jmap_web_push_crypto as crypto;
+pub mod crypto;
 pub mod delivery;
 pub mod jmap;
 pub mod json;

@@ -32,7 +32,7 @@
 //! `a^(p-2)` along a fixed addition chain (255 squarings, 12
 //! multiplications), constant time.
 //!
-//! This module, with [`crate::ecdsa`], is all of P-256 the plugin ships: the
+//! This module, with the plugin's `crypto::ecdsa`, is all of P-256 it ships: the
 //! `p256` crate is only a dev-dependency, against which the tests check
 //! every operation (random and edge scalars, random points, field
 //! operations near `p`).
@@ -296,7 +296,7 @@ impl Fe {
 /// p, big-endian.
 const P_BE: [u8; 32] = be_hex(b"ffffffff00000001000000000000000000000000ffffffffffffffffffffffff");
 /// The group order n, big-endian.
-pub(crate) const N_BE: [u8; 32] =
+pub const N_BE: [u8; 32] =
     be_hex(b"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
 /// The curve coefficient b (`y^2 = x^3 - 3x + b`), big-endian.
 const B_BE: [u8; 32] = be_hex(b"5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b");
@@ -324,7 +324,7 @@ const fn be_hex(hex: &[u8; 64]) -> [u8; 32] {
 }
 
 /// Big-endian octets as little-endian 64-bit limbs.
-pub(crate) fn limbs_be(bytes: &[u8; 32]) -> [u64; 4] {
+pub fn limbs_be(bytes: &[u8; 32]) -> [u64; 4] {
     let mut limbs = [0u64; 4];
     for (i, limb) in limbs.iter_mut().enumerate() {
         let mut w = [0u8; 8];
@@ -334,24 +334,14 @@ pub(crate) fn limbs_be(bytes: &[u8; 32]) -> [u64; 4] {
     limbs
 }
 
-/// 32 octets from 64 hex digits (tests).
-#[cfg(test)]
-pub(crate) fn hex32(hex: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
-}
-
 /// Whether `a < b` as 256-bit big-endian numbers, in constant time.
-pub(crate) fn less_than_be(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub fn less_than_be(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let (_, borrow) = sub4(&limbs_be(a), &limbs_be(b));
     borrow == 1
 }
 
 /// Overwrites `bytes` with zeros in a way the optimiser keeps.
-pub(crate) fn wipe(bytes: &mut [u8]) {
+pub fn wipe(bytes: &mut [u8]) {
     for b in bytes.iter_mut() {
         // SAFETY: `b` is a valid, aligned, exclusive reference.
         unsafe { core::ptr::write_volatile(b, 0) };

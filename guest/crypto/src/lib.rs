@@ -1,4 +1,6 @@
-//! Everything cryptographic a Web Push needs, in pure Rust (no OpenSSL).
+//! The hot path of a Web Push, in pure Rust (no OpenSSL), built at
+//! opt-level 3 inside a component otherwise built for size. The plugin
+//! re-exports it as `jmap_web_push_guest::crypto`, next to its VAPID signing.
 //!
 //! * [`keys`]: parsing and validation of a subscription's receiver keys
 //!   (`p256dh`, `auth`) as sent by `PushManager.subscribe()` (B1).
@@ -6,25 +8,20 @@
 //!   (constant-time, about twice as fast as `p256`'s generic arithmetic).
 //! * [`ece`]: RFC 8291 message encryption with the RFC 8188 `aes128gcm`
 //!   content coding, one record of 4096 octets (B7).
-//! * [`vapid`]: RFC 8292 VAPID signing keys, JWTs and the `Authorization`
-//!   header value, plus the RFC 9749 `applicationServerKey` (B8).
 //!
-//! This module also holds the base64url helpers and the randomness source
-//! shared by the whole crate. Randomness comes from `getrandom`, which uses
+//! This crate also holds the base64url helpers and the randomness source
+//! (and the P-256 scalar and point types the plugin's ECDSA signing uses). Randomness comes from `getrandom`, which uses
 //! `wasi:random` on `wasm32-wasip2` and the operating system natively.
 
 use core::fmt;
 
 pub mod ecdh;
-pub mod ecdsa;
 pub mod ece;
 pub mod keys;
-pub mod vapid;
 
 pub use ecdh::{PublicPoint, SecretScalar};
 pub use ece::{encrypt, EceError, MAX_PLAINTEXT_OCTETS};
 pub use keys::{parse_receiver_keys, KeyError, KeyField, ReceiverKeys};
-pub use vapid::{audience, VapidError, VapidKey, VapidSigner};
 
 /// The base64url alphabet (RFC 4648 §5).
 const B64URL_ALPHABET: &[u8; 64] =
@@ -251,7 +248,7 @@ const SCALAR_ATTEMPTS: usize = 8;
 ///
 /// # Errors
 /// [`RandomError`] when the random source fails or is broken.
-pub(crate) fn random_secret_key() -> Result<SecretScalar, RandomError> {
+pub fn random_secret_key() -> Result<SecretScalar, RandomError> {
     for _ in 0..SCALAR_ATTEMPTS {
         let bytes: [u8; 32] = random_array()?;
         if let Some(key) = SecretScalar::from_bytes(&bytes) {
@@ -262,7 +259,7 @@ pub(crate) fn random_secret_key() -> Result<SecretScalar, RandomError> {
 }
 
 /// The 65-octet uncompressed SEC1 encoding (`0x04 || X || Y`) of a public key.
-pub(crate) fn uncompressed_point(key: &PublicPoint) -> [u8; 65] {
+pub fn uncompressed_point(key: &PublicPoint) -> [u8; 65] {
     key.to_uncompressed()
 }
 

@@ -8,14 +8,14 @@
 //! verifiers accept both `s` and `n - s`).
 //!
 //! Constant time in the private key and the nonce: `k·G` is
-//! [`crate::ecdh::public_key_uncompressed`], arithmetic modulo n is
+//! [`super::ecdh::public_key_uncompressed`], arithmetic modulo n is
 //! Montgomery multiplication with a masked final subtraction, and the
 //! inversion is Fermat's `k^(n-2)`, whose exponent is public.
 
 use hkdf::hmac::{Mac as _, SimpleHmac};
 use sha2::{Digest as _, Sha256};
 
-use crate::ecdh::{less_than_be, limbs_be, public_key_uncompressed, wipe, SecretScalar, N_BE};
+use super::ecdh::{less_than_be, limbs_be, public_key_uncompressed, wipe, SecretScalar, N_BE};
 
 /// n, little-endian limbs.
 const N: [u64; 4] = [
@@ -210,8 +210,16 @@ pub fn sign(key: &SecretScalar, message: &[u8]) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random_array;
+    use crate::crypto::random_array;
     use p256::ecdsa::signature::{Signer as _, Verifier as _};
+
+    fn hex32(hex: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
 
     fn scalar(bytes: &[u8; 32]) -> Scalar {
         Scalar::from_be_reduced(bytes)
@@ -240,7 +248,7 @@ mod tests {
                 .into_option()
                 .unwrap_or_else(|| {
                     // 256-bit values of n and above: reduce once.
-                    let (l, _) = sub4(&crate::ecdh::limbs_be(b), &N);
+                    let (l, _) = sub4(&limbs_be(b), &N);
                     let mut o = [0u8; 32];
                     for i in 0..4 {
                         o[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&l[i].to_be_bytes());
@@ -303,26 +311,25 @@ mod tests {
     #[test]
     fn rfc6979_a_2_5_vector() {
         // RFC 6979 A.2.5, P-256 with SHA-256, message "sample".
-        let x =
-            crate::ecdh::hex32("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721");
+        let x = hex32("c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721");
         let key = SecretScalar::from_bytes(&x).unwrap();
         let sig = sign(&key, b"sample");
         assert_eq!(
             sig[..32],
-            crate::ecdh::hex32("efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716")
+            hex32("efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716")
         );
         assert_eq!(
             sig[32..],
-            crate::ecdh::hex32("f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8")
+            hex32("f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8")
         );
         let sig = sign(&key, b"test");
         assert_eq!(
             sig[..32],
-            crate::ecdh::hex32("f1abb023518351cd71d881567b1ea663ed3efcf6c5132b354f28d3b0b7d38367")
+            hex32("f1abb023518351cd71d881567b1ea663ed3efcf6c5132b354f28d3b0b7d38367")
         );
         assert_eq!(
             sig[32..],
-            crate::ecdh::hex32("019f4113742a2b14bd25926b49c649155f267e60d3814b4c0cc84250e46f0083")
+            hex32("019f4113742a2b14bd25926b49c649155f267e60d3814b4c0cc84250e46f0083")
         );
     }
 }

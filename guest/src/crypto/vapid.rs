@@ -541,7 +541,7 @@ impl VapidSigner {
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
         jwt.push_str(&b64url_encode(claims.as_bytes()));
-        let signature = crate::ecdsa::sign(&self.key.signing, jwt.as_bytes());
+        let signature = super::ecdsa::sign(&self.key.signing, jwt.as_bytes());
         jwt.push('.');
         jwt.push_str(&b64url_encode(&signature));
         Ok(format!(
