@@ -499,6 +499,16 @@ fn main() {
             "(c\") in-sandbox pushes, wide, BENCH_WIDE_COMPONENT build",
             f.pushes_per_s,
         );
+        let plain = fan_out(
+            &s,
+            Flavour::Wide,
+            Some(std::fs::read(&path).expect("readable")),
+            false,
+        );
+        row(
+            "(c\"') the same build, no encryption (VAPID+store only)",
+            plain.pushes_per_s,
+        );
     }
 
     // (e)

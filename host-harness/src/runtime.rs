@@ -410,6 +410,11 @@ impl Sandbox {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.wasm_wide_arithmetic(flavour == Flavour::Wide);
+        // For `perf record`: JMAP_WEB_PUSH_PERFMAP=1 writes /tmp/perf-<pid>.map
+        // so guest functions show by name.
+        if std::env::var_os("JMAP_WEB_PUSH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         Ok(Engine::new(&config)?)
     }
 
