@@ -506,23 +506,23 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
 
 /// Parses one JSON text given as octets (which MUST be UTF-8).
 pub fn parse_slice(bytes: &[u8]) -> Result<Value, ParseError> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => parse(text),
-        Err(e) => {
-            let before = &bytes[..e.valid_up_to()];
-            let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
-            let column = 1 + before.len()
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1);
-            Err(ParseError {
-                kind: ParseErrorKind::NotUtf8,
-                line,
-                column,
-            })
+    parse(text_of(bytes)?)
+}
+
+/// The octets as text, or where they stop being UTF-8.
+fn text_of(bytes: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let before = &bytes[..e.valid_up_to()];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        ParseError {
+            kind: ParseErrorKind::NotUtf8,
+            line: 1 + before.iter().filter(|&&b| b == b'\n').count(),
+            column: 1 + before.len() - line_start,
         }
-    }
+    })
 }
 
 struct Parser<'a> {
@@ -532,7 +532,7 @@ struct Parser<'a> {
     depth: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn error(&self, kind: ParseErrorKind) -> ParseError {
         let before = &self.bytes[..self.pos.min(self.bytes.len())];
         let line_start = before
@@ -559,22 +559,23 @@ impl Parser<'_> {
         }
     }
 
-    fn literal(&mut self, word: &str, v: Value) -> Result<Value, ParseError> {
+    /// Consumes `word` (`null`, `true`, `false`).
+    fn literal(&mut self, word: &str) -> Result<(), ParseError> {
         for &expected in word.as_bytes() {
             match self.bytes.get(self.pos) {
                 Some(&b) if b == expected => self.pos += 1,
                 _ => return Err(self.unexpected()),
             }
         }
-        Ok(v)
+        Ok(())
     }
 
     fn value(&mut self) -> Result<Value, ParseError> {
         match self.bytes.get(self.pos) {
             None => Err(self.error(ParseErrorKind::UnexpectedEnd)),
-            Some(b'n') => self.literal("null", Value::Null),
-            Some(b't') => self.literal("true", Value::Bool(true)),
-            Some(b'f') => self.literal("false", Value::Bool(false)),
+            Some(b'n') => self.literal("null").map(|()| Value::Null),
+            Some(b't') => self.literal("true").map(|()| Value::Bool(true)),
+            Some(b'f') => self.literal("false").map(|()| Value::Bool(false)),
             Some(b'"') => self.string().map(Value::String),
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'[') => {
@@ -722,6 +723,23 @@ impl Parser<'_> {
         Ok(v)
     }
 
+    /// A member name, borrowed from the text when it has no escapes.
+    fn member_name(&mut self) -> Result<std::borrow::Cow<'a, str>, ParseError> {
+        let start = self.pos + 1;
+        let mut i = start;
+        while let Some(&b) = self.bytes.get(i) {
+            match b {
+                b'"' => {
+                    self.pos = i + 1;
+                    return Ok(std::borrow::Cow::Borrowed(&self.text[start..i]));
+                }
+                b'\\' | 0..=0x1f => break,
+                _ => i += 1,
+            }
+        }
+        self.string().map(std::borrow::Cow::Owned)
+    }
+
     /// Parses a string; `pos` is at its opening quote.
     fn string(&mut self) -> Result<String, ParseError> {
         self.pos += 1;
@@ -820,92 +838,201 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// Typed access to the members of a stored record (an object), with the
-/// rules of the records' original `serde` form: a missing or `null`
-/// optional member is `None`; unknown members are ignored.
-pub struct Fields<'a>(&'a Map<String, Value>);
+/// Reads a stored record (a JSON object) member by member, straight into
+/// the caller's variables, without building a [`Map`]: records are read on
+/// every push, and the maps and keys a [`Value`] would allocate were most
+/// of that cost.
+///
+/// The rules are those of the records' original `serde` form: the caller
+/// decides what is required; a `null` optional member is `None`; unknown
+/// members are skipped (and still checked for syntax); a member given twice
+/// keeps the last value.
+pub struct RecordReader<'a> {
+    p: Parser<'a>,
+}
 
-impl<'a> Fields<'a> {
-    /// The members of `v`, which MUST be an object.
-    pub fn of(v: &'a Value) -> Result<Self, RecordError> {
-        v.as_object().map(Fields).ok_or(RecordError::NotAnObject)
+/// What a record reader calls for each member: its name and the reader,
+/// which MUST then consume the member's value (a typed read or
+/// [`RecordReader::skip`]).
+pub type OnMember<'f, 'a> = dyn FnMut(&str, &mut RecordReader<'a>) -> Result<(), RecordError> + 'f;
+
+impl<'a> RecordReader<'a> {
+    /// Reads the record in `bytes` (an object, nothing after it).
+    pub fn read(bytes: &'a [u8], on_member: &mut OnMember<'_, 'a>) -> Result<(), RecordError> {
+        let text = text_of(bytes).map_err(RecordError::Syntax)?;
+        let mut r = RecordReader {
+            p: Parser {
+                text,
+                bytes: text.as_bytes(),
+                pos: 0,
+                depth: 0,
+            },
+        };
+        r.p.skip_ws();
+        if r.peek() != Some(b'{') {
+            // Tell "valid JSON but not an object" from a syntax error.
+            return Err(match parse(text) {
+                Ok(_) => RecordError::NotAnObject,
+                Err(e) => RecordError::Syntax(e),
+            });
+        }
+        r.members(on_member)?;
+        r.p.skip_ws();
+        if r.p.pos < r.p.bytes.len() {
+            return Err(RecordError::Syntax(
+                r.p.error(ParseErrorKind::TrailingCharacters),
+            ));
+        }
+        Ok(())
     }
 
-    fn required(&self, name: &'static str) -> Result<&'a Value, RecordError> {
-        self.0.get(name).ok_or(RecordError::Missing(name))
+    fn peek(&self) -> Option<u8> {
+        self.p.bytes.get(self.p.pos).copied()
     }
 
-    /// An optional member (`None` when absent or `null`).
-    pub fn optional(&self, name: &str) -> Option<&'a Value> {
-        self.0.get(name).filter(|v| !v.is_null())
+    /// The members of the object at the reader's position.
+    fn members(&mut self, on_member: &mut OnMember<'_, 'a>) -> Result<(), RecordError> {
+        self.p.enter().map_err(RecordError::Syntax)?;
+        self.p.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.p.pos += 1;
+        } else {
+            loop {
+                self.p.skip_ws();
+                if self.peek() != Some(b'"') {
+                    return Err(RecordError::Syntax(self.p.unexpected()));
+                }
+                let name = self.p.member_name().map_err(RecordError::Syntax)?;
+                self.p.skip_ws();
+                if self.peek() != Some(b':') {
+                    return Err(RecordError::Syntax(self.p.unexpected()));
+                }
+                self.p.pos += 1;
+                self.p.skip_ws();
+                on_member(&name, self)?;
+                self.p.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.p.pos += 1,
+                    Some(b'}') => {
+                        self.p.pos += 1;
+                        break;
+                    }
+                    _ => return Err(RecordError::Syntax(self.p.unexpected())),
+                }
+            }
+        }
+        self.p.depth -= 1;
+        Ok(())
     }
 
-    /// A required string member.
-    pub fn str(&self, name: &'static str) -> Result<String, RecordError> {
-        self.required(name)?
-            .as_str()
-            .map(str::to_string)
-            .ok_or(RecordError::WrongType(name))
+    /// A nested object member, member by member.
+    pub fn object(
+        &mut self,
+        name: &'static str,
+        on_member: &mut OnMember<'_, 'a>,
+    ) -> Result<(), RecordError> {
+        if self.peek() != Some(b'{') {
+            return Err(RecordError::WrongType(name));
+        }
+        self.members(on_member)
     }
 
-    /// An optional string member.
-    pub fn opt_str(&self, name: &'static str) -> Result<Option<String>, RecordError> {
-        self.optional(name)
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or(RecordError::WrongType(name))
-            })
-            .transpose()
+    /// Consumes a `null` and says so; leaves any other value unread.
+    pub fn null(&mut self) -> Result<bool, RecordError> {
+        if self.peek() != Some(b'n') {
+            return Ok(false);
+        }
+        self.p.literal("null").map_err(RecordError::Syntax)?;
+        Ok(true)
     }
 
-    /// A required unsigned integer member.
-    pub fn u64(&self, name: &'static str) -> Result<u64, RecordError> {
-        self.required(name)?
+    /// A string member.
+    pub fn string(&mut self, name: &'static str) -> Result<String, RecordError> {
+        if self.peek() != Some(b'"') {
+            return Err(RecordError::WrongType(name));
+        }
+        self.p.string().map_err(RecordError::Syntax)
+    }
+
+    /// A string member, or `null`.
+    pub fn opt_string(&mut self, name: &'static str) -> Result<Option<String>, RecordError> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.string(name).map(Some)
+    }
+
+    /// An unsigned integer member.
+    pub fn u64(&mut self, name: &'static str) -> Result<u64, RecordError> {
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
+            return Err(RecordError::WrongType(name));
+        }
+        self.p
+            .number()
+            .map_err(RecordError::Syntax)?
             .as_u64()
             .ok_or(RecordError::WrongType(name))
     }
 
-    /// An unsigned integer member that defaults to 0 when absent.
-    pub fn u64_or_zero(&self, name: &'static str) -> Result<u64, RecordError> {
-        match self.0.get(name) {
-            None => Ok(0),
-            Some(v) => v.as_u64().ok_or(RecordError::WrongType(name)),
+    /// An unsigned integer member, or `null`.
+    pub fn opt_u64(&mut self, name: &'static str) -> Result<Option<u64>, RecordError> {
+        if self.null()? {
+            return Ok(None);
         }
+        self.u64(name).map(Some)
     }
 
-    /// An optional unsigned integer member.
-    pub fn opt_u64(&self, name: &'static str) -> Result<Option<u64>, RecordError> {
-        self.optional(name)
-            .map(|v| v.as_u64().ok_or(RecordError::WrongType(name)))
-            .transpose()
-    }
-
-    /// A required `u32` member.
-    pub fn u32(&self, name: &'static str) -> Result<u32, RecordError> {
+    /// A `u32` member.
+    pub fn u32(&mut self, name: &'static str) -> Result<u32, RecordError> {
         u32::try_from(self.u64(name)?).map_err(|_| RecordError::WrongType(name))
     }
 
-    /// A required boolean member.
-    pub fn bool(&self, name: &'static str) -> Result<bool, RecordError> {
-        self.required(name)?
-            .as_bool()
-            .ok_or(RecordError::WrongType(name))
+    /// A boolean member.
+    pub fn bool(&mut self, name: &'static str) -> Result<bool, RecordError> {
+        let value = match self.peek() {
+            Some(b't') => true,
+            Some(b'f') => false,
+            _ => return Err(RecordError::WrongType(name)),
+        };
+        let word = if value { "true" } else { "false" };
+        self.p.literal(word).map_err(RecordError::Syntax)?;
+        Ok(value)
     }
 
-    /// A required object member.
-    pub fn object(&self, name: &'static str) -> Result<Fields<'a>, RecordError> {
-        Fields::of(self.required(name)?).map_err(|_| RecordError::WrongType(name))
+    /// An array of strings member, or `null`.
+    pub fn opt_strings(&mut self, name: &'static str) -> Result<Option<Vec<String>>, RecordError> {
+        if self.null()? {
+            return Ok(None);
+        }
+        if self.peek() != Some(b'[') {
+            return Err(RecordError::WrongType(name));
+        }
+        self.p.pos += 1;
+        let mut items = Vec::new();
+        self.p.skip_ws();
+        if self.peek() == Some(b']') {
+            self.p.pos += 1;
+            return Ok(Some(items));
+        }
+        loop {
+            self.p.skip_ws();
+            items.push(self.string(name)?);
+            self.p.skip_ws();
+            match self.peek() {
+                Some(b',') => self.p.pos += 1,
+                Some(b']') => {
+                    self.p.pos += 1;
+                    return Ok(Some(items));
+                }
+                _ => return Err(RecordError::Syntax(self.p.unexpected())),
+            }
+        }
     }
-}
 
-/// Parses a stored record's octets into an object value.
-pub fn parse_record(bytes: &[u8]) -> Result<Value, RecordError> {
-    let v = parse_slice(bytes).map_err(RecordError::Syntax)?;
-    if v.as_object().is_none() {
-        return Err(RecordError::NotAnObject);
+    /// Consumes a member's value whatever it is (checking its syntax).
+    pub fn skip(&mut self) -> Result<(), RecordError> {
+        self.p.value().map(drop).map_err(RecordError::Syntax)
     }
-    Ok(v)
 }
 
 #[cfg(test)]
@@ -1112,29 +1239,96 @@ mod tests {
     }
 
     #[test]
-    fn fields_follow_the_serde_rules_of_the_records() {
-        let v = parse(r#"{"s":"x","n":5,"nul":null,"b":true,"o":{"i":1},"extra":[1]}"#).unwrap();
-        let f = Fields::of(&v).unwrap();
-        assert_eq!(f.str("s").unwrap(), "x");
-        assert_eq!(f.u64("n").unwrap(), 5);
-        assert_eq!(f.u32("n").unwrap(), 5);
-        assert_eq!(f.opt_u64("nul").unwrap(), None);
-        assert_eq!(f.opt_u64("absent").unwrap(), None);
-        assert_eq!(f.opt_str("s").unwrap().as_deref(), Some("x"));
-        assert!(f.bool("b").unwrap());
-        assert_eq!(f.object("o").unwrap().u64("i").unwrap(), 1);
-        assert_eq!(f.u64_or_zero("absent").unwrap(), 0);
-        assert_eq!(f.str("absent").unwrap_err(), RecordError::Missing("absent"));
-        assert_eq!(f.str("n").unwrap_err(), RecordError::WrongType("n"));
-        assert_eq!(f.u64("s").unwrap_err(), RecordError::WrongType("s"));
-        assert_eq!(f.object("s").err(), Some(RecordError::WrongType("s")));
-        assert_eq!(f.opt_str("n").unwrap_err(), RecordError::WrongType("n"));
-        let big = parse(r#"{"n":4294967296}"#).unwrap();
+    fn record_reader_follows_the_serde_rules_of_the_records() {
+        let text = br#"{"s":"x","n":5,"nul":null,"b":true,"o":{"i":1,"skip":[{"deep":[]}]},"a":["p","q"],"extra":[1,{"z":null}],"s":"last"}"#;
+        let mut seen = Vec::new();
+        let (mut s, mut n, mut nul, mut b, mut i, mut a) = (None, None, Some(0), None, None, None);
+        RecordReader::read(text, &mut |name, r| {
+            seen.push(name.to_string());
+            match name {
+                "s" => s = Some(r.string("s")?),
+                "n" => n = Some(r.u32("n")?),
+                "nul" => nul = r.opt_u64("nul")?,
+                "b" => b = Some(r.bool("b")?),
+                "o" => r.object("o", &mut |name, r| {
+                    match name {
+                        "i" => i = Some(r.u64("i")?),
+                        _ => r.skip()?,
+                    }
+                    Ok(())
+                })?,
+                "a" => a = r.opt_strings("a")?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["s", "n", "nul", "b", "o", "a", "extra", "s"]);
         assert_eq!(
-            Fields::of(&big).unwrap().u32("n").unwrap_err(),
-            RecordError::WrongType("n")
+            s.as_deref(),
+            Some("last"),
+            "a repeated member keeps the last value"
         );
-        assert_eq!(parse_record(b"[]").unwrap_err(), RecordError::NotAnObject);
-        assert!(matches!(parse_record(b"{"), Err(RecordError::Syntax(_))));
+        assert_eq!((n, nul, b, i), (Some(5), None, Some(true), Some(1)));
+        assert_eq!(a, Some(vec!["p".to_string(), "q".to_string()]));
+
+        // Each typed read refuses the other types, naming the member.
+        let typed: [(&[u8], RecordError); 9] = [
+            (br#"{"k":1}"#, RecordError::WrongType("k")),
+            (br#"{"k":"1"}"#, RecordError::WrongType("k")),
+            (br#"{"k":-1}"#, RecordError::WrongType("k")),
+            (br#"{"k":1.5}"#, RecordError::WrongType("k")),
+            (br#"{"k":4294967296}"#, RecordError::WrongType("k")),
+            (br#"{"k":"x"}"#, RecordError::WrongType("k")),
+            (br#"{"k":["a",1]}"#, RecordError::WrongType("k")),
+            (br#"{"k":[]}"#, RecordError::WrongType("k")),
+            (br#"{"k":null}"#, RecordError::WrongType("k")),
+        ];
+        type Read = fn(&mut RecordReader<'_>) -> Result<(), RecordError>;
+        let readers: [Read; 9] = [
+            |r| r.string("k").map(drop),
+            |r| r.u64("k").map(drop),
+            |r| r.u64("k").map(drop),
+            |r| r.u64("k").map(drop),
+            |r| r.u32("k").map(drop),
+            |r| r.bool("k").map(drop),
+            |r| r.opt_strings("k").map(drop),
+            |r| r.object("k", &mut |_, r| r.skip()),
+            |r| r.u64("k").map(drop),
+        ];
+        for ((text, want), read) in typed.iter().zip(readers) {
+            let got = RecordReader::read(text, &mut |_, r| read(r));
+            assert_eq!(got, Err(want.clone()), "{}", String::from_utf8_lossy(text));
+        }
+
+        assert_eq!(
+            RecordReader::read(b" [] ", &mut |_, r| r.skip()),
+            Err(RecordError::NotAnObject)
+        );
+        for bad in [
+            &b"{"[..],
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"{} {}",
+            b"{\"a\":[1,]}",
+            b"{\"a\"\xff:1}",
+        ] {
+            assert!(
+                matches!(
+                    RecordReader::read(bad, &mut |_, r| r.skip()),
+                    Err(RecordError::Syntax(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Escaped member names are decoded.
+        let mut names = Vec::new();
+        RecordReader::read(br#"{"a\u0062":1}"#, &mut |name, r| {
+            names.push(name.to_string());
+            r.skip()
+        })
+        .unwrap();
+        assert_eq!(names, ["ab"]);
     }
 }

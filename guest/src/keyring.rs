@@ -5,7 +5,7 @@
 use std::fmt;
 
 use crate::crypto::vapid::{VapidError, VapidKey, VapidSigner};
-use crate::json::{self, Fields, ObjectWriter, RecordError};
+use crate::json::{ObjectWriter, RecordError, RecordReader};
 use crate::ports::{Condition, StoreError};
 use crate::repo::VAPID_KEY;
 use crate::Env;
@@ -32,11 +32,18 @@ impl StoredKey {
 
     /// Reads a record written by [`StoredKey::to_record`].
     fn from_record(bytes: &[u8]) -> Result<StoredKey, RecordError> {
-        let v = json::parse_record(bytes)?;
-        let f = Fields::of(&v)?;
+        let (mut private, mut public) = (None, None);
+        RecordReader::read(bytes, &mut |name, r| {
+            match name {
+                "private" => private = Some(r.string("private")?),
+                "public" => public = Some(r.string("public")?),
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
         Ok(StoredKey {
-            private: f.str("private")?,
-            public: f.str("public")?,
+            private: private.ok_or(RecordError::Missing("private"))?,
+            public: public.ok_or(RecordError::Missing("public"))?,
         })
     }
 }

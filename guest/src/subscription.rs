@@ -6,7 +6,7 @@ use std::fmt;
 use crate::addr::{check_push_url, UrlError};
 use crate::config::Config;
 use crate::crypto::keys::{parse_receiver_keys, KeyError, ReceiverKeys};
-use crate::json::{Fields, Map, ObjectWriter, RecordError, Value};
+use crate::json::{Map, ObjectWriter, RecordError, RecordReader, Value};
 use crate::utcdate;
 
 /// The principal a subscription belongs to: user name plus, when the host
@@ -180,66 +180,118 @@ impl Subscription {
     /// the `serde` form of earlier versions). `refusals` and `last_push_ms`
     /// default when absent; unknown members are ignored.
     pub fn from_record(bytes: &[u8]) -> Result<Subscription, RecordError> {
-        let v = crate::json::parse_record(bytes)?;
-        let f = Fields::of(&v)?;
-        let owner = f.object("owner")?;
-        let keys = match f.optional("keys") {
-            None => None,
-            Some(k) => {
-                let k = Fields::of(k).map_err(|_| RecordError::WrongType("keys"))?;
-                Some(StoredKeys {
-                    p256dh: k.str("p256dh")?,
-                    auth: k.str("auth")?,
-                })
-            }
-        };
-        let ver = f.object("verification")?;
-        let types = match f.optional("types") {
-            None => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|t| {
-                        t.as_str()
-                            .map(str::to_string)
-                            .ok_or(RecordError::WrongType("types"))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Some(_) => return Err(RecordError::WrongType("types")),
-        };
-        let refusals = match f.optional("refusals") {
-            None => Refusals::default(),
-            Some(r) => {
-                let r = Fields::of(r).map_err(|_| RecordError::WrongType("refusals"))?;
-                Refusals {
-                    count: r.u32("count")?,
-                    since_ms: r.u64("since_ms")?,
+        use RecordError::Missing;
+        let (mut id, mut username, mut credential_id) = (None, None, None);
+        let (mut device_client_id, mut url, mut verification_code) = (None, None, None);
+        let (mut keys, mut types, mut vapid_key) = (None, None, None);
+        let (mut expires, mut created, mut last_push_ms) = (None, None, 0);
+        let (mut verified, mut delivered, mut attempts, mut next_attempt_ms) =
+            (None, None, None, None);
+        let mut refusals = Refusals::default();
+        let (mut has_owner, mut has_verification) = (false, false);
+        RecordReader::read(bytes, &mut |name, r| {
+            match name {
+                "id" => id = Some(r.string("id")?),
+                "owner" => {
+                    has_owner = true;
+                    r.object("owner", &mut |name, r| {
+                        match name {
+                            "username" => username = Some(r.string("username")?),
+                            "credential_id" => credential_id = r.opt_string("credential_id")?,
+                            _ => r.skip()?,
+                        }
+                        Ok(())
+                    })?
                 }
+                "device_client_id" => device_client_id = Some(r.string("device_client_id")?),
+                "url" => url = Some(r.string("url")?),
+                "keys" => {
+                    keys = None;
+                    if !r.null()? {
+                        let (mut p256dh, mut auth) = (None, None);
+                        r.object("keys", &mut |name, r| {
+                            match name {
+                                "p256dh" => p256dh = Some(r.string("p256dh")?),
+                                "auth" => auth = Some(r.string("auth")?),
+                                _ => r.skip()?,
+                            }
+                            Ok(())
+                        })?;
+                        keys = Some(StoredKeys {
+                            p256dh: p256dh.ok_or(Missing("p256dh"))?,
+                            auth: auth.ok_or(Missing("auth"))?,
+                        });
+                    }
+                }
+                "verification_code" => verification_code = Some(r.string("verification_code")?),
+                "verification" => {
+                    has_verification = true;
+                    r.object("verification", &mut |name, r| {
+                        match name {
+                            "verified" => verified = Some(r.bool("verified")?),
+                            "delivered" => delivered = Some(r.bool("delivered")?),
+                            "attempts" => attempts = Some(r.u32("attempts")?),
+                            "next_attempt_ms" => next_attempt_ms = r.opt_u64("next_attempt_ms")?,
+                            _ => r.skip()?,
+                        }
+                        Ok(())
+                    })?
+                }
+                "expires" => expires = Some(r.u64("expires")?),
+                "types" => types = r.opt_strings("types")?,
+                "created" => created = Some(r.u64("created")?),
+                "vapid_key" => vapid_key = r.opt_string("vapid_key")?,
+                "refusals" => {
+                    refusals = Refusals::default();
+                    if !r.null()? {
+                        let (mut count, mut since_ms) = (None, None);
+                        r.object("refusals", &mut |name, r| {
+                            match name {
+                                "count" => count = Some(r.u32("count")?),
+                                "since_ms" => since_ms = Some(r.u64("since_ms")?),
+                                _ => r.skip()?,
+                            }
+                            Ok(())
+                        })?;
+                        refusals = Refusals {
+                            count: count.ok_or(Missing("count"))?,
+                            since_ms: since_ms.ok_or(Missing("since_ms"))?,
+                        };
+                    }
+                }
+                "last_push_ms" => last_push_ms = r.u64("last_push_ms")?,
+                _ => r.skip()?,
             }
-        };
+            Ok(())
+        })?;
+        if !has_owner {
+            return Err(Missing("owner"));
+        }
+        if !has_verification {
+            return Err(Missing("verification"));
+        }
         Ok(Subscription {
-            id: f.str("id")?,
+            id: id.ok_or(Missing("id"))?,
             owner: Owner {
-                username: owner.str("username")?,
-                credential_id: owner.opt_str("credential_id")?,
+                username: username.ok_or(Missing("username"))?,
+                credential_id,
             },
-            device_client_id: f.str("device_client_id")?,
-            url: f.str("url")?,
+            device_client_id: device_client_id.ok_or(Missing("device_client_id"))?,
+            url: url.ok_or(Missing("url"))?,
             keys,
-            verification_code: f.str("verification_code")?,
+            verification_code: verification_code.ok_or(Missing("verification_code"))?,
             verification: VerificationState {
-                verified: ver.bool("verified")?,
-                delivered: ver.bool("delivered")?,
-                attempts: ver.u32("attempts")?,
-                next_attempt_ms: ver.opt_u64("next_attempt_ms")?,
+                verified: verified.ok_or(Missing("verified"))?,
+                delivered: delivered.ok_or(Missing("delivered"))?,
+                attempts: attempts.ok_or(Missing("attempts"))?,
+                next_attempt_ms,
             },
-            expires: f.u64("expires")?,
+            expires: expires.ok_or(Missing("expires"))?,
             types,
-            created: f.u64("created")?,
-            vapid_key: f.opt_str("vapid_key")?,
+            created: created.ok_or(Missing("created"))?,
+            vapid_key,
             refusals,
-            last_push_ms: f.u64_or_zero("last_push_ms")?,
+            last_push_ms,
         })
     }
 }

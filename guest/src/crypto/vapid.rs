@@ -14,7 +14,6 @@
 //! deterministically (RFC 6979).
 
 use core::fmt;
-use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
 use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point, SecretScalar};
@@ -414,7 +413,10 @@ pub struct VapidSigner {
     key: VapidKey,
     contact: String,
     lifetime_secs: u32,
-    cache: HashMap<String, CachedToken>,
+    /// Cached tokens by audience, sorted by audience (binary search; a
+    /// sorted `Vec` instead of a `HashMap` spares the component the hash
+    /// table and SipHash code).
+    cache: Vec<(String, CachedToken)>,
 }
 
 impl VapidSigner {
@@ -447,7 +449,7 @@ impl VapidSigner {
             key,
             contact: contact.to_owned(),
             lifetime_secs,
-            cache: HashMap::new(),
+            cache: Vec::new(),
         })
     }
 
@@ -496,33 +498,37 @@ impl VapidSigner {
             t.exp > now_unix_secs.saturating_add(margin)
                 && t.exp <= now_unix_secs.saturating_add(lifetime)
         };
-        if let Some(t) = self.cache.get(&aud) {
-            if usable(t) {
-                return Ok(t.header.clone());
+        let find = |cache: &[(String, CachedToken)]| {
+            cache.binary_search_by(|(k, _)| k.as_str().cmp(aud.as_str()))
+        };
+        if let Ok(i) = find(&self.cache) {
+            if usable(&self.cache[i].1) {
+                return Ok(self.cache[i].1.header.clone());
             }
         }
         let exp = now_unix_secs.saturating_add(lifetime);
         let header = self.sign(&aud, exp)?;
-        if self.cache.len() >= CACHE_CAPACITY && !self.cache.contains_key(&aud) {
-            self.cache.retain(|_, t| usable(t));
+        let token = CachedToken {
+            exp,
+            header: header.clone(),
+        };
+        if let Ok(i) = find(&self.cache) {
+            self.cache[i].1 = token;
+            return Ok(header);
+        }
+        if self.cache.len() >= CACHE_CAPACITY {
+            self.cache.retain(|(_, t)| usable(t));
             if self.cache.len() >= CACHE_CAPACITY {
-                if let Some(oldest) = self
-                    .cache
-                    .iter()
-                    .min_by_key(|(_, t)| t.exp)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.cache.remove(&oldest);
+                let oldest = (0..self.cache.len()).min_by_key(|&i| self.cache[i].1.exp);
+                if let Some(i) = oldest {
+                    self.cache.remove(i);
                 }
             }
         }
-        self.cache.insert(
-            aud,
-            CachedToken {
-                exp,
-                header: header.clone(),
-            },
-        );
+        match find(&self.cache) {
+            Ok(i) => self.cache[i].1 = token,
+            Err(i) => self.cache.insert(i, (aud, token)),
+        }
         Ok(header)
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::json::{self, Fields, ObjectWriter, RecordError};
+use crate::json::{self, ObjectWriter, RecordError, RecordReader};
 
 /// accountId → type name → state.
 pub type Changed = BTreeMap<String, BTreeMap<String, String>>;
@@ -41,28 +41,39 @@ impl Pending {
 
     /// Reads a record written by [`Pending::to_record`].
     pub fn from_record(bytes: &[u8]) -> Result<Pending, RecordError> {
-        let v = json::parse_record(bytes)?;
-        let f = Fields::of(&v)?;
-        let mut changed = Changed::new();
-        let accounts = match v.get("changed") {
-            None => return Err(RecordError::Missing("changed")),
-            Some(c) => c.as_object().ok_or(RecordError::WrongType("changed"))?,
-        };
-        for (account, types) in accounts {
-            let types = types.as_object().ok_or(RecordError::WrongType("changed"))?;
-            let mut slot = BTreeMap::new();
-            for (t, state) in types {
-                let state = state.as_str().ok_or(RecordError::WrongType("changed"))?;
-                slot.insert(t.clone(), state.to_string());
+        use RecordError::Missing;
+        let mut changed = None;
+        let (mut first_ms, mut attempts, mut next_attempt_ms, mut reason) =
+            (None, None, None, None);
+        RecordReader::read(bytes, &mut |name, r| {
+            match name {
+                "changed" => {
+                    let mut accounts = Changed::new();
+                    r.object("changed", &mut |account, r| {
+                        let mut types = BTreeMap::new();
+                        r.object("changed", &mut |t, r| {
+                            types.insert(t.to_string(), r.string("changed")?);
+                            Ok(())
+                        })?;
+                        accounts.insert(account.to_string(), types);
+                        Ok(())
+                    })?;
+                    changed = Some(accounts);
+                }
+                "first_ms" => first_ms = Some(r.u64("first_ms")?),
+                "attempts" => attempts = Some(r.u32("attempts")?),
+                "next_attempt_ms" => next_attempt_ms = Some(r.u64("next_attempt_ms")?),
+                "reason" => reason = Some(r.string("reason")?),
+                _ => r.skip()?,
             }
-            changed.insert(account.clone(), slot);
-        }
+            Ok(())
+        })?;
         Ok(Pending {
-            changed,
-            first_ms: f.u64("first_ms")?,
-            attempts: f.u32("attempts")?,
-            next_attempt_ms: f.u64("next_attempt_ms")?,
-            reason: f.str("reason")?,
+            changed: changed.ok_or(Missing("changed"))?,
+            first_ms: first_ms.ok_or(Missing("first_ms"))?,
+            attempts: attempts.ok_or(Missing("attempts"))?,
+            next_attempt_ms: next_attempt_ms.ok_or(Missing("next_attempt_ms"))?,
+            reason: reason.ok_or(Missing("reason"))?,
         })
     }
 }
