@@ -581,21 +581,12 @@ impl<'a> Parser<'a> {
             Some(b'[') => {
                 self.enter()?;
                 let mut items = Vec::new();
-                self.skip_ws();
-                if self.bytes.get(self.pos) == Some(&b']') {
-                    self.pos += 1;
-                } else {
+                if !self.closes(b']') {
                     loop {
                         self.skip_ws();
                         items.push(self.value()?);
-                        self.skip_ws();
-                        match self.bytes.get(self.pos) {
-                            Some(b',') => self.pos += 1,
-                            Some(b']') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.unexpected()),
+                        if self.after_item(b']')? {
+                            break;
                         }
                     }
                 }
@@ -605,32 +596,13 @@ impl<'a> Parser<'a> {
             Some(b'{') => {
                 self.enter()?;
                 let mut m = Map::new();
-                self.skip_ws();
-                if self.bytes.get(self.pos) == Some(&b'}') {
-                    self.pos += 1;
-                } else {
+                if !self.closes(b'}') {
                     loop {
-                        self.skip_ws();
-                        if self.bytes.get(self.pos) != Some(&b'"') {
-                            return Err(self.unexpected());
-                        }
-                        let key = self.string()?;
-                        self.skip_ws();
-                        if self.bytes.get(self.pos) != Some(&b':') {
-                            return Err(self.unexpected());
-                        }
-                        self.pos += 1;
-                        self.skip_ws();
+                        let key = self.member_name()?.into_owned();
                         let v = self.value()?;
                         m.insert(key, v);
-                        self.skip_ws();
-                        match self.bytes.get(self.pos) {
-                            Some(b',') => self.pos += 1,
-                            Some(b'}') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(self.unexpected()),
+                        if self.after_item(b'}')? {
+                            break;
                         }
                     }
                 }
@@ -723,21 +695,62 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    /// A member name, borrowed from the text when it has no escapes.
+    /// Whether `close` follows (after whitespace); consumes it if so.
+    fn closes(&mut self, close: u8) -> bool {
+        self.skip_ws();
+        let closed = self.bytes.get(self.pos) == Some(&close);
+        if closed {
+            self.pos += 1;
+        }
+        closed
+    }
+
+    /// After an element: `,` (more follow: `false`) or `close` (the end:
+    /// `true`), whitespace before.
+    fn after_item(&mut self, close: u8) -> Result<bool, ParseError> {
+        if self.closes(close) {
+            return Ok(true);
+        }
+        if self.bytes.get(self.pos) != Some(&b',') {
+            return Err(self.unexpected());
+        }
+        self.pos += 1;
+        Ok(false)
+    }
+
+    /// A member's `"name" :` with whitespace around; the name is borrowed
+    /// from the text when it has no escapes.
     fn member_name(&mut self) -> Result<std::borrow::Cow<'a, str>, ParseError> {
+        self.skip_ws();
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return Err(self.unexpected());
+        }
         let start = self.pos + 1;
-        let mut i = start;
-        while let Some(&b) = self.bytes.get(i) {
+        let mut end = None;
+        for (i, &b) in self.bytes.iter().enumerate().skip(start) {
             match b {
                 b'"' => {
-                    self.pos = i + 1;
-                    return Ok(std::borrow::Cow::Borrowed(&self.text[start..i]));
+                    end = Some(i);
+                    break;
                 }
                 b'\\' | 0..=0x1f => break,
-                _ => i += 1,
+                _ => {}
             }
         }
-        self.string().map(std::borrow::Cow::Owned)
+        let name = match end {
+            Some(i) => {
+                self.pos = i + 1;
+                std::borrow::Cow::Borrowed(&self.text[start..i])
+            }
+            None => std::borrow::Cow::Owned(self.string()?),
+        };
+        self.skip_ws();
+        if self.bytes.get(self.pos) != Some(&b':') {
+            return Err(self.unexpected());
+        }
+        self.pos += 1;
+        self.skip_ws();
+        Ok(name)
     }
 
     /// Parses a string; `pos` is at its opening quote.
@@ -893,31 +906,12 @@ impl<'a> RecordReader<'a> {
     /// The members of the object at the reader's position.
     fn members(&mut self, on_member: &mut OnMember<'_, 'a>) -> Result<(), RecordError> {
         self.p.enter().map_err(RecordError::Syntax)?;
-        self.p.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.p.pos += 1;
-        } else {
+        if !self.p.closes(b'}') {
             loop {
-                self.p.skip_ws();
-                if self.peek() != Some(b'"') {
-                    return Err(RecordError::Syntax(self.p.unexpected()));
-                }
                 let name = self.p.member_name().map_err(RecordError::Syntax)?;
-                self.p.skip_ws();
-                if self.peek() != Some(b':') {
-                    return Err(RecordError::Syntax(self.p.unexpected()));
-                }
-                self.p.pos += 1;
-                self.p.skip_ws();
                 on_member(&name, self)?;
-                self.p.skip_ws();
-                match self.peek() {
-                    Some(b',') => self.p.pos += 1,
-                    Some(b'}') => {
-                        self.p.pos += 1;
-                        break;
-                    }
-                    _ => return Err(RecordError::Syntax(self.p.unexpected())),
+                if self.p.after_item(b'}').map_err(RecordError::Syntax)? {
+                    break;
                 }
             }
         }
@@ -1009,24 +1003,16 @@ impl<'a> RecordReader<'a> {
         }
         self.p.pos += 1;
         let mut items = Vec::new();
-        self.p.skip_ws();
-        if self.peek() == Some(b']') {
-            self.p.pos += 1;
-            return Ok(Some(items));
-        }
-        loop {
-            self.p.skip_ws();
-            items.push(self.string(name)?);
-            self.p.skip_ws();
-            match self.peek() {
-                Some(b',') => self.p.pos += 1,
-                Some(b']') => {
-                    self.p.pos += 1;
-                    return Ok(Some(items));
+        if !self.p.closes(b']') {
+            loop {
+                self.p.skip_ws();
+                items.push(self.string(name)?);
+                if self.p.after_item(b']').map_err(RecordError::Syntax)? {
+                    break;
                 }
-                _ => return Err(RecordError::Syntax(self.p.unexpected())),
             }
         }
+        Ok(Some(items))
     }
 
     /// Consumes a member's value whatever it is (checking its syntax).

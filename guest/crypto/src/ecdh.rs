@@ -61,7 +61,7 @@ pub(crate) struct Fe([u64; 4]);
 
 /// `a - b` over four limbs: the difference and the final borrow (0 or 1).
 #[inline(always)]
-fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], u64) {
+pub fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], u64) {
     let mut out = [0u64; 4];
     let mut borrow = 0u64;
     for i in 0..4 {
@@ -98,13 +98,33 @@ fn select4(mask: u64, a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
     ]
 }
 
+/// Reduces `t + hi·2^256` (known to be below `2m`) into `[0, m)` without
+/// branching. Used for p here and for the group order by the plugin's ECDSA.
+#[inline(always)]
+pub fn reduce_below(t: [u64; 4], hi: u64, m: &[u64; 4]) -> [u64; 4] {
+    let (r, borrow) = sub4(&t, m);
+    // Keep `t` only when t < m as a 257-bit number: borrow and no high bit.
+    let keep_t = bit_mask(borrow & (hi ^ 1));
+    select4(keep_t, &t, &r)
+}
+
+/// `(a + b) mod m` for `a, b < m`, without branching.
+#[inline(always)]
+pub fn add_below(a: &[u64; 4], b: &[u64; 4], m: &[u64; 4]) -> [u64; 4] {
+    let mut t = [0u64; 4];
+    let mut carry = 0u64;
+    for (i, limb) in t.iter_mut().enumerate() {
+        let s = a[i] as u128 + b[i] as u128 + carry as u128;
+        *limb = s as u64;
+        carry = (s >> 64) as u64;
+    }
+    reduce_below(t, carry, m)
+}
+
 /// Reduces `t + hi·2^256` (known to be below 2p) into `[0, p)`.
 #[inline(always)]
 fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
-    let (r, borrow) = sub4(&t, &P);
-    // Keep `t` only when t < p as a 257-bit number: borrow and no high bit.
-    let keep_t = bit_mask(borrow & (hi ^ 1));
-    select4(keep_t, &t, &r)
+    reduce_below(t, hi, &P)
 }
 
 /// Montgomery reduction of a 512-bit `t < p·R` (little-endian limbs):
@@ -198,14 +218,7 @@ impl Fe {
 
     #[inline]
     fn add(&self, rhs: &Fe) -> Fe {
-        let mut t = [0u64; 4];
-        let mut carry = 0u64;
-        for (i, limb) in t.iter_mut().enumerate() {
-            let s = self.0[i] as u128 + rhs.0[i] as u128 + carry as u128;
-            *limb = s as u64;
-            carry = (s >> 64) as u64;
-        }
-        Fe(reduce_once(t, carry))
+        Fe(add_below(&self.0, &rhs.0, &P))
     }
 
     #[inline]
@@ -253,12 +266,7 @@ impl Fe {
 
     /// To canonical big-endian octets.
     fn to_be_bytes(self) -> [u8; 32] {
-        let plain = self.mul(&Fe([1, 0, 0, 0]));
-        let mut out = [0u8; 32];
-        for i in 0..4 {
-            out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&plain.0[i].to_be_bytes());
-        }
-        out
+        be_bytes(&self.mul(&Fe([1, 0, 0, 0])).0)
     }
 
     /// `self^(2^k)`. Not inlined: unrolled into [`Fe::invert`] the eleven
@@ -332,6 +340,16 @@ pub fn limbs_be(bytes: &[u8; 32]) -> [u64; 4] {
         *limb = u64::from_be_bytes(w);
     }
     limbs
+}
+
+/// Little-endian 64-bit limbs as big-endian octets (the inverse of
+/// [`limbs_be`]).
+pub fn be_bytes(limbs: &[u64; 4]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, limb) in limbs.iter().enumerate() {
+        out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&limb.to_be_bytes());
+    }
+    out
 }
 
 /// Whether `a < b` as 256-bit big-endian numbers, in constant time.
@@ -1065,17 +1083,9 @@ mod tests {
         cases.push([0xff; 32]);
         for k in 1..=40u64 {
             // n + k - 1 .. : above the order.
-            let mut b = N_BE;
-            let (l, _) = {
-                let mut limbs = limbs_be(&b);
-                let s = limbs[0] as u128 + k as u128;
-                limbs[0] = s as u64;
-                (limbs, s >> 64)
-            };
-            for i in 0..4 {
-                b[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&l[i].to_be_bytes());
-            }
-            cases.push(b);
+            let mut limbs = limbs_be(&N_BE);
+            limbs[0] += k; // n's low limb is far from overflowing
+            cases.push(be_bytes(&limbs));
         }
         for _ in 0..100 {
             cases.push(random_array().unwrap());

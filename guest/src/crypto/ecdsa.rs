@@ -15,7 +15,10 @@
 use hkdf::hmac::{Mac as _, SimpleHmac};
 use sha2::{Digest as _, Sha256};
 
-use super::ecdh::{less_than_be, limbs_be, public_key_uncompressed, wipe, SecretScalar, N_BE};
+use super::ecdh::{
+    add_below, be_bytes, less_than_be, limbs_be, public_key_uncompressed, reduce_below, sub4, wipe,
+    SecretScalar, N_BE,
+};
 
 /// n, little-endian limbs.
 const N: [u64; 4] = [
@@ -40,29 +43,9 @@ const RR: [u64; 4] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Scalar([u64; 4]);
 
-/// `a - b` over four limbs with the final borrow.
-fn sub4(a: &[u64; 4], b: &[u64; 4]) -> ([u64; 4], u64) {
-    let mut out = [0u64; 4];
-    let mut borrow = 0u64;
-    for i in 0..4 {
-        let d = (a[i] as u128)
-            .wrapping_sub(b[i] as u128)
-            .wrapping_sub(borrow as u128);
-        out[i] = d as u64;
-        borrow = ((d >> 64) as u64) & 1;
-    }
-    (out, borrow)
-}
-
 /// `t + hi·2^256` (below 2n) reduced into `[0, n)` without branching.
 fn reduce_once(t: [u64; 4], hi: u64) -> [u64; 4] {
-    let (r, borrow) = sub4(&t, &N);
-    let keep_t = core::hint::black_box((borrow & (hi ^ 1)).wrapping_neg());
-    let mut out = [0u64; 4];
-    for i in 0..4 {
-        out[i] = (t[i] & keep_t) | (r[i] & !keep_t);
-    }
-    out
+    reduce_below(t, hi, &N)
 }
 
 impl Scalar {
@@ -98,14 +81,7 @@ impl Scalar {
     }
 
     fn add(&self, rhs: &Scalar) -> Scalar {
-        let mut t = [0u64; 4];
-        let mut carry = 0u64;
-        for (i, limb) in t.iter_mut().enumerate() {
-            let s = self.0[i] as u128 + rhs.0[i] as u128 + carry as u128;
-            *limb = s as u64;
-            carry = (s >> 64) as u64;
-        }
-        Scalar(reduce_once(t, carry))
+        Scalar(add_below(&self.0, &rhs.0, &N))
     }
 
     /// A 256-bit big-endian integer reduced modulo n (it is below 2n, as
@@ -116,12 +92,7 @@ impl Scalar {
 
     /// The canonical big-endian octets.
     fn to_be_bytes(self) -> [u8; 32] {
-        let plain = self.mul(&Scalar([1, 0, 0, 0]));
-        let mut out = [0u8; 32];
-        for i in 0..4 {
-            out[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&plain.0[i].to_be_bytes());
-        }
-        out
+        be_bytes(&self.mul(&Scalar([1, 0, 0, 0])).0)
     }
 
     fn is_zero(&self) -> bool {
@@ -228,11 +199,7 @@ mod tests {
     #[test]
     fn constants_are_consistent() {
         assert_eq!(N[0].wrapping_mul(N0), u64::MAX, "N0 = -n^-1 mod 2^64");
-        let mut n_be = [0u8; 32];
-        for i in 0..4 {
-            n_be[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&N[i].to_be_bytes());
-        }
-        assert_eq!(n_be, N_BE);
+        assert_eq!(be_bytes(&N), N_BE);
         // n reduces to 0, n - 1 stays.
         assert!(scalar(&N_BE).is_zero());
         let mut n1 = N_BE;
@@ -249,11 +216,7 @@ mod tests {
                 .unwrap_or_else(|| {
                     // 256-bit values of n and above: reduce once.
                     let (l, _) = sub4(&limbs_be(b), &N);
-                    let mut o = [0u8; 32];
-                    for i in 0..4 {
-                        o[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&l[i].to_be_bytes());
-                    }
-                    p256::Scalar::from_repr(o.into()).unwrap()
+                    p256::Scalar::from_repr(be_bytes(&l).into()).unwrap()
                 })
         };
         let mut edge = vec![[0u8; 32], [0xffu8; 32], N_BE];
