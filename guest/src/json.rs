@@ -292,9 +292,8 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
-    }
+    // ASCII digits: one append, not one per digit.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 /// Appends `s` as a JSON string literal (quoted, escaped) to `out`.
@@ -511,18 +510,22 @@ pub fn parse_slice(bytes: &[u8]) -> Result<Value, ParseError> {
 
 /// The octets as text, or where they stop being UTF-8.
 fn text_of(bytes: &[u8]) -> Result<&str, ParseError> {
-    std::str::from_utf8(bytes).map_err(|e| {
-        let before = &bytes[..e.valid_up_to()];
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        ParseError {
-            kind: ParseErrorKind::NotUtf8,
-            line: 1 + before.iter().filter(|&&b| b == b'\n').count(),
-            column: 1 + before.len() - line_start,
-        }
-    })
+    std::str::from_utf8(bytes)
+        .map_err(|e| error_at(bytes, e.valid_up_to(), ParseErrorKind::NotUtf8))
+}
+
+/// `kind` at octet `pos` of `bytes`, with its 1-based line and column.
+fn error_at(bytes: &[u8], pos: usize, kind: ParseErrorKind) -> ParseError {
+    let before = &bytes[..pos.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    ParseError {
+        kind,
+        line: 1 + before.iter().filter(|&&b| b == b'\n').count(),
+        column: 1 + before.len() - line_start,
+    }
 }
 
 struct Parser<'a> {
@@ -534,16 +537,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn error(&self, kind: ParseErrorKind) -> ParseError {
-        let before = &self.bytes[..self.pos.min(self.bytes.len())];
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        ParseError {
-            kind,
-            line: 1 + before.iter().filter(|&&b| b == b'\n').count(),
-            column: 1 + before.len() - line_start,
-        }
+        error_at(self.bytes, self.pos, kind)
     }
 
     fn unexpected(&self) -> ParseError {

@@ -358,11 +358,11 @@ pub fn less_than_be(a: &[u8; 32], b: &[u8; 32]) -> bool {
     borrow == 1
 }
 
-/// Overwrites `bytes` with zeros in a way the optimiser keeps.
-pub fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference.
-        unsafe { core::ptr::write_volatile(b, 0) };
+/// Overwrites `items` with zeros in a way the optimiser keeps.
+pub fn wipe<T: Copy + Default>(items: &mut [T]) {
+    for x in items.iter_mut() {
+        // SAFETY: `x` is a valid, aligned, exclusive reference.
+        unsafe { core::ptr::write_volatile(x, T::default()) };
     }
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
 }
@@ -541,14 +541,6 @@ fn radix16(scalar_be: &[u8; 32]) -> [i8; 65] {
     d
 }
 
-/// Overwrites the scalar's digits.
-fn wipe_digits(digits: &mut [i8; 65]) {
-    for d in digits.iter_mut() {
-        // SAFETY: `d` is a valid, aligned, exclusive reference.
-        unsafe { core::ptr::write_volatile(d, 0) };
-    }
-}
-
 /// A table entry: a point with a masked select and a `y` to negate.
 trait TableEntry: Copy {
     fn select(mask: u64, a: &Self, b: &Self) -> Self;
@@ -631,7 +623,7 @@ fn scalar_mul_x(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> [u8; 32] {
         let sum = Jacobian::select(acc_identity, &point, &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
-    wipe_digits(&mut digits);
+    wipe(&mut digits);
     let z_inv = acc.z.invert();
     acc.x.mul(&z_inv.square()).to_be_bytes()
 }
@@ -802,7 +794,7 @@ pub fn public_key_uncompressed(secret: &SecretScalar) -> [u8; 65] {
         let sum = Jacobian::select(acc_identity, &Jacobian::from_affine(&point), &sum);
         acc = Jacobian::select(digit_zero, &acc, &sum);
     }
-    wipe_digits(&mut digits);
+    wipe(&mut digits);
     let affine = acc.to_affine();
     let mut out = [0u8; 65];
     out[0] = 0x04;

@@ -19,7 +19,7 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 
 use super::keys::{ReceiverKeys, P256DH_OCTETS};
-use super::{random_array, random_secret_key, uncompressed_point, RandomError};
+use super::{random_array, random_secret_key, RandomError};
 use super::{PublicPoint, SecretScalar};
 
 /// Largest plaintext that fits one 4096-octet push message (RFC 8291 §4):
@@ -468,7 +468,7 @@ pub mod receiver {
         let h = parse_header(body)?;
         let ua = SecretScalar::from_bytes(ua_private)
             .ok_or_else(|| DecryptError::Crypto("bad ua private key".into()))?;
-        let ua_public = uncompressed_point(&ua.public_key());
+        let ua_public = ua.public_key().to_uncompressed();
         let as_public: [u8; 65] = h.keyid.try_into().map_err(|_| DecryptError::BadKeyId)?;
         let as_key = PublicPoint::from_uncompressed(&as_public).ok_or(DecryptError::BadKeyId)?;
         let shared = crate::ecdh::shared_secret(&ua, &as_key);
@@ -554,7 +554,7 @@ mod tests {
     #[test]
     fn rfc8291_appendix_a_intermediate_values() {
         let as_key = SecretScalar::from_bytes(&arr::<32>(AS_PRIVATE)).unwrap();
-        let as_public = uncompressed_point(&as_key.public_key());
+        let as_public = as_key.public_key().to_uncompressed();
         let keys = rfc_keys();
         let shared = crate::ecdh::shared_secret(&as_key, keys.public_key());
         let got = derive(&shared, keys.auth(), keys.p256dh(), &as_public, &arr(SALT)).unwrap();
@@ -671,7 +671,7 @@ mod tests {
         // A fresh receiver key pair, too.
         let sk = crate::random_secret_key().unwrap();
         let auth: [u8; 16] = crate::random_array().unwrap();
-        let keys = ReceiverKeys::from_bytes(&uncompressed_point(&sk.public_key()), &auth).unwrap();
+        let keys = ReceiverKeys::from_bytes(&sk.public_key().to_uncompressed(), &auth).unwrap();
         let body = encrypt(b"{\"@type\":\"StateChange\"}", &keys, 4096).unwrap();
         let sk_bytes: [u8; 32] = sk.to_bytes();
         assert_eq!(

@@ -258,11 +258,6 @@ pub fn random_secret_key() -> Result<SecretScalar, RandomError> {
     Err(RandomError::BrokenSource)
 }
 
-/// The 65-octet uncompressed SEC1 encoding (`0x04 || X || Y`) of a public key.
-pub fn uncompressed_point(key: &PublicPoint) -> [u8; 65] {
-    key.to_uncompressed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +370,7 @@ mod tests {
         let a = random_secret_key().unwrap();
         let b = random_secret_key().unwrap();
         assert_ne!(a.to_bytes(), b.to_bytes());
-        let p = uncompressed_point(&a.public_key());
+        let p = a.public_key().to_uncompressed();
         assert_eq!(p[0], 4);
     }
 }

@@ -16,8 +16,7 @@ use hkdf::hmac::{Mac as _, SimpleHmac};
 use sha2::{Digest as _, Sha256};
 
 use super::ecdh::{
-    add_below, be_bytes, less_than_be, limbs_be, public_key_uncompressed, reduce_below, sub4, wipe,
-    SecretScalar, N_BE,
+    add_below, be_bytes, limbs_be, public_key_uncompressed, reduce_below, sub4, wipe, SecretScalar,
 };
 
 /// n, little-endian limbs.
@@ -38,6 +37,14 @@ const RR: [u64; 4] = [
     0x2845_b239_2b6b_ec59,
     0x66e1_2d94_f3d9_5620,
 ];
+
+/// 1 in Montgomery form (`R mod n`).
+const ONE: Scalar = Scalar([
+    0x0c46_353d_039c_daaf,
+    0x4319_0552_58e8_617b,
+    0x0000_0000_0000_0000,
+    0x0000_0000_ffff_ffff,
+]);
 
 /// An integer modulo n in Montgomery form (`a·R mod n`), fully reduced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,11 +111,7 @@ impl Scalar {
     #[inline(never)]
     fn invert(&self) -> Scalar {
         let (exp, _) = sub4(&N, &[2, 0, 0, 0]);
-        let mut r = Scalar::from_be_reduced(&{
-            let mut one = [0u8; 32];
-            one[31] = 1;
-            one
-        });
+        let mut r = ONE;
         for i in (0..256).rev() {
             r = r.mul(&r);
             if (exp[i / 64] >> (i % 64)) & 1 == 1 {
@@ -171,16 +174,13 @@ pub fn sign(key: &SecretScalar, message: &[u8]) -> [u8; 64] {
     };
     wipe(&mut k);
     wipe(&mut v);
-    debug_assert!(less_than_be(
-        signature[..32].try_into().unwrap_or(&N_BE),
-        &N_BE
-    ));
     signature
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::ecdh::N_BE;
     use crate::crypto::random_array;
     use p256::ecdsa::signature::{Signer as _, Verifier as _};
 

@@ -16,7 +16,7 @@
 use core::fmt;
 use std::net::Ipv6Addr;
 
-use super::{b64url_decode, b64url_encode, random_secret_key, uncompressed_point, SecretScalar};
+use super::{b64url_decode, b64url_encode, random_secret_key, SecretScalar};
 use super::{Base64UrlError, RandomError};
 
 /// Default token lifetime: 12 hours.
@@ -177,7 +177,7 @@ impl VapidKey {
     pub fn generate() -> Result<Self, VapidError> {
         let secret = random_secret_key().map_err(VapidError::Random)?;
         Ok(Self {
-            public: uncompressed_point(&secret.public_key()),
+            public: secret.public_key().to_uncompressed(),
             signing: secret,
         })
     }
@@ -195,7 +195,7 @@ impl VapidKey {
             .try_into()
             .map_err(|_| VapidError::KeyWrongLength { len: raw.len() })?;
         let signing = SecretScalar::from_bytes(&bytes).ok_or(VapidError::KeyOutOfRange)?;
-        let public = uncompressed_point(&signing.public_key());
+        let public = signing.public_key().to_uncompressed();
         Ok(Self { signing, public })
     }
 
@@ -535,14 +535,11 @@ impl VapidSigner {
     /// Signs a fresh token and formats the header value.
     fn sign(&self, aud: &str, exp: u64) -> Result<String, VapidError> {
         // JWT claims in the order RFC 8292 shows them.
-        let mut claims = String::with_capacity(aud.len() + self.contact.len() + 40);
-        claims.push_str("{\"aud\":");
-        push_json_string(&mut claims, aud);
-        claims.push_str(",\"exp\":");
-        claims.push_str(&exp.to_string());
-        claims.push_str(",\"sub\":");
-        push_json_string(&mut claims, &self.contact);
-        claims.push('}');
+        let claims = crate::json::ObjectWriter::new()
+            .str("aud", aud)
+            .u64("exp", exp)
+            .str("sub", &self.contact)
+            .finish();
         let mut jwt = String::with_capacity(JWT_HEADER_B64.len() + claims.len() * 4 / 3 + 92);
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
@@ -555,22 +552,6 @@ impl VapidSigner {
             self.key.public_key_base64url()
         ))
     }
-}
-
-/// Appends `s` as a JSON string literal. The audience is an origin and the
-/// contact a checked `mailto:`/`https:` URI, so escaping `"` and `\` is a
-/// guard, and control characters (which neither can hold) become `\u00XX`.
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Test-side verification of `vapid t=..., k=...` header values. Other
