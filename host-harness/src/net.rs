@@ -193,7 +193,7 @@ impl HttpSend for HttpClient {
     }
 }
 
-type SendTask = tokio::task::JoinHandle<Result<OutResponse, OutError>>;
+type SendTask = tokio::task::JoinHandle<Vec<Result<OutResponse, OutError>>>;
 
 /// A batch on its way: [`PendingBatch::wait`] gives one result per request,
 /// in order. Dropping it lets the requests finish unobserved.
@@ -201,7 +201,8 @@ pub struct PendingBatch(PendingInner);
 
 enum PendingInner {
     Answered(Vec<Result<OutResponse, OutError>>),
-    Tasks(Vec<SendTask>),
+    /// The batch's task and its number of requests.
+    Task(SendTask, usize),
 }
 
 impl PendingBatch {
@@ -214,12 +215,12 @@ impl PendingBatch {
     pub fn wait(self) -> Vec<Result<OutResponse, OutError>> {
         match self.0 {
             PendingInner::Answered(a) => a,
-            PendingInner::Tasks(handles) => futures::executor::block_on(join_all(handles))
-                .into_iter()
-                .map(|r| {
-                    r.unwrap_or_else(|e| Err(OutError::Other(format!("send task failed: {e}"))))
-                })
-                .collect(),
+            PendingInner::Task(task, n) => match futures::executor::block_on(task) {
+                Ok(answers) => answers,
+                Err(e) => (0..n)
+                    .map(|_| Err(OutError::Other(format!("send task failed: {e}"))))
+                    .collect(),
+            },
         }
     }
 }
@@ -228,7 +229,7 @@ impl std::fmt::Debug for PendingBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             PendingInner::Answered(a) => write!(f, "PendingBatch(answered: {})", a.len()),
-            PendingInner::Tasks(t) => write!(f, "PendingBatch(in flight: {})", t.len()),
+            PendingInner::Task(_, n) => write!(f, "PendingBatch(in flight: {n})"),
         }
     }
 }
@@ -356,39 +357,32 @@ impl HttpClient {
                     .collect(),
             );
         };
-        let handles = requests
-            .into_iter()
-            .map(|r| {
-                let client = self.client.clone();
-                let policy = self.policy.clone();
-                let permits = self.permits.clone();
-                let origins = self.origins.clone();
-                let observer = self.observer.clone();
-                runtime.spawn(async move {
-                    // The request's timeout covers the wait for a connection
-                    // slot too, so requests queued behind a stalled push
-                    // service end as timeouts instead of waiting unbounded.
-                    let timeout = request_timeout(&policy, &r);
-                    let start = std::time::Instant::now();
-                    let send = async {
-                        let url = precheck(&policy, &r)?;
-                        // The origin's permit first: requests queued behind
-                        // a slow push service hold none of the global permits.
-                        let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
-                        let _permit = permits.acquire_owned().await;
-                        send_one(&client, &policy, url, r, timeout).await
-                    };
-                    let result = tokio::time::timeout(timeout, send)
-                        .await
-                        .unwrap_or(Err(OutError::Timeout));
-                    if let Some(o) = observer {
-                        o(start.elapsed(), &result);
-                    }
-                    result
-                })
-            })
-            .collect();
-        PendingBatch(PendingInner::Tasks(handles))
+        // One task per batch, not one per request: the requests of a batch
+        // are polled together, which saves a task and a cross-thread wake-up
+        // per request (the connections' own tasks still run on every
+        // worker, so the requests are as concurrent as before).
+        let client = self.client.clone();
+        let policy = self.policy.clone();
+        let permits = self.permits.clone();
+        let origins = self.origins.clone();
+        let observer = self.observer.clone();
+        let n = requests.len();
+        let task = runtime.spawn(async move {
+            let start = std::time::Instant::now();
+            let sends = requests.into_iter().map(|r| {
+                send_limited(
+                    &client,
+                    &policy,
+                    &permits,
+                    &origins,
+                    observer.as_ref(),
+                    start,
+                    r,
+                )
+            });
+            join_all(sends).await
+        });
+        PendingBatch(PendingInner::Task(task, n))
     }
 }
 
@@ -400,6 +394,39 @@ impl Drop for HttpClient {
             rt.shutdown_background();
         }
     }
+}
+
+/// Sends one request under the per-origin and global limits, bounded by
+/// its timeout (which covers the wait for a slot), and reports it to the
+/// observer.
+async fn send_limited(
+    client: &reqwest::Client,
+    policy: &HttpPolicy,
+    permits: &Arc<Semaphore>,
+    origins: &OriginLimits,
+    observer: Option<&Observer>,
+    start: std::time::Instant,
+    r: OutRequest,
+) -> Result<OutResponse, OutError> {
+    // The request's timeout covers the wait for a connection slot too, so
+    // requests queued behind a stalled push service end as timeouts
+    // instead of waiting unbounded.
+    let timeout = request_timeout(policy, &r);
+    let send = async {
+        let url = precheck(policy, &r)?;
+        // The origin's permit first: requests queued behind a slow push
+        // service hold none of the global permits.
+        let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
+        let _permit = permits.clone().acquire_owned().await;
+        send_one(client, policy, url, r).await
+    };
+    let result = tokio::time::timeout(timeout, send)
+        .await
+        .unwrap_or(Err(OutError::Timeout));
+    if let Some(o) = observer {
+        o(start.elapsed(), &result);
+    }
+    result
 }
 
 fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<reqwest::Url, OutError> {
@@ -446,9 +473,10 @@ async fn send_one(
     policy: &HttpPolicy,
     url: reqwest::Url,
     r: OutRequest,
-    timeout: Duration,
 ) -> Result<OutResponse, OutError> {
-    let mut builder = client.post(url).timeout(timeout);
+    // No reqwest timeout: the caller's `tokio::time::timeout` bounds the
+    // whole exchange, body included.
+    let mut builder = client.post(url);
     for (name, value) in &r.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
