@@ -136,6 +136,7 @@ impl Gateway {
     pub fn try_start() -> std::io::Result<Gateway> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .thread_name("push-gateway")
             .enable_all()
             .build()?;
         let state = Arc::new(Mutex::new(GatewayState::default()));

@@ -12,7 +12,12 @@
 //! to one origin are in flight at once, and the pool keeps that many idle
 //! connections per origin, so a large fan-out to one push service reuses a
 //! bounded set of keep-alive connections instead of opening (and then
-//! dropping) one per concurrent request.
+//! dropping) one per concurrent request. Once an origin has answered over
+//! HTTP/2 (negotiated by ALPN, as the large push services do), its requests
+//! are streams multiplexed on one connection, and its limit rises to
+//! [`HttpPolicy::max_streams_per_http2_origin`]: with 32 requests in flight
+//! and a 50 ms round trip, one push service could otherwise take only
+//! ~640 pushes/s, well below what the plugin encrypts on two cores.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -90,6 +95,16 @@ pub struct HttpPolicy {
     /// Most requests in flight at once to one origin (scheme, host, port),
     /// and the number of idle keep-alive connections kept per origin.
     pub max_connections_per_origin: usize,
+    /// Most requests in flight at once to an origin that answered over
+    /// HTTP/2 (streams on one connection). Never below
+    /// `max_connections_per_origin`; `max_concurrency` still bounds the
+    /// total. If the origin later answers over HTTP/1.x, its limit falls
+    /// back to `max_connections_per_origin`.
+    pub max_streams_per_http2_origin: usize,
+    /// Test only: speak HTTP/2 without TLS (h2c with prior knowledge), to
+    /// test against loopback HTTP/2 servers. Real push services negotiate
+    /// HTTP/2 over TLS (ALPN) without this.
+    pub http2_prior_knowledge: bool,
     /// Most response body octets read (the rest is discarded).
     pub max_body_prefix: usize,
     /// Largest request body sent.
@@ -104,6 +119,8 @@ impl Default for HttpPolicy {
             max_timeout: Duration::from_secs(30),
             max_concurrency: 256,
             max_connections_per_origin: 32,
+            max_streams_per_http2_origin: 256,
+            http2_prior_knowledge: false,
             max_body_prefix: 4096,
             max_request_body: 8192,
         }
@@ -250,23 +267,62 @@ pub struct HttpClient {
 /// distinct push hosts cannot grow it without bound.
 struct OriginLimits {
     per_origin: usize,
-    map: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_http2_origin: usize,
+    map: Mutex<HashMap<String, Arc<OriginSlot>>>,
+}
+
+/// One origin's in-flight limit.
+struct OriginSlot {
+    permits: Arc<Semaphore>,
+    /// Whether the origin last answered over HTTP/2 (and so has the
+    /// raised limit).
+    http2: std::sync::atomic::AtomicBool,
 }
 
 impl OriginLimits {
     const TRACKED: usize = 1024;
 
-    fn semaphore(&self, origin: &str) -> Arc<Semaphore> {
+    fn slot(&self, origin: &str) -> Arc<OriginSlot> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = map.get(origin) {
             return s.clone();
         }
         if map.len() >= Self::TRACKED {
-            map.retain(|_, s| Arc::strong_count(s) > 1);
+            map.retain(|_, s| Arc::strong_count(s) > 1 || Arc::strong_count(&s.permits) > 1);
         }
-        let s = Arc::new(Semaphore::new(self.per_origin.max(1)));
+        let s = Arc::new(OriginSlot {
+            permits: Arc::new(Semaphore::new(self.per_origin.max(1))),
+            http2: Default::default(),
+        });
         map.insert(origin.to_string(), s.clone());
         s
+    }
+
+    /// Records the protocol an origin answered with: the first HTTP/2
+    /// answer raises its limit to `per_http2_origin`, a later HTTP/1.x
+    /// answer lowers it again (permits in use are taken back as they are
+    /// returned).
+    fn answered_with(&self, slot: &OriginSlot, version: reqwest::Version) {
+        use std::sync::atomic::Ordering;
+        let extra = self.per_http2_origin.saturating_sub(self.per_origin.max(1));
+        if extra == 0 {
+            return;
+        }
+        let http2 = version == reqwest::Version::HTTP_2;
+        if slot.http2.swap(http2, Ordering::AcqRel) == http2 {
+            return;
+        }
+        if http2 {
+            slot.permits.add_permits(extra);
+        } else {
+            let permits = slot.permits.clone();
+            tokio::spawn(async move {
+                // Take the extra permits back as the streams in flight end.
+                if let Ok(p) = permits.acquire_many_owned(extra as u32).await {
+                    p.forget();
+                }
+            });
+        }
     }
 }
 
@@ -304,7 +360,11 @@ impl HttpClient {
             .thread_name("http-out")
             .enable_all()
             .build()?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if policy.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(policy.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -321,6 +381,9 @@ impl HttpClient {
             permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
             origins: Arc::new(OriginLimits {
                 per_origin: policy.max_connections_per_origin,
+                per_http2_origin: policy
+                    .max_streams_per_http2_origin
+                    .max(policy.max_connections_per_origin),
                 map: Mutex::new(HashMap::new()),
             }),
             policy,
@@ -416,9 +479,12 @@ async fn send_limited(
         let url = precheck(policy, &r)?;
         // The origin's permit first: requests queued behind a slow push
         // service hold none of the global permits.
-        let _origin = origins.semaphore(&origin_key(&url)).acquire_owned().await;
+        let slot = origins.slot(&origin_key(&url));
+        let _origin = slot.permits.clone().acquire_owned().await;
         let _permit = permits.clone().acquire_owned().await;
-        send_one(client, policy, url, r).await
+        let (answer, version) = send_one(client, policy, url, r).await?;
+        origins.answered_with(&slot, version);
+        Ok(answer)
     };
     let result = tokio::time::timeout(timeout, send)
         .await
@@ -473,7 +539,7 @@ async fn send_one(
     policy: &HttpPolicy,
     url: reqwest::Url,
     r: OutRequest,
-) -> Result<OutResponse, OutError> {
+) -> Result<(OutResponse, reqwest::Version), OutError> {
     // No reqwest timeout: the caller's `tokio::time::timeout` bounds the
     // whole exchange, body included.
     let mut builder = client.post(url);
@@ -482,6 +548,7 @@ async fn send_one(
     }
     let mut resp = builder.body(r.body).send().await.map_err(map_error)?;
     let status = resp.status().as_u16();
+    let version = resp.version();
     let headers = resp
         .headers()
         .iter()
@@ -501,11 +568,14 @@ async fn send_one(
             Ok(None) | Err(_) => break,
         }
     }
-    Ok(OutResponse {
-        status,
-        headers,
-        body_prefix,
-    })
+    Ok((
+        OutResponse {
+            status,
+            headers,
+            body_prefix,
+        },
+        version,
+    ))
 }
 
 fn map_error(e: reqwest::Error) -> OutError {
@@ -540,5 +610,45 @@ fn map_error(e: reqwest::Error) -> OutError {
         }
     } else {
         OutError::Other(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_limit_follows_the_protocol_it_answered_with() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let limits = OriginLimits {
+                per_origin: 4,
+                per_http2_origin: 40,
+                map: Mutex::new(HashMap::new()),
+            };
+            let slot = limits.slot("https://push.example:443");
+            assert_eq!(slot.permits.available_permits(), 4);
+            limits.answered_with(&slot, reqwest::Version::HTTP_11);
+            assert_eq!(slot.permits.available_permits(), 4);
+            limits.answered_with(&slot, reqwest::Version::HTTP_2);
+            limits.answered_with(&slot, reqwest::Version::HTTP_2);
+            assert_eq!(slot.permits.available_permits(), 40, "raised once");
+            // Back to HTTP/1.1 while 10 streams are in flight: the extra
+            // permits are taken back as the streams end.
+            let in_flight = slot.permits.clone().acquire_many_owned(10).await.unwrap();
+            limits.answered_with(&slot, reqwest::Version::HTTP_11);
+            tokio::task::yield_now().await;
+            assert!(slot.permits.available_permits() <= 30);
+            drop(in_flight);
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(slot.permits.available_permits(), 4);
+            // The same origin is the same slot.
+            assert!(Arc::ptr_eq(&slot, &limits.slot("https://push.example:443")));
+        });
     }
 }

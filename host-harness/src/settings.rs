@@ -18,6 +18,7 @@
 //! max_timeout_ms = 30000
 //! max_concurrency = 256
 //! max_connections_per_origin = 32      # in flight and kept alive per push service
+//! max_streams_per_http2_origin = 256   # in flight to a push service that speaks HTTP/2
 //!
 //! [sandbox]
 //! flavour = "wide"                       # wide | portable
@@ -143,6 +144,9 @@ pub struct HttpSettings {
     /// Requests in flight at most to one origin; also the idle keep-alive
     /// connections kept per origin.
     pub max_connections_per_origin: usize,
+    /// Requests in flight at most to one origin that answers over HTTP/2
+    /// (streams on one connection).
+    pub max_streams_per_http2_origin: usize,
     /// Response body octets kept.
     pub max_body_prefix: usize,
 }
@@ -155,6 +159,7 @@ impl Default for HttpSettings {
             max_timeout_ms: d.max_timeout.as_millis() as u64,
             max_concurrency: d.max_concurrency,
             max_connections_per_origin: d.max_connections_per_origin,
+            max_streams_per_http2_origin: d.max_streams_per_http2_origin,
             max_body_prefix: d.max_body_prefix,
         }
     }

@@ -1,8 +1,9 @@
 //! Issue 8 (outbound HTTP): the address guard refuses every forbidden
 //! destination form, literal or resolved, and redirects are never followed.
 //! Also the connection limits: requests in flight per origin are bounded,
-//! keep-alive connections are reused, and a saturated origin does not hold
-//! up another.
+//! keep-alive connections are reused, a saturated origin does not hold
+//! up another, and an origin that speaks HTTP/2 gets more streams in flight
+//! (on one connection) than an HTTP/1.1 origin gets connections.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -312,5 +313,51 @@ fn waiting_for_a_connection_slot_counts_against_the_timeout() {
     assert!(
         took < Duration::from_millis(1200),
         "queued requests waited {took:?}"
+    );
+}
+
+#[test]
+fn an_http2_origin_gets_more_streams_in_flight_on_one_connection() {
+    // The loopback gateway speaks HTTP/2 without TLS when the client opens
+    // with the HTTP/2 preface (prior knowledge); real push services
+    // negotiate it over TLS.
+    let gateway = Gateway::start();
+    let delay = Duration::from_millis(150);
+    gateway.set_default("p", Answer::status(201).delayed(delay));
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        http2_prior_knowledge: true,
+        max_connections_per_origin: 4,
+        max_streams_per_http2_origin: 40,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    // The first answer tells the client the origin speaks HTTP/2.
+    let first = client.send_batch(vec![post(&gateway.url("p"))]);
+    assert!(
+        first[0].as_ref().is_ok_and(|a| a.status == 201),
+        "{first:?}"
+    );
+    gateway.clear();
+    let answers = client.send_batch((0..100).map(|_| post(&gateway.url("p"))).collect());
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|a| a.status == 201)),
+        "{answers:?}"
+    );
+    let most = most_in_flight(&gateway, delay);
+    assert!(
+        most > 4,
+        "only {most} requests in flight to an HTTP/2 origin (the HTTP/1.1 limit is 4)"
+    );
+    assert!(
+        most <= 40,
+        "{most} requests in flight to one HTTP/2 origin (limit 40)"
+    );
+    assert_eq!(
+        gateway.connections(),
+        1,
+        "HTTP/2 streams should share one connection"
     );
 }

@@ -76,6 +76,7 @@ pub fn build_plugin(
         max_timeout: Duration::from_millis(settings.http.max_timeout_ms),
         max_concurrency: settings.http.max_concurrency,
         max_connections_per_origin: settings.http.max_connections_per_origin,
+        max_streams_per_http2_origin: settings.http.max_streams_per_http2_origin,
         max_body_prefix: settings.http.max_body_prefix,
         ..HttpPolicy::default()
     };
