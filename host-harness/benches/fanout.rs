@@ -364,7 +364,7 @@ fn main() {
     // after the request. Over HTTP/1.1 at most `max_connections_per_origin`
     // (32) requests are in flight to it; over HTTP/2 (here h2c with prior
     // knowledge; real push services negotiate it over TLS) the limit rises
-    // to `max_streams_per_http2_origin` (256) streams on one connection.
+    // to `max_streams_per_http2_origin` (128) streams on one connection.
     for (label, http2) in [("HTTP/1.1", false), ("HTTP/2", true)] {
         let remote = Gateway::start();
         for i in 0..1000 {

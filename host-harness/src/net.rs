@@ -15,7 +15,8 @@
 //! dropping) one per concurrent request. Once an origin has answered over
 //! HTTP/2 (negotiated by ALPN, as the large push services do), its requests
 //! are streams multiplexed on one connection, and its limit rises to
-//! [`HttpPolicy::max_streams_per_http2_origin`]: with 32 requests in flight
+//! [`HttpPolicy::max_streams_per_http2_origin`] (at most half of all
+//! requests in flight, so a stalled one cannot take every slot): with 32 requests in flight
 //! and a 50 ms round trip, one push service could otherwise take only
 //! ~640 pushes/s, well below what the plugin encrypts on two cores.
 
@@ -96,10 +97,11 @@ pub struct HttpPolicy {
     /// and the number of idle keep-alive connections kept per origin.
     pub max_connections_per_origin: usize,
     /// Most requests in flight at once to an origin that answered over
-    /// HTTP/2 (streams on one connection). Never below
-    /// `max_connections_per_origin`; `max_concurrency` still bounds the
-    /// total. If the origin later answers over HTTP/1.x, its limit falls
-    /// back to `max_connections_per_origin`.
+    /// HTTP/2 (streams on one connection). Used as at most half of
+    /// `max_concurrency`, so one stalled push service can never hold every
+    /// slot, and never below `max_connections_per_origin`. If the origin
+    /// later answers over HTTP/1.x, its limit falls back to
+    /// `max_connections_per_origin`.
     pub max_streams_per_http2_origin: usize,
     /// Test only: speak HTTP/2 without TLS (h2c with prior knowledge), to
     /// test against loopback HTTP/2 servers. Real push services negotiate
@@ -119,7 +121,7 @@ impl Default for HttpPolicy {
             max_timeout: Duration::from_secs(30),
             max_concurrency: 256,
             max_connections_per_origin: 32,
-            max_streams_per_http2_origin: 256,
+            max_streams_per_http2_origin: 128,
             http2_prior_knowledge: false,
             max_body_prefix: 4096,
             max_request_body: 8192,
@@ -383,6 +385,7 @@ impl HttpClient {
                 per_origin: policy.max_connections_per_origin,
                 per_http2_origin: policy
                     .max_streams_per_http2_origin
+                    .min(policy.max_concurrency / 2)
                     .max(policy.max_connections_per_origin),
                 map: Mutex::new(HashMap::new()),
             }),

@@ -18,7 +18,7 @@
 //! max_timeout_ms = 30000
 //! max_concurrency = 256
 //! max_connections_per_origin = 32      # in flight and kept alive per push service
-//! max_streams_per_http2_origin = 256   # in flight to a push service that speaks HTTP/2
+//! max_streams_per_http2_origin = 128  # in flight to a push service that speaks HTTP/2 (at most max_concurrency / 2)
 //!
 //! [sandbox]
 //! flavour = "wide"                       # wide | portable
@@ -145,7 +145,8 @@ pub struct HttpSettings {
     /// connections kept per origin.
     pub max_connections_per_origin: usize,
     /// Requests in flight at most to one origin that answers over HTTP/2
-    /// (streams on one connection).
+    /// (streams on one connection); at most half of `max_concurrency` is
+    /// used.
     pub max_streams_per_http2_origin: usize,
     /// Response body octets kept.
     pub max_body_prefix: usize,

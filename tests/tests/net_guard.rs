@@ -361,3 +361,51 @@ fn an_http2_origin_gets_more_streams_in_flight_on_one_connection() {
         "HTTP/2 streams should share one connection"
     );
 }
+
+#[test]
+fn a_stalled_http2_origin_does_not_take_every_slot() {
+    // max_concurrency 8: an HTTP/2 origin may have at most 4 (half) in
+    // flight even though 100 streams are allowed per HTTP/2 origin, so the
+    // other origin's request is not queued behind the stalled one's.
+    let slow = Gateway::start();
+    let fast = Gateway::start();
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        http2_prior_knowledge: true,
+        max_concurrency: 8,
+        max_connections_per_origin: 2,
+        max_streams_per_http2_origin: 100,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    // The slow origin is known to speak HTTP/2 before it stalls.
+    let first = client.send_batch(vec![post(&slow.url("p"))]);
+    assert!(
+        first[0].as_ref().is_ok_and(|a| a.status == 201),
+        "{first:?}"
+    );
+    slow.set_default("p", Answer::status(201).delayed(Duration::from_secs(3)));
+    slow.clear();
+    let patient = |url: String| OutRequest {
+        timeout_ms: 10_000,
+        ..post(&url)
+    };
+    let start = std::time::Instant::now();
+    let mut batch: Vec<OutRequest> = (0..20).map(|_| patient(slow.url("p"))).collect();
+    batch.push(patient(fast.url("q")));
+    let pending = client.start_batch(batch);
+    // While the slow origin holds its streams, at most 4 of them are in
+    // flight and the fast origin is answered at once.
+    std::thread::sleep(Duration::from_millis(1500));
+    let in_flight = slow.received().len();
+    let fast_at = fast.received().first().map(|r| r.at.duration_since(start));
+    drop(pending);
+    assert!(
+        (1..=4).contains(&in_flight),
+        "{in_flight} requests in flight to the stalled HTTP/2 origin (at most 4)"
+    );
+    assert!(
+        fast_at.is_some_and(|t| t < Duration::from_millis(1000)),
+        "fast origin answered at {fast_at:?}"
+    );
+}
