@@ -16,9 +16,10 @@
 //! HTTP/2 (negotiated by ALPN, as the large push services do), its requests
 //! are streams multiplexed on one connection, and its limit rises to
 //! [`HttpPolicy::max_streams_per_http2_origin`] (at most half of all
-//! requests in flight, so a stalled one cannot take every slot): with 32 requests in flight
-//! and a 50 ms round trip, one push service could otherwise take only
-//! ~640 pushes/s, well below what the plugin encrypts on two cores.
+//! requests in flight, so a stalled one cannot take every slot): with 32
+//! requests in flight and a 50 ms round trip, one push service could
+//! otherwise take only ~640 pushes/s, well below what the plugin encrypts
+//! on two cores.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -320,7 +321,8 @@ impl OriginLimits {
             let permits = slot.permits.clone();
             tokio::spawn(async move {
                 // Take the extra permits back as the streams in flight end.
-                if let Ok(p) = permits.acquire_many_owned(extra as u32).await {
+                let extra = u32::try_from(extra).unwrap_or(u32::MAX);
+                if let Ok(p) = permits.acquire_many_owned(extra).await {
                     p.forget();
                 }
             });
