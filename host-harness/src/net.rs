@@ -312,7 +312,11 @@ impl OriginLimits {
             return;
         }
         let http2 = version == reqwest::Version::HTTP_2;
-        if slot.http2.swap(http2, Ordering::AcqRel) == http2 {
+        // Called for every answer: only a change of protocol writes the
+        // flag, so concurrent answers do not bounce its cache line.
+        if slot.http2.load(Ordering::Acquire) == http2
+            || slot.http2.swap(http2, Ordering::AcqRel) == http2
+        {
             return;
         }
         if http2 {
