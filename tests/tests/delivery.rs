@@ -655,19 +655,22 @@ fn a_large_fan_out_is_sharded_and_each_subscription_gets_exactly_one_push() {
 fn a_pipelined_fan_out_maps_every_answer_to_its_subscription() {
     // One instance, more subscriptions than two pipeline pieces: the pushes
     // leave in three `start-batch` pieces through the real HTTP client, and
-    // each answer (201, 410, 503) lands on the right subscription.
+    // each answer (201, 410, 503) lands on the right subscription. Every
+    // subscription has its own receiver keys, so a body encrypted for the
+    // wrong one (the key agreements of a piece are batched) fails to
+    // decrypt.
     let gateway = Gateway::start();
     let plugin = fan_out_plugin(1);
-    let client = PushClient::new();
     let alice = caller("alice", None);
     let n = jmap_web_push_guest::delivery::pipeline_piece(0)
         + jmap_web_push_guest::delivery::pipeline_piece(1)
         + 7;
-    for i in 0..n {
+    let clients: Vec<PushClient> = (0..n).map(|_| PushClient::new()).collect();
+    for (i, client) in clients.iter().enumerate() {
         verified_subscription(
             &plugin,
             &gateway,
-            &client,
+            client,
             &alice,
             &format!("p{i}"),
             Value::Null,
@@ -682,8 +685,8 @@ fn a_pipelined_fan_out_maps_every_answer_to_its_subscription() {
         (n - 3, 2, 1),
         "{r:?}"
     );
-    for i in 0..n {
-        let got = changes_on(&gateway, &client, &format!("p{i}"));
+    for (i, client) in clients.iter().enumerate() {
+        let got = changes_on(&gateway, client, &format!("p{i}"));
         assert_eq!(got.len(), 1, "p{i}");
         assert_eq!(got[0]["changed"]["a1"]["Email"], "e1");
     }

@@ -120,6 +120,92 @@ pub fn encrypt(
     encrypt_with_key(plaintext, keys, &ephemeral, &salt, max_plaintext)
 }
 
+/// Encrypts many messages, each as [`encrypt`] does (its own fresh
+/// ephemeral key and salt), in one pass that shares the field inversions of
+/// the key agreements ([`crate::ecdh::key_agreements`]): about 8% less work
+/// per message than calling [`encrypt`] for each. Result `i` belongs to
+/// `messages[i]`; a message that is too long fails alone.
+///
+/// # Errors
+/// Per message: [`EceError::PlaintextTooLong`] as for [`encrypt`]. When the
+/// random source fails, every message not yet encrypted gets
+/// [`EceError::Random`].
+pub fn encrypt_batch(
+    messages: &[(&[u8], &ReceiverKeys)],
+    max_plaintext: usize,
+) -> Vec<Result<Vec<u8>, EceError>> {
+    let fresh = || -> Result<(SecretScalar, [u8; SALT_OCTETS]), RandomError> {
+        Ok((random_secret_key()?, random_array()?))
+    };
+    let mut out: Vec<Result<Vec<u8>, EceError>> = Vec::with_capacity(messages.len());
+    // (index into `messages`, ephemeral secret, salt) of the messages to encrypt.
+    let mut todo = Vec::with_capacity(messages.len());
+    for (i, (plaintext, _)) in messages.iter().enumerate() {
+        match check_len(plaintext.len(), max_plaintext)
+            .and_then(|()| fresh().map_err(EceError::Random))
+        {
+            Ok((secret, salt)) => {
+                todo.push((i, secret, salt));
+                out.push(Err(EceError::Internal("not encrypted")));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    encrypt_prepared(messages, &todo, max_plaintext, &mut out);
+    out
+}
+
+/// [`encrypt_batch`] with injected ephemeral secrets and salts (tests).
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn encrypt_batch_with(
+    messages: &[(&[u8], &ReceiverKeys)],
+    secrets: &[([u8; 32], [u8; SALT_OCTETS])],
+    max_plaintext: usize,
+) -> Vec<Result<Vec<u8>, EceError>> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut todo = Vec::with_capacity(messages.len());
+    for (i, ((plaintext, _), (secret, salt))) in messages.iter().zip(secrets).enumerate() {
+        let prepared = check_len(plaintext.len(), max_plaintext)
+            .and_then(|()| SecretScalar::from_bytes(secret).ok_or(EceError::InvalidEphemeralKey));
+        match prepared {
+            Ok(secret) => {
+                todo.push((i, secret, *salt));
+                out.push(Err(EceError::Internal("not encrypted")));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    encrypt_prepared(messages, &todo, max_plaintext, &mut out);
+    out
+}
+
+/// Encrypts `messages[i]` with its ephemeral secret and salt for every `(i,
+/// secret, salt)` of `todo`, with one batched key agreement, into `out[i]`.
+fn encrypt_prepared(
+    messages: &[(&[u8], &ReceiverKeys)],
+    todo: &[(usize, SecretScalar, [u8; SALT_OCTETS])],
+    max_plaintext: usize,
+    out: &mut [Result<Vec<u8>, EceError>],
+) {
+    // In groups, so that each group's points and secrets are still in the
+    // cache when they are used; one inversion per group of 16 already
+    // saves 30 of every 32 inversions.
+    for group in todo.chunks(KEY_AGREEMENT_GROUP) {
+        let pairs: Vec<(&SecretScalar, &PublicPoint)> = group
+            .iter()
+            .map(|(i, secret, _)| (secret, messages[*i].1.public_key()))
+            .collect();
+        let agreements = super::ecdh::key_agreements(&pairs);
+        for ((i, _, salt), (as_public, shared)) in group.iter().zip(&agreements) {
+            let (plaintext, keys) = messages[*i];
+            out[*i] = seal(plaintext, keys, as_public, shared, salt, max_plaintext);
+        }
+    }
+}
+
+/// Messages whose key agreements [`encrypt_batch`] computes together.
+const KEY_AGREEMENT_GROUP: usize = 16;
+
 /// [`encrypt`] with an injected ephemeral secret scalar and salt, so tests can
 /// reproduce the RFC 8291 example. Never reachable from the public API.
 ///
@@ -158,10 +244,24 @@ fn encrypt_with_key(
     check_len(plaintext.len(), max_plaintext)?;
     let as_public = super::ecdh::public_key_uncompressed(ephemeral);
     let shared = super::ecdh::shared_secret(ephemeral, keys.public_key());
-    let d = derive(&shared, keys.auth(), keys.p256dh(), &as_public, salt)?;
+    seal(plaintext, keys, &as_public, &shared, salt, max_plaintext)
+}
+
+/// The body for `plaintext` once the key agreement is done: key schedule,
+/// header and the single AES-128-GCM record.
+fn seal(
+    plaintext: &[u8],
+    keys: &ReceiverKeys,
+    as_public: &[u8; P256DH_OCTETS],
+    shared: &[u8; 32],
+    salt: &[u8; SALT_OCTETS],
+    max_plaintext: usize,
+) -> Result<Vec<u8>, EceError> {
+    check_len(plaintext.len(), max_plaintext)?;
+    let d = derive(shared, keys.auth(), keys.p256dh(), as_public, salt)?;
 
     let mut out = Vec::with_capacity(encrypted_len(plaintext.len()));
-    write_header(&mut out, salt, &as_public);
+    write_header(&mut out, salt, as_public);
     out.extend_from_slice(plaintext);
     out.push(LAST_RECORD_DELIMITER);
     let cipher = Aes128Gcm::new(&d.cek.into());
@@ -825,6 +925,118 @@ mod tests {
             decrypt_records(&ikm, &seal(b"abc\x01")),
             Err(DecryptError::Truncated)
         );
+    }
+
+    /// A batch gives, message by message, the bytes [`encrypt_with`] gives
+    /// for the same ephemeral key and salt, including the RFC 8291 example
+    /// among other receivers; a message too long or with an invalid scalar
+    /// fails alone.
+    #[test]
+    fn a_batch_equals_one_message_encryptions() {
+        let receivers: Vec<(Option<[u8; 32]>, ReceiverKeys)> = (0..5)
+            .map(|i| {
+                if i == 2 {
+                    (Some(arr(UA_PRIVATE)), rfc_keys())
+                } else {
+                    let sk = crate::random_secret_key().unwrap();
+                    let auth: [u8; 16] = crate::random_array().unwrap();
+                    let pk = sk.public_key().to_uncompressed();
+                    (
+                        Some(sk.to_bytes()),
+                        ReceiverKeys::from_bytes(&pk, &auth).unwrap(),
+                    )
+                }
+            })
+            .collect();
+        let too_long = vec![b'x'; 200];
+        let plaintexts: [&[u8]; 5] = [b"", b"{\"a\":1}", PLAINTEXT, &too_long, b"last"];
+        let mut secrets: Vec<([u8; 32], [u8; SALT_OCTETS])> = (0..5)
+            .map(|_| {
+                (
+                    crate::random_secret_key().unwrap().to_bytes(),
+                    crate::random_array().unwrap(),
+                )
+            })
+            .collect();
+        secrets[2] = (arr(AS_PRIVATE), arr(SALT));
+        secrets[4].0 = [0u8; 32]; // not a valid scalar
+        let messages: Vec<(&[u8], &ReceiverKeys)> = plaintexts
+            .iter()
+            .zip(&receivers)
+            .map(|(pt, (_, keys))| (*pt, keys))
+            .collect();
+        let batch = encrypt_batch_with(&messages, &secrets, 100);
+        assert_eq!(batch.len(), 5);
+        for (i, got) in batch.iter().enumerate() {
+            let one = encrypt_with(
+                messages[i].0,
+                messages[i].1,
+                &secrets[i].0,
+                &secrets[i].1,
+                100,
+            );
+            assert_eq!(got, &one, "message {i}");
+        }
+        assert_eq!(batch[2].as_deref(), Ok(d(BODY).as_slice()));
+        assert_eq!(
+            batch[3],
+            Err(EceError::PlaintextTooLong { len: 200, max: 100 })
+        );
+        assert_eq!(batch[4], Err(EceError::InvalidEphemeralKey));
+        for i in [0, 1] {
+            let (Some(sk), keys) = &receivers[i] else {
+                unreachable!()
+            };
+            let body = batch[i].as_ref().unwrap();
+            assert_eq!(
+                webpush_decrypt(sk, keys.auth(), body).unwrap(),
+                plaintexts[i]
+            );
+        }
+        assert!(encrypt_batch_with(&[], &[], 100).is_empty());
+    }
+
+    /// [`encrypt_batch`] draws a fresh key and salt per message, and
+    /// Mozilla's `ece` crate opens every body.
+    #[test]
+    fn a_random_batch_decrypts_with_mozilla_ece_and_never_repeats_key_or_salt() {
+        let (ua_private, keys) = ua();
+        let components = ::ece::EcKeyComponents::new(ua_private.to_vec(), keys.p256dh().to_vec());
+        let too_long = vec![0xa5u8; MAX_PLAINTEXT_OCTETS + 1];
+        let full = vec![0x5au8; MAX_PLAINTEXT_OCTETS];
+        let mut plaintexts: Vec<&[u8]> = vec![PLAINTEXT; 16];
+        plaintexts[5] = &too_long;
+        plaintexts[9] = &full;
+        let messages: Vec<(&[u8], &ReceiverKeys)> =
+            plaintexts.iter().map(|pt| (*pt, &keys)).collect();
+        let batch = encrypt_batch(&messages, MAX_PLAINTEXT_OCTETS);
+        let mut salts = std::collections::HashSet::new();
+        let mut ephemerals = std::collections::HashSet::new();
+        for (i, got) in batch.iter().enumerate() {
+            if i == 5 {
+                assert_eq!(
+                    got,
+                    &Err(EceError::PlaintextTooLong {
+                        len: 3994,
+                        max: 3993
+                    })
+                );
+                continue;
+            }
+            let body = got.as_ref().unwrap();
+            assert_eq!(body.len(), encrypted_len(plaintexts[i].len()));
+            check_b7_shape(body).unwrap();
+            assert!(salts.insert(body[..16].to_vec()), "salt repeated");
+            assert!(
+                ephemerals.insert(body[21..86].to_vec()),
+                "ephemeral key repeated"
+            );
+            assert_eq!(
+                ::ece::decrypt(&components, keys.auth(), body).unwrap(),
+                plaintexts[i]
+            );
+        }
+        assert_eq!(salts.len(), 15);
     }
 
     /// Mozilla's `ece` crate (OpenSSL backend) opens what we encrypt.

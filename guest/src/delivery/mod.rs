@@ -448,8 +448,12 @@ fn send_jobs(
     // (job index, the part of its change this request carries)
     let mut requests: Vec<HttpRequest> = Vec::new();
     let mut owners: Vec<(usize, Changed)> = Vec::new();
-    // Requests go out in growing pieces while the next ones are encrypted
-    // (`start-batch`); the answers are collected in order below.
+    // Requests are prepared, then encrypted a piece at a time (one batched
+    // key agreement per piece), and go out in growing pieces while the next
+    // ones are encrypted (`start-batch`); the answers are collected in order
+    // below.
+    let mut unsealed: Vec<push::UnsealedRequest> = Vec::new();
+    let mut unsealed_owners: Vec<(usize, Changed)> = Vec::new();
     let mut started: Vec<(StartedBatch, usize)> = Vec::new();
     {
         let mut signer = plugin.keyring.signer(env)?;
@@ -463,7 +467,7 @@ fn send_jobs(
             }
             for part in parts {
                 let msg = message(env, &job.sub, &part);
-                match push::build_request(
+                match push::prepare_request(
                     env.config,
                     signer.as_deref_mut(),
                     &job.sub,
@@ -471,25 +475,33 @@ fn send_jobs(
                     now_secs,
                 ) {
                     Ok(r) => {
-                        requests.push(r);
-                        owners.push((i, part));
-                        if requests.len() == pipeline_piece(started.len()) {
+                        unsealed.push(r);
+                        unsealed_owners.push((i, part));
+                        if unsealed.len() == pipeline_piece(started.len()) {
+                            seal_piece(
+                                env,
+                                &jobs,
+                                (&mut unsealed, &mut unsealed_owners),
+                                (&mut requests, &mut owners),
+                                report,
+                            );
                             let chunk = std::mem::take(&mut requests);
                             let n = chunk.len();
                             started.push((env.http.start_batch(chunk), n));
                         }
                     }
-                    Err(e) => {
-                        env.log(
-                            LogLevel::Error,
-                            &format!("push for {} not built: {e}", job.sub.id),
-                        );
-                        report.count("dropped", "build");
-                    }
+                    Err(e) => build_failed(env, &job.sub.id, &e, report),
                 }
             }
         }
     }
+    seal_piece(
+        env,
+        &jobs,
+        (&mut unsealed, &mut unsealed_owners),
+        (&mut requests, &mut owners),
+        report,
+    );
     let answers: Vec<_> = if started.is_empty() {
         env.http.send_batch(requests)
     } else {
@@ -550,6 +562,39 @@ fn send_jobs(
         apply_answers(env, job, parts, report)?;
     }
     Ok(())
+}
+
+/// Encrypts the prepared requests (one batched key agreement) and moves
+/// them, with their owners, to the requests to send; a request that cannot
+/// be encrypted is logged and counted as dropped.
+fn seal_piece(
+    env: &mut Env<'_>,
+    jobs: &[Job],
+    (unsealed, unsealed_owners): (&mut Vec<push::UnsealedRequest>, &mut Vec<(usize, Changed)>),
+    (requests, owners): (&mut Vec<HttpRequest>, &mut Vec<(usize, Changed)>),
+    report: &mut DeliveryReport,
+) {
+    let sealed = push::seal_requests(env.config, std::mem::take(unsealed));
+    for (request, owner) in sealed.into_iter().zip(unsealed_owners.drain(..)) {
+        match request {
+            Ok(r) => {
+                requests.push(r);
+                owners.push(owner);
+            }
+            Err(e) => build_failed(env, &jobs[owner.0].sub.id, &e, report),
+        }
+    }
+}
+
+/// Logs and counts a push that could not be built.
+fn build_failed(
+    env: &mut Env<'_>,
+    id: &str,
+    e: &push::PushBuildError,
+    report: &mut DeliveryReport,
+) {
+    env.log(LogLevel::Error, &format!("push for {id} not built: {e}"));
+    report.count("dropped", "build");
 }
 
 /// Applies the answer table to one subscription's results.

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::config::{Config, Urgency};
 use crate::crypto::b64url_encode;
 use crate::crypto::ece::{self, EceError};
-use crate::crypto::keys::KeyError;
+use crate::crypto::keys::{KeyError, ReceiverKeys};
 use crate::crypto::vapid::{VapidError, VapidSigner};
 use crate::ports::HttpRequest;
 use crate::subscription::Subscription;
@@ -56,7 +56,8 @@ impl fmt::Display for PushBuildError {
 
 impl std::error::Error for PushBuildError {}
 
-/// Builds the HTTP request for `push` to `sub`.
+/// Builds the HTTP request for `push` to `sub`: [`prepare_request`] and
+/// [`seal_requests`] for one request.
 pub fn build_request(
     config: &Config,
     signer: Option<&mut VapidSigner>,
@@ -64,6 +65,40 @@ pub fn build_request(
     push: &OutgoingPush,
     now_secs: u64,
 ) -> Result<HttpRequest, PushBuildError> {
+    let unsealed = prepare_request(config, signer, sub, push, now_secs)?;
+    seal_requests(config, vec![unsealed])
+        .pop()
+        .unwrap_or(Err(PushBuildError::Encrypt(EceError::Internal(
+            "no request sealed",
+        ))))
+}
+
+/// A push request whose body is still the plaintext: everything of
+/// [`build_request`] but the encryption, so that a fan-out can encrypt a
+/// whole piece of requests in one [`seal_requests`] call.
+#[derive(Debug)]
+pub struct UnsealedRequest {
+    /// The request, with the plaintext as body and every header.
+    request: HttpRequest,
+    /// The receiver's keys when the body is to be encrypted.
+    keys: Option<ReceiverKeys>,
+}
+
+/// The request for `push` to `sub` with headers (`TTL`, `Urgency`, `Topic`,
+/// content coding and type, VAPID `Authorization`) and the body not yet
+/// encrypted.
+///
+/// # Errors
+/// [`PushBuildError::Keys`] when the stored keys no longer parse,
+/// [`PushBuildError::TooLong`] for an unencrypted payload over the limit,
+/// [`PushBuildError::Vapid`] when signing fails.
+pub fn prepare_request(
+    config: &Config,
+    signer: Option<&mut VapidSigner>,
+    sub: &Subscription,
+    push: &OutgoingPush,
+    now_secs: u64,
+) -> Result<UnsealedRequest, PushBuildError> {
     let max = config.max_plaintext_octets as usize;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(6);
     headers.push(("TTL".into(), config.push_ttl_secs.to_string()));
@@ -71,13 +106,12 @@ pub fn build_request(
     if let Some(topic) = &push.topic {
         headers.push(("Topic".into(), topic.clone()));
     }
-    let body = match &sub.keys {
+    let keys = match &sub.keys {
         Some(k) => {
             let keys = k.parse().map_err(PushBuildError::Keys)?;
-            let body = ece::encrypt(&push.payload, &keys, max).map_err(PushBuildError::Encrypt)?;
             headers.push(("Content-Encoding".into(), "aes128gcm".into()));
             headers.push(("Content-Type".into(), "application/octet-stream".into()));
-            body
+            Some(keys)
         }
         None => {
             if push.payload.len() > max {
@@ -90,7 +124,7 @@ pub fn build_request(
                 "Content-Type".into(),
                 "application/json; charset=utf-8".into(),
             ));
-            push.payload.clone()
+            None
         }
     };
     if let Some(signer) = signer {
@@ -99,12 +133,47 @@ pub fn build_request(
             .map_err(PushBuildError::Vapid)?;
         headers.push(("Authorization".into(), auth));
     }
-    Ok(HttpRequest {
-        url: sub.url.clone(),
-        headers,
-        body,
-        timeout_ms: config.http_timeout_ms,
+    Ok(UnsealedRequest {
+        request: HttpRequest {
+            url: sub.url.clone(),
+            headers,
+            body: push.payload.clone(),
+            timeout_ms: config.http_timeout_ms,
+        },
+        keys,
     })
+}
+
+/// Encrypts the bodies of `unsealed` that have receiver keys (RFC 8291,
+/// each with its own fresh ephemeral key and salt, in one
+/// [`ece::encrypt_batch`]) and returns the requests in the same order.
+///
+/// # Errors
+/// Per request: [`PushBuildError::Encrypt`] when its plaintext is over the
+/// limit or the random source fails.
+pub fn seal_requests(
+    config: &Config,
+    unsealed: Vec<UnsealedRequest>,
+) -> Vec<Result<HttpRequest, PushBuildError>> {
+    let max = config.max_plaintext_octets as usize;
+    let messages: Vec<(&[u8], &ReceiverKeys)> = unsealed
+        .iter()
+        .filter_map(|u| u.keys.as_ref().map(|k| (u.request.body.as_slice(), k)))
+        .collect();
+    let mut bodies = ece::encrypt_batch(&messages, max).into_iter();
+    unsealed
+        .into_iter()
+        .map(|u| {
+            let mut request = u.request;
+            if u.keys.is_some() {
+                request.body = bodies
+                    .next()
+                    .unwrap_or(Err(EceError::Internal("no body encrypted")))
+                    .map_err(PushBuildError::Encrypt)?;
+            }
+            Ok(request)
+        })
+        .collect()
 }
 
 /// The `Topic` for a message to subscription `id` about these
