@@ -81,3 +81,19 @@ fn calls_from_many_threads_run_in_parallel_instances() {
         }
     });
 }
+
+/// Issue 8's size budget: the shipped (wide) component and the portable one
+/// are at most 400 KiB (409,600 octets), as `host-harness/build.rs` builds
+/// them (`--profile guest`, stripped). A change that grows the plugin past
+/// it fails here, not only in the benchmark's printout.
+#[test]
+fn the_components_fit_the_400_kib_budget() {
+    use jmap_web_push_host::runtime::builtin;
+    for (name, bytes) in [("wide", builtin::WIDE), ("portable", builtin::PORTABLE)] {
+        assert!(
+            bytes.len() <= 400 * 1024,
+            "the {name} component is {} octets, over the 409,600-octet budget",
+            bytes.len()
+        );
+    }
+}

@@ -582,7 +582,7 @@ impl TableEntry for Jacobian {
 /// scanning every entry and negating `y` under a mask; the second value is
 /// all ones when `d = 0` (the returned point is then meaningless).
 #[inline(always)]
-fn lookup<P: TableEntry>(table: &[P; 8], d: i8) -> (P, u64) {
+fn lookup<P: TableEntry>(table: &[P], d: i8) -> (P, u64) {
     let sign = ((d as u8) >> 7) as u64; // 1 when negative
     let abs = ((d as i16 ^ -(sign as i16)) + sign as i16) as u64; // |d|
     let mut out = table[0];
@@ -617,20 +617,22 @@ fn scalar_mul(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> Jacobian {
     window_mul(scalar_be, &point_table(x, y))
 }
 
-/// `[1·R, …, 8·R]` for `R = (x, y)`, in Jacobian coordinates.
+/// `[1·R, …, 8·R]` for `R = (x, y)`, in Jacobian coordinates. `R` is
+/// affine, so the odd multiples are mixed additions (`2R`, `4R`, `6R` are
+/// never `±R`: `R` has order `n`).
 fn point_table(x: &[u8; 32], y: &[u8; 32]) -> [Jacobian; 8] {
-    let base = Jacobian {
+    let r = Affine {
         x: Fe::from_be_bytes(x),
         y: Fe::from_be_bytes(y),
-        z: Fe::ONE,
     };
+    let base = Jacobian::from_affine(&r);
     let mut table = [base; 8];
     table[1] = base.double();
-    table[2] = table[1].add_general(&base);
+    table[2] = table[1].add_affine(&r);
     table[3] = table[1].double();
-    table[4] = table[3].add_general(&base);
+    table[4] = table[3].add_affine(&r);
     table[5] = table[2].double();
-    table[6] = table[5].add_general(&base);
+    table[6] = table[5].add_affine(&r);
     table[7] = table[3].double();
     table
 }
@@ -639,7 +641,7 @@ fn point_table(x: &[u8; 32], y: &[u8; 32]) -> [Jacobian; 8] {
 /// mixed additions): signed radix-16 digits from the top, four doublings
 /// and one masked addition per digit. See the module docs for the
 /// exceptional cases.
-fn window_mul<P: TableEntry>(scalar_be: &[u8; 32], table: &[P; 8]) -> Jacobian {
+fn window_mul<P: TableEntry>(scalar_be: &[u8; 32], table: &[P]) -> Jacobian {
     let mut digits = radix16(scalar_be);
     let mut acc = Jacobian {
         x: Fe::ONE,
@@ -650,20 +652,31 @@ fn window_mul<P: TableEntry>(scalar_be: &[u8; 32], table: &[P; 8]) -> Jacobian {
         if i != 64 {
             acc = acc.double().double().double().double();
         }
-        let (point, digit_zero) = lookup(table, digits[i]);
-        let acc_identity = acc.z.is_zero_mask();
-        let mut sum = point.added_to(&acc);
-        if i == 0 {
-            // Only the last addition can meet acc == point (see module docs).
-            let same = sum.x.is_zero_mask() & sum.y.is_zero_mask() & sum.z.is_zero_mask();
-            let doubled = point.to_jacobian().double();
-            sum = Jacobian::select(same & !acc_identity, &doubled, &sum);
-        }
-        let sum = Jacobian::select(acc_identity, &point.to_jacobian(), &sum);
-        acc = Jacobian::select(digit_zero, &acc, &sum);
+        // Only the last addition can meet acc == point (see module docs).
+        acc = add_digit(&acc, table, digits[i], i == 0);
     }
     wipe(&mut digits);
     acc
+}
+
+/// One masked step of a scalar multiplication: `acc + d·P` for the table
+/// `[1·P, …, 8·P]`, `acc` itself when `d = 0`, `d·P` when `acc` is the
+/// identity. With `last`, `acc == d·P` is handled too (by the doubling,
+/// computed always and selected under a mask). Shared by `k·G` and `k·R`
+/// (the component has a size budget; a call per digit costs nothing
+/// measurable).
+#[inline(never)]
+fn add_digit<P: TableEntry>(acc: &Jacobian, table: &[P], d: i8, last: bool) -> Jacobian {
+    let (point, digit_zero) = lookup(table, d);
+    let acc_identity = acc.z.is_zero_mask();
+    let mut sum = point.added_to(acc);
+    if last {
+        let same = sum.x.is_zero_mask() & sum.y.is_zero_mask() & sum.z.is_zero_mask();
+        let doubled = point.to_jacobian().double();
+        sum = Jacobian::select(same & !acc_identity, &doubled, &sum);
+    }
+    let sum = Jacobian::select(acc_identity, &point.to_jacobian(), &sum);
+    Jacobian::select(digit_zero, acc, &sum)
 }
 
 /// An affine point in Montgomery form (never the identity).
@@ -716,18 +729,18 @@ impl Jacobian {
 /// inversion (Montgomery's trick: `3(N-1)` multiplications instead of
 /// `N-1` more inversions).
 fn z_inverses(points: &[Jacobian]) -> Vec<Fe> {
-    // prefix[i] = Z_0 · ... · Z_i
-    let mut prefix: Vec<Fe> = Vec::with_capacity(points.len());
+    // out[i] = Z_0 · ... · Z_i, then, from the top, 1 / Z_i.
+    let mut out: Vec<Fe> = Vec::with_capacity(points.len());
     let mut running = Fe::ONE;
     for p in points {
         running = running.mul(&p.z);
-        prefix.push(running);
+        out.push(running);
     }
-    let mut inv = running.invert();
-    let mut out = vec![Fe::ZERO; points.len()];
+    let mut inv = running.invert(); // 1 / (Z_0 · ... · Z_i)
     for i in (0..points.len()).rev() {
-        out[i] = if i == 0 { inv } else { inv.mul(&prefix[i - 1]) };
+        let z_inv = if i == 0 { inv } else { inv.mul(&out[i - 1]) };
         inv = inv.mul(&points[i].z);
+        out[i] = z_inv;
     }
     out
 }
@@ -854,16 +867,7 @@ fn base_mul(secret: &SecretScalar) -> Jacobian {
         z: Fe::ZERO,
     };
     for (i, row) in table.iter().enumerate() {
-        let (point, digit_zero) = lookup(row, digits[i]);
-        let acc_identity = acc.z.is_zero_mask();
-        let mut sum = acc.add_affine(&point);
-        if i == 64 {
-            let same = sum.x.is_zero_mask() & sum.y.is_zero_mask() & sum.z.is_zero_mask();
-            let doubled = Jacobian::from_affine(&point).double();
-            sum = Jacobian::select(same & !acc_identity, &doubled, &sum);
-        }
-        let sum = Jacobian::select(acc_identity, &Jacobian::from_affine(&point), &sum);
-        acc = Jacobian::select(digit_zero, &acc, &sum);
+        acc = add_digit(&acc, row, digits[i], i == 64);
     }
     wipe(&mut digits);
     acc
@@ -893,29 +897,24 @@ pub type KeyAgreement = ([u8; 65], [u8; 32]);
 /// `j <= 8 < n`.
 #[must_use]
 pub fn key_agreements(pairs: &[(&SecretScalar, &PublicPoint)]) -> Vec<KeyAgreement> {
-    let tables: Vec<Jacobian> = pairs
-        .iter()
-        .flat_map(|(_, public)| point_table(&public.x, &public.y))
-        .collect();
-    let affine_tables: Vec<[Affine; 8]> = batch_to_affine(&tables)
-        .chunks_exact(8)
-        .map(|t| core::array::from_fn(|j| t[j]))
-        .collect();
+    let mut tables: Vec<Jacobian> = Vec::with_capacity(8 * pairs.len());
+    for (_, public) in pairs {
+        tables.extend_from_slice(&point_table(&public.x, &public.y));
+    }
+    let affine_tables = batch_to_affine(&tables);
     let mut points: Vec<Jacobian> = Vec::with_capacity(2 * pairs.len());
-    for ((secret, _), table) in pairs.iter().zip(&affine_tables) {
+    for ((secret, _), table) in pairs.iter().zip(affine_tables.chunks_exact(8)) {
         points.push(base_mul(secret));
         points.push(window_mul(&secret.0, table));
     }
     let z_invs = z_inverses(&points);
-    points
-        .chunks_exact(2)
-        .zip(z_invs.chunks_exact(2))
-        .map(|(p, z)| {
-            let public = affine_with(&p[0], &z[0]);
-            let shared_x = p[1].x.mul(&z[1].square()).to_be_bytes();
-            (encode_uncompressed(&public), shared_x)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(pairs.len());
+    for (p, z) in points.chunks_exact(2).zip(z_invs.chunks_exact(2)) {
+        let public = affine_with(&p[0], &z[0]);
+        let shared_x = p[1].x.mul(&z[1].square()).to_be_bytes();
+        out.push((encode_uncompressed(&public), shared_x));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod pending;
 pub mod policy;
 pub mod push;
 
+use crate::crypto::keys::ReceiverKeys;
 use crate::json::ObjectWriter;
 use std::collections::BTreeMap;
 
@@ -164,6 +165,8 @@ pub fn state_changed_shard(
         let key = pending_key(&sub.id);
         let interval_ms = u64::from(env.config.min_push_interval_secs) * 1000;
         let mut deferred = false;
+        // Set when the change goes out now: the claimed pending record, if any.
+        let mut send: Option<Option<(Pending, u64)>> = None;
         for _ in 0..8 {
             let existing = match first_read.take() {
                 Some(e) => e,
@@ -198,23 +201,13 @@ pub fn state_changed_shard(
                                 Condition::Any,
                             )?;
                             changed = merged;
-                            jobs.push(Job {
-                                sub: sub.clone(),
-                                sub_version,
-                                pending: Some((p, v)),
-                                changed: changed.clone(),
-                            });
+                            send = Some(Some((p, v)));
                         }
                         Err(StoreError::Conflict) => continue,
                         Err(e) => return Err(e.into()),
                     }
                 } else {
-                    jobs.push(Job {
-                        sub: sub.clone(),
-                        sub_version,
-                        pending: None,
-                        changed: changed.clone(),
-                    });
+                    send = Some(None);
                 }
                 break;
             }
@@ -239,6 +232,14 @@ pub fn state_changed_shard(
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
+        }
+        if let Some(pending) = send {
+            jobs.push(Job {
+                sub,
+                sub_version,
+                pending,
+                changed,
+            });
         }
         if deferred {
             report.count("deferred", "merged");
@@ -398,7 +399,34 @@ pub fn split(changed: &Changed, max: usize) -> (Vec<Changed>, Vec<(String, Strin
     (out, dropped)
 }
 
-fn message(env: &Env<'_>, sub: &Subscription, changed: &Changed) -> OutgoingPush {
+/// The messages for `changed` with their StateChange JSON: one when it
+/// fits in `max` octets (the JSON is written once), else [`split`]'s parts;
+/// what cannot fit any push is logged.
+fn split_with_json(env: &mut Env<'_>, changed: &Changed, max: usize) -> Vec<(Changed, Vec<u8>)> {
+    let whole = state_change_json(changed);
+    if whole.len() <= max {
+        // Every subset of the accounts fits too, so `split` would return
+        // `changed` whole.
+        return vec![(changed.clone(), whole)];
+    }
+    let (parts, dropped) = split(changed, max);
+    for (account, t) in dropped {
+        env.log(
+            LogLevel::Warn,
+            &format!("change of {t} in account {account} cannot fit one push; dropped"),
+        );
+    }
+    parts
+        .into_iter()
+        .map(|part| {
+            let json = state_change_json(&part);
+            (part, json)
+        })
+        .collect()
+}
+
+/// The push for `changed` to `sub`, whose StateChange JSON is `payload`.
+fn message(env: &Env<'_>, sub: &Subscription, changed: &Changed, payload: Vec<u8>) -> OutgoingPush {
     let keys = changed
         .iter()
         .flat_map(|(a, ts)| ts.keys().map(move |t| (a.as_str(), t.as_str())));
@@ -406,7 +434,7 @@ fn message(env: &Env<'_>, sub: &Subscription, changed: &Changed) -> OutgoingPush
         .values()
         .flat_map(|ts| ts.keys().map(String::as_str));
     OutgoingPush {
-        payload: state_change_json(changed),
+        payload,
         topic: Some(push::topic(&sub.id, keys)),
         urgency: env.config.urgency_for(types),
     }
@@ -451,22 +479,15 @@ fn send_jobs(
     // Requests are prepared, then encrypted a piece at a time (one batched
     // key agreement per piece), and go out in growing pieces while the next
     // ones are encrypted (`start-batch`); the answers are collected in order
-    // below.
-    let mut unsealed: Vec<push::UnsealedRequest> = Vec::new();
-    let mut unsealed_owners: Vec<(usize, Changed)> = Vec::new();
+    // below. `to_seal`: (index in `requests`, keys) of the bodies not yet
+    // encrypted.
+    let mut to_seal: Vec<(usize, ReceiverKeys)> = Vec::new();
     let mut started: Vec<(StartedBatch, usize)> = Vec::new();
     {
         let mut signer = plugin.keyring.signer(env)?;
         for (i, job) in jobs.iter().enumerate() {
-            let (parts, dropped) = split(&job.changed, max);
-            for (account, t) in dropped {
-                env.log(
-                    LogLevel::Warn,
-                    &format!("change of {t} in account {account} cannot fit one push; dropped"),
-                );
-            }
-            for part in parts {
-                let msg = message(env, &job.sub, &part);
+            for (part, payload) in split_with_json(env, &job.changed, max) {
+                let msg = message(env, &job.sub, &part, payload);
                 match push::prepare_request(
                     env.config,
                     signer.as_deref_mut(),
@@ -474,17 +495,14 @@ fn send_jobs(
                     &msg,
                     now_secs,
                 ) {
-                    Ok(r) => {
-                        unsealed.push(r);
-                        unsealed_owners.push((i, part));
-                        if unsealed.len() == pipeline_piece(started.len()) {
-                            seal_piece(
-                                env,
-                                &jobs,
-                                (&mut unsealed, &mut unsealed_owners),
-                                (&mut requests, &mut owners),
-                                report,
-                            );
+                    Ok((r, keys)) => {
+                        if let Some(keys) = keys {
+                            to_seal.push((requests.len(), keys));
+                        }
+                        requests.push(r);
+                        owners.push((i, part));
+                        if requests.len() == pipeline_piece(started.len()) {
+                            seal_piece(env, &mut requests, &mut to_seal)?;
                             let chunk = std::mem::take(&mut requests);
                             let n = chunk.len();
                             started.push((env.http.start_batch(chunk), n));
@@ -495,13 +513,7 @@ fn send_jobs(
             }
         }
     }
-    seal_piece(
-        env,
-        &jobs,
-        (&mut unsealed, &mut unsealed_owners),
-        (&mut requests, &mut owners),
-        report,
-    );
+    seal_piece(env, &mut requests, &mut to_seal)?;
     let answers: Vec<_> = if started.is_empty() {
         env.http.send_batch(requests)
     } else {
@@ -532,7 +544,8 @@ fn send_jobs(
                     for (account, types) in &part {
                         let mut one = Changed::new();
                         one.insert(account.clone(), types.clone());
-                        let msg = message(env, &jobs[i].sub, &one);
+                        let json = state_change_json(&one);
+                        let msg = message(env, &jobs[i].sub, &one, json);
                         if let Ok(r) = push::build_request(
                             env.config,
                             signer.as_deref_mut(),
@@ -564,26 +577,22 @@ fn send_jobs(
     Ok(())
 }
 
-/// Encrypts the prepared requests (one batched key agreement) and moves
-/// them, with their owners, to the requests to send; a request that cannot
-/// be encrypted is logged and counted as dropped.
+/// Encrypts the bodies of the current piece that `to_seal` names, with one
+/// batched key agreement.
+///
+/// # Errors
+/// [`PluginError::Internal`] when a body cannot be encrypted, which after
+/// [`push::prepare_request`]'s checks means the random source failed: the
+/// call fails (nothing of the piece is sent) and the mail server delivers
+/// the event again.
 fn seal_piece(
-    env: &mut Env<'_>,
-    jobs: &[Job],
-    (unsealed, unsealed_owners): (&mut Vec<push::UnsealedRequest>, &mut Vec<(usize, Changed)>),
-    (requests, owners): (&mut Vec<HttpRequest>, &mut Vec<(usize, Changed)>),
-    report: &mut DeliveryReport,
-) {
-    let sealed = push::seal_requests(env.config, std::mem::take(unsealed));
-    for (request, owner) in sealed.into_iter().zip(unsealed_owners.drain(..)) {
-        match request {
-            Ok(r) => {
-                requests.push(r);
-                owners.push(owner);
-            }
-            Err(e) => build_failed(env, &jobs[owner.0].sub.id, &e, report),
-        }
-    }
+    env: &Env<'_>,
+    requests: &mut [HttpRequest],
+    to_seal: &mut Vec<(usize, ReceiverKeys)>,
+) -> Result<(), PluginError> {
+    let sealed = push::seal_in_place(env.config, requests, to_seal);
+    to_seal.clear();
+    sealed.map_err(|e| PluginError::Internal(format!("cannot encrypt a push: {e}")))
 }
 
 /// Logs and counts a push that could not be built.

@@ -56,8 +56,11 @@ impl fmt::Display for PushBuildError {
 
 impl std::error::Error for PushBuildError {}
 
-/// Builds the HTTP request for `push` to `sub`: [`prepare_request`] and
-/// [`seal_requests`] for one request.
+/// Builds the HTTP request for `push` to `sub`: [`prepare_request`] and, for
+/// a subscription with keys, [`seal_in_place`].
+///
+/// # Errors
+/// As [`prepare_request`] and [`seal_in_place`].
 pub fn build_request(
     config: &Config,
     signer: Option<&mut VapidSigner>,
@@ -65,32 +68,23 @@ pub fn build_request(
     push: &OutgoingPush,
     now_secs: u64,
 ) -> Result<HttpRequest, PushBuildError> {
-    let unsealed = prepare_request(config, signer, sub, push, now_secs)?;
-    seal_requests(config, vec![unsealed])
-        .pop()
-        .unwrap_or(Err(PushBuildError::Encrypt(EceError::Internal(
-            "no request sealed",
-        ))))
-}
-
-/// A push request whose body is still the plaintext: everything of
-/// [`build_request`] but the encryption, so that a fan-out can encrypt a
-/// whole piece of requests in one [`seal_requests`] call.
-#[derive(Debug)]
-pub struct UnsealedRequest {
-    /// The request, with the plaintext as body and every header.
-    request: HttpRequest,
-    /// The receiver's keys when the body is to be encrypted.
-    keys: Option<ReceiverKeys>,
+    let (mut request, keys) = prepare_request(config, signer, sub, push, now_secs)?;
+    if let Some(keys) = keys {
+        seal_in_place(config, std::slice::from_mut(&mut request), &[(0, keys)])?;
+    }
+    Ok(request)
 }
 
 /// The request for `push` to `sub` with headers (`TTL`, `Urgency`, `Topic`,
-/// content coding and type, VAPID `Authorization`) and the body not yet
-/// encrypted.
+/// content coding and type, VAPID `Authorization`) and the plaintext as
+/// body, and the receiver keys to encrypt that body for (`None`: the push
+/// goes unencrypted). A fan-out encrypts a whole piece of such requests in
+/// one [`seal_in_place`].
 ///
 /// # Errors
 /// [`PushBuildError::Keys`] when the stored keys no longer parse,
 /// [`PushBuildError::TooLong`] for an unencrypted payload over the limit,
+/// [`PushBuildError::Encrypt`] for one too long to encrypt,
 /// [`PushBuildError::Vapid`] when signing fails.
 pub fn prepare_request(
     config: &Config,
@@ -98,7 +92,7 @@ pub fn prepare_request(
     sub: &Subscription,
     push: &OutgoingPush,
     now_secs: u64,
-) -> Result<UnsealedRequest, PushBuildError> {
+) -> Result<(HttpRequest, Option<ReceiverKeys>), PushBuildError> {
     let max = config.max_plaintext_octets as usize;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(6);
     headers.push(("TTL".into(), config.push_ttl_secs.to_string()));
@@ -109,6 +103,9 @@ pub fn prepare_request(
     let keys = match &sub.keys {
         Some(k) => {
             let keys = k.parse().map_err(PushBuildError::Keys)?;
+            // Checked here, so that sealing a piece cannot fail for one
+            // request.
+            ece::check_plaintext_len(push.payload.len(), max).map_err(PushBuildError::Encrypt)?;
             headers.push(("Content-Encoding".into(), "aes128gcm".into()));
             headers.push(("Content-Type".into(), "application/octet-stream".into()));
             Some(keys)
@@ -133,47 +130,39 @@ pub fn prepare_request(
             .map_err(PushBuildError::Vapid)?;
         headers.push(("Authorization".into(), auth));
     }
-    Ok(UnsealedRequest {
-        request: HttpRequest {
-            url: sub.url.clone(),
-            headers,
-            body: push.payload.clone(),
-            timeout_ms: config.http_timeout_ms,
-        },
-        keys,
-    })
+    let request = HttpRequest {
+        url: sub.url.clone(),
+        headers,
+        body: push.payload.clone(),
+        timeout_ms: config.http_timeout_ms,
+    };
+    Ok((request, keys))
 }
 
-/// Encrypts the bodies of `unsealed` that have receiver keys (RFC 8291,
-/// each with its own fresh ephemeral key and salt, in one
-/// [`ece::encrypt_batch`]) and returns the requests in the same order.
+/// Encrypts, in place, the plaintext body of `requests[i]` for the keys of
+/// every `(i, keys)` of `to_seal` (RFC 8291, each message with its own fresh
+/// ephemeral key and salt, in one [`ece::encrypt_batch`]). Every `i` MUST
+/// be an index of `requests`.
 ///
 /// # Errors
-/// Per request: [`PushBuildError::Encrypt`] when its plaintext is over the
-/// limit or the random source fails.
-pub fn seal_requests(
+/// [`PushBuildError::Encrypt`] when a body cannot be encrypted: over the
+/// limit (which [`prepare_request`] has already checked) or the random
+/// source failed. The requests MUST NOT be sent then: some bodies are still
+/// plaintext.
+pub fn seal_in_place(
     config: &Config,
-    unsealed: Vec<UnsealedRequest>,
-) -> Vec<Result<HttpRequest, PushBuildError>> {
-    let max = config.max_plaintext_octets as usize;
-    let messages: Vec<(&[u8], &ReceiverKeys)> = unsealed
-        .iter()
-        .filter_map(|u| u.keys.as_ref().map(|k| (u.request.body.as_slice(), k)))
-        .collect();
-    let mut bodies = ece::encrypt_batch(&messages, max).into_iter();
-    unsealed
-        .into_iter()
-        .map(|u| {
-            let mut request = u.request;
-            if u.keys.is_some() {
-                request.body = bodies
-                    .next()
-                    .unwrap_or(Err(EceError::Internal("no body encrypted")))
-                    .map_err(PushBuildError::Encrypt)?;
-            }
-            Ok(request)
-        })
-        .collect()
+    requests: &mut [HttpRequest],
+    to_seal: &[(usize, ReceiverKeys)],
+) -> Result<(), PushBuildError> {
+    let mut messages: Vec<(&[u8], &ReceiverKeys)> = Vec::with_capacity(to_seal.len());
+    for (i, keys) in to_seal {
+        messages.push((requests[*i].body.as_slice(), keys));
+    }
+    let bodies = ece::encrypt_batch(&messages, config.max_plaintext_octets as usize);
+    for ((i, _), body) in to_seal.iter().zip(bodies) {
+        requests[*i].body = body.map_err(PushBuildError::Encrypt)?;
+    }
+    Ok(())
 }
 
 /// The `Topic` for a message to subscription `id` about these
