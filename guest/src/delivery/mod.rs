@@ -502,7 +502,14 @@ fn send_jobs(
                         requests.push(r);
                         owners.push((i, part));
                         if requests.len() == pipeline_piece(started.len()) {
-                            seal_piece(env, &mut requests, &mut to_seal)?;
+                            seal_piece(
+                                env,
+                                &jobs,
+                                &mut requests,
+                                &mut owners,
+                                &mut to_seal,
+                                report,
+                            );
                             let chunk = std::mem::take(&mut requests);
                             let n = chunk.len();
                             started.push((env.http.start_batch(chunk), n));
@@ -513,7 +520,7 @@ fn send_jobs(
             }
         }
     }
-    seal_piece(env, &mut requests, &mut to_seal)?;
+    seal_piece(env, &jobs, &mut requests, &mut owners, &mut to_seal, report);
     let answers: Vec<_> = if started.is_empty() {
         env.http.send_batch(requests)
     } else {
@@ -577,22 +584,32 @@ fn send_jobs(
     Ok(())
 }
 
-/// Encrypts the bodies of the current piece that `to_seal` names, with one
+/// Encrypts the bodies of the current piece (`requests`, whose owners are
+/// the last `requests.len()` of `owners`) that `to_seal` names, with one
 /// batched key agreement.
 ///
-/// # Errors
-/// [`PluginError::Internal`] when a body cannot be encrypted, which after
-/// [`push::prepare_request`]'s checks means the random source failed: the
-/// call fails (nothing of the piece is sent) and the mail server delivers
-/// the event again.
+/// Lengths were checked by [`push::prepare_request`], so this fails only
+/// when the random source fails; then the whole piece is dropped (logged
+/// and counted as `dropped`/`build`, as a push that cannot be built always
+/// was) and nothing of it is sent.
 fn seal_piece(
-    env: &Env<'_>,
-    requests: &mut [HttpRequest],
+    env: &mut Env<'_>,
+    jobs: &[Job],
+    requests: &mut Vec<HttpRequest>,
+    owners: &mut Vec<(usize, Changed)>,
     to_seal: &mut Vec<(usize, ReceiverKeys)>,
-) -> Result<(), PluginError> {
+    report: &mut DeliveryReport,
+) {
     let sealed = push::seal_in_place(env.config, requests, to_seal);
     to_seal.clear();
-    sealed.map_err(|e| PluginError::Internal(format!("cannot encrypt a push: {e}")))
+    if let Err(e) = sealed {
+        for _ in 0..requests.len() {
+            if let Some((job, _)) = owners.pop() {
+                build_failed(env, &jobs[job].sub.id, &e, report);
+            }
+        }
+        requests.clear();
+    }
 }
 
 /// Logs and counts a push that could not be built.
