@@ -413,7 +413,7 @@ fn main() {
                 .unwrap(),
         );
     });
-    row("(a) native ece::encrypt (p256 0.14)", native_encrypt);
+    row("(a) native ece::encrypt, one message", native_encrypt);
     // (a') the fan-out's way: 64 messages with one batched key agreement.
     let batch: Vec<(&[u8], &_)> = (0..64).map(|_| (payload.as_slice(), &keys)).collect();
     let native_batch = 64.0
