@@ -1,12 +1,12 @@
-//! Outbound HTTP for the `http-out` import: a pooled reqwest/rustls client
+//! Outbound HTTP for the `http-out` import: a pooled hyper/rustls client
 //! that sends a batch concurrently, never follows redirects, bounds time,
 //! concurrency and response size, and refuses forbidden destinations.
 //!
 //! The address guard runs at two points: IP-literal URLs are checked before
 //! sending (as the URL parser reads them, so `0x7f.1` is 127.0.0.1), and
-//! every address a host name resolves to is checked inside the resolver the
-//! connector uses, so the address connected to is always one that was
-//! checked (no DNS-rebinding gap).
+//! every address a host name resolves to is checked before it is connected
+//! to, so the address connected to is always one that was checked (no
+//! DNS-rebinding gap).
 //!
 //! Connections: at most [`HttpPolicy::max_connections_per_origin`] requests
 //! to one origin are in flight at once, and the pool keeps that many idle
@@ -23,14 +23,28 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::join_all;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
+use hyper::{Method, Request, Response, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 use jmap_web_push_guest::addr::{classify, DeniedRange};
+
+/// A request body: the whole body in memory (push messages are small).
+type ReqBody = Full<Bytes>;
+
+/// How long an idle keep-alive connection is kept for reuse.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// One outbound POST (the WIT `http-out.request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +126,9 @@ pub struct HttpPolicy {
     pub max_body_prefix: usize,
     /// Largest request body sent.
     pub max_request_body: usize,
+    /// DER certificates trusted as roots besides the system's (a private
+    /// push service's certificate authority; tests).
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for HttpPolicy {
@@ -126,6 +143,7 @@ impl Default for HttpPolicy {
             http2_prior_knowledge: false,
             max_body_prefix: 4096,
             max_request_body: 8192,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -139,53 +157,44 @@ pub fn check_addr(ip: IpAddr, allow_loopback: bool) -> Result<(), DeniedRange> {
     }
 }
 
-#[derive(Debug)]
-struct DeniedAddress(String);
-
-impl std::fmt::Display for DeniedAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DeniedAddress {}
-
-/// Resolves with the system resolver and drops forbidden addresses; fails
-/// when none is left.
-#[derive(Debug, Clone)]
-struct GuardedResolver {
+/// The addresses to connect to for `url`'s host and `port`: an IP literal
+/// as it is (the precheck has already checked it), a host name through the
+/// system resolver with every forbidden address dropped; an error when none
+/// is left. Connecting only to addresses that passed here leaves no
+/// DNS-rebinding gap.
+async fn resolve_guarded(
+    url: &url::Url,
+    port: u16,
     allow_loopback: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow_loopback;
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?
-                .collect();
-            let mut denied = None;
-            let ok: Vec<SocketAddr> = addrs
-                .into_iter()
-                .filter(|a| match check_addr(a.ip(), allow) {
-                    Ok(()) => true,
-                    Err(r) => {
-                        denied = Some(format!("{host} resolves to {} ({r})", a.ip()));
-                        false
-                    }
-                })
-                .collect();
-            if ok.is_empty() {
-                let why = denied.unwrap_or_else(|| format!("{host} has no addresses"));
-                return Err(
-                    Box::new(DeniedAddress(why)) as Box<dyn std::error::Error + Send + Sync>
-                );
+) -> Result<Vec<SocketAddr>, OutError> {
+    let host = match url.host() {
+        Some(url::Host::Ipv4(ip)) => return Ok(vec![SocketAddr::new(IpAddr::V4(ip), port)]),
+        Some(url::Host::Ipv6(ip)) => return Ok(vec![SocketAddr::new(IpAddr::V6(ip), port)]),
+        Some(url::Host::Domain(d)) => d,
+        None => return Err(OutError::Other("URL has no host".into())),
+    };
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| OutError::Dns(format!("{host}: {e}")))?
+        .collect();
+    let mut denied = None;
+    let ok: Vec<SocketAddr> = found
+        .into_iter()
+        .filter(|a| match check_addr(a.ip(), allow_loopback) {
+            Ok(()) => true,
+            Err(r) => {
+                denied = Some(format!("{host} resolves to {} ({r})", a.ip()));
+                false
             }
-            Ok(Box::new(ok.into_iter()) as Addrs)
         })
+        .collect();
+    if ok.is_empty() {
+        return Err(match denied {
+            Some(why) => OutError::DeniedByPolicy(why),
+            None => OutError::Dns(format!("{host} has no addresses")),
+        });
     }
+    Ok(ok)
 }
 
 /// What the runtime needs from an outbound HTTP implementation: send a
@@ -254,18 +263,25 @@ impl std::fmt::Debug for PendingBatch {
     }
 }
 
-/// The outbound HTTP client.
+/// The outbound HTTP client: hyper connections over tokio (and rustls for
+/// `https`), pooled per origin.
 pub struct HttpClient {
-    client: reqwest::Client,
+    shared: Arc<Shared>,
     /// Always `Some` until dropped (taken in `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
-    policy: HttpPolicy,
-    permits: Arc<Semaphore>,
-    origins: Arc<OriginLimits>,
     observer: Option<Observer>,
 }
 
-/// One semaphore per origin, created on first use. Entries nobody holds are
+/// What every request of every batch uses.
+struct Shared {
+    policy: HttpPolicy,
+    tls: tokio_rustls::TlsConnector,
+    user_agent: HeaderValue,
+    permits: Arc<Semaphore>,
+    origins: OriginLimits,
+}
+
+/// One slot per origin, created on first use. Entries nobody holds are
 /// dropped when the map grows past [`OriginLimits::TRACKED`], so many
 /// distinct push hosts cannot grow it without bound.
 struct OriginLimits {
@@ -274,12 +290,44 @@ struct OriginLimits {
     map: Mutex<HashMap<String, Arc<OriginSlot>>>,
 }
 
-/// One origin's in-flight limit.
+/// The protocol of an origin's connections is not known yet.
+const PROTOCOL_UNKNOWN: u8 = 0;
+/// The origin's connections speak HTTP/1.1.
+const PROTOCOL_HTTP1: u8 = 1;
+/// The origin's connection speaks HTTP/2.
+const PROTOCOL_HTTP2: u8 = 2;
+
+/// One origin: its in-flight limit and its connections.
 struct OriginSlot {
     permits: Arc<Semaphore>,
     /// Whether the origin last answered over HTTP/2 (and so has the
     /// raised limit).
-    http2: std::sync::atomic::AtomicBool,
+    http2: AtomicBool,
+    /// What the last connection made to the origin speaks
+    /// (`PROTOCOL_*`).
+    protocol: AtomicU8,
+    /// Held while a connection that may turn out to be HTTP/2 is made, so
+    /// that a burst of requests shares one HTTP/2 connection instead of
+    /// opening one each.
+    connecting: tokio::sync::Mutex<()>,
+    /// Connections ready for reuse.
+    idle: Mutex<IdleConnections>,
+}
+
+/// An origin's reusable connections.
+#[derive(Default)]
+struct IdleConnections {
+    /// Idle HTTP/1.1 connections and since when they are idle (the most
+    /// recently used last).
+    http1: Vec<(http1::SendRequest<ReqBody>, Instant)>,
+    /// The HTTP/2 connection every request to the origin shares.
+    http2: Option<http2::SendRequest<ReqBody>>,
+}
+
+/// A connection to send one request on.
+enum Connection {
+    Http1(http1::SendRequest<ReqBody>),
+    Http2(http2::SendRequest<ReqBody>),
 }
 
 impl OriginLimits {
@@ -295,7 +343,10 @@ impl OriginLimits {
         }
         let s = Arc::new(OriginSlot {
             permits: Arc::new(Semaphore::new(self.per_origin.max(1))),
-            http2: Default::default(),
+            http2: AtomicBool::new(false),
+            protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
+            connecting: tokio::sync::Mutex::new(()),
+            idle: Mutex::new(IdleConnections::default()),
         });
         map.insert(origin.to_string(), s.clone());
         s
@@ -305,13 +356,12 @@ impl OriginLimits {
     /// answer raises its limit to `per_http2_origin`, a later HTTP/1.x
     /// answer lowers it again (permits in use are taken back as they are
     /// returned).
-    fn answered_with(&self, slot: &OriginSlot, version: reqwest::Version) {
-        use std::sync::atomic::Ordering;
+    fn answered_with(&self, slot: &OriginSlot, version: Version) {
         let extra = self.per_http2_origin.saturating_sub(self.per_origin.max(1));
         if extra == 0 {
             return;
         }
-        let http2 = version == reqwest::Version::HTTP_2;
+        let http2 = version == Version::HTTP_2;
         // Called for every answer: only a change of protocol writes the
         // flag, so concurrent answers do not bounce its cache line.
         if slot.http2.load(Ordering::Acquire) == http2
@@ -334,8 +384,53 @@ impl OriginLimits {
     }
 }
 
+impl OriginSlot {
+    /// A pooled connection that is still open: the shared HTTP/2 one, else
+    /// the most recently used idle HTTP/1.1 one. Connections found closed
+    /// or idle for longer than [`IDLE_TIMEOUT`] are dropped on the way.
+    fn checkout(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h2) = &idle.http2 {
+            if !h2.is_closed() {
+                return Some(Connection::Http2(h2.clone()));
+            }
+            idle.http2 = None;
+        }
+        while let Some((tx, since)) = idle.http1.pop() {
+            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(Connection::Http1(tx));
+            }
+        }
+        None
+    }
+
+    /// Returns an HTTP/1.1 connection whose exchange is complete to the
+    /// pool, which keeps at most `keep` of them.
+    fn checkin(&self, tx: http1::SendRequest<ReqBody>, keep: usize) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.http1.len() < keep {
+            idle.http1.push((tx, Instant::now()));
+        }
+    }
+
+    /// Forgets the shared HTTP/2 connection if it is `tx`'s (it failed).
+    fn forget_http2(&self, tx: &http2::SendRequest<ReqBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle
+            .http2
+            .as_ref()
+            .is_some_and(|h| h.is_closed() || tx.is_closed())
+        {
+            idle.http2 = None;
+        }
+    }
+}
+
 /// `scheme://host:port` of a URL, the key of the per-origin limit.
-fn origin_key(url: &reqwest::Url) -> String {
+fn origin_key(url: &url::Url) -> String {
     format!(
         "{}://{}:{}",
         url.scheme(),
@@ -352,9 +447,33 @@ pub type Observer = Arc<dyn Fn(Duration, &Result<OutResponse, OutError>) + Send 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
-            .field("policy", &self.policy)
+            .field("policy", &self.shared.policy)
             .finish_non_exhaustive()
     }
+}
+
+/// The TLS set-up: the system's root certificates and the policy's extra
+/// ones, TLS 1.2 and 1.3, ALPN offering HTTP/2 and HTTP/1.1.
+fn tls_config(policy: &HttpPolicy) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "reading the system's root certificates");
+    }
+    roots.add_parsable_certificates(native.certs);
+    for der in &policy.extra_root_certificates {
+        roots.add(rustls::pki_types::CertificateDer::from(der.clone()))?;
+    }
+    if roots.is_empty() {
+        tracing::warn!("no trusted root certificate: every https:// push service will fail");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 impl HttpClient {
@@ -368,34 +487,26 @@ impl HttpClient {
             .thread_name("http-out")
             .enable_all()
             .build()?;
-        let mut builder = reqwest::Client::builder();
-        if policy.http2_prior_knowledge {
-            builder = builder.http2_prior_knowledge();
-        }
-        let client = builder
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(policy.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(policy.max_connections_per_origin.max(1))
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_loopback: policy.allow_insecure_loopback,
-            }))
-            .https_only(!policy.allow_insecure_loopback)
-            .user_agent(concat!("jmap-web-push/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(&policy)?));
         Ok(HttpClient {
-            client,
-            runtime: Some(runtime),
-            permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
-            origins: Arc::new(OriginLimits {
-                per_origin: policy.max_connections_per_origin,
-                per_http2_origin: policy
-                    .max_streams_per_http2_origin
-                    .min(policy.max_concurrency / 2)
-                    .max(policy.max_connections_per_origin),
-                map: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                tls,
+                user_agent: HeaderValue::from_static(concat!(
+                    "jmap-web-push/",
+                    env!("CARGO_PKG_VERSION")
+                )),
+                permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
+                origins: OriginLimits {
+                    per_origin: policy.max_connections_per_origin,
+                    per_http2_origin: policy
+                        .max_streams_per_http2_origin
+                        .min(policy.max_concurrency / 2)
+                        .max(policy.max_connections_per_origin),
+                    map: Mutex::new(HashMap::new()),
+                },
+                policy,
             }),
-            policy,
+            runtime: Some(runtime),
             observer: None,
         })
     }
@@ -408,7 +519,7 @@ impl HttpClient {
 
     /// The policy in force.
     pub fn policy(&self) -> &HttpPolicy {
-        &self.policy
+        &self.shared.policy
     }
 
     /// Sends every request concurrently; one result per request, in order.
@@ -433,25 +544,14 @@ impl HttpClient {
         // are polled together, which saves a task and a cross-thread wake-up
         // per request (the connections' own tasks still run on every
         // worker, so the requests are as concurrent as before).
-        let client = self.client.clone();
-        let policy = self.policy.clone();
-        let permits = self.permits.clone();
-        let origins = self.origins.clone();
+        let shared = self.shared.clone();
         let observer = self.observer.clone();
         let n = requests.len();
         let task = runtime.spawn(async move {
-            let start = std::time::Instant::now();
-            let sends = requests.into_iter().map(|r| {
-                send_limited(
-                    &client,
-                    &policy,
-                    &permits,
-                    &origins,
-                    observer.as_ref(),
-                    start,
-                    r,
-                )
-            });
+            let start = Instant::now();
+            let sends = requests
+                .into_iter()
+                .map(|r| send_limited(&shared, observer.as_ref(), start, r));
             join_all(sends).await
         });
         PendingBatch(PendingInner::Task(task, n))
@@ -472,27 +572,24 @@ impl Drop for HttpClient {
 /// its timeout (which covers the wait for a slot), and reports it to the
 /// observer.
 async fn send_limited(
-    client: &reqwest::Client,
-    policy: &HttpPolicy,
-    permits: &Arc<Semaphore>,
-    origins: &OriginLimits,
+    shared: &Shared,
     observer: Option<&Observer>,
-    start: std::time::Instant,
+    start: Instant,
     r: OutRequest,
 ) -> Result<OutResponse, OutError> {
     // The request's timeout covers the wait for a connection slot too, so
     // requests queued behind a stalled push service end as timeouts
     // instead of waiting unbounded.
-    let timeout = request_timeout(policy, &r);
+    let timeout = request_timeout(&shared.policy, &r);
     let send = async {
-        let url = precheck(policy, &r)?;
+        let url = precheck(&shared.policy, &r)?;
         // The origin's permit first: requests queued behind a slow push
         // service hold none of the global permits.
-        let slot = origins.slot(&origin_key(&url));
+        let slot = shared.origins.slot(&origin_key(&url));
         let _origin = slot.permits.clone().acquire_owned().await;
-        let _permit = permits.clone().acquire_owned().await;
-        let (answer, version) = send_one(client, policy, url, r).await?;
-        origins.answered_with(&slot, version);
+        let _permit = shared.permits.clone().acquire_owned().await;
+        let (answer, version) = exchange(shared, &slot, &url, r).await?;
+        shared.origins.answered_with(&slot, version);
         Ok(answer)
     };
     let result = tokio::time::timeout(timeout, send)
@@ -504,8 +601,8 @@ async fn send_limited(
     result
 }
 
-fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<reqwest::Url, OutError> {
-    let url = reqwest::Url::parse(&r.url).map_err(|e| OutError::Other(format!("bad URL: {e}")))?;
+fn precheck(policy: &HttpPolicy, r: &OutRequest) -> Result<url::Url, OutError> {
+    let url = url::Url::parse(&r.url).map_err(|e| OutError::Other(format!("bad URL: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if policy.allow_insecure_loopback => {}
@@ -542,23 +639,245 @@ fn request_timeout(policy: &HttpPolicy, r: &OutRequest) -> Duration {
     Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(policy.max_timeout)
 }
 
-/// Sends one checked request; the caller bounds the total time.
-async fn send_one(
-    client: &reqwest::Client,
-    policy: &HttpPolicy,
-    url: reqwest::Url,
+/// Sends one checked request on a pooled connection or a new one and reads
+/// the answer; the caller bounds the total time. A request that a pooled
+/// connection closed before sending (a keep-alive connection the push
+/// service had just closed) is sent once more, on a new connection.
+async fn exchange(
+    shared: &Shared,
+    slot: &OriginSlot,
+    url: &url::Url,
     r: OutRequest,
-) -> Result<(OutResponse, reqwest::Version), OutError> {
-    // No reqwest timeout: the caller's `tokio::time::timeout` bounds the
-    // whole exchange, body included.
-    let mut builder = client.post(url);
-    for (name, value) in &r.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+) -> Result<(OutResponse, Version), OutError> {
+    let body = Bytes::from(r.body);
+    let mut may_reuse = true;
+    loop {
+        let (connection, reused) = if may_reuse {
+            obtain_connection(shared, slot, url).await?
+        } else {
+            (new_connection(shared, slot, url).await?, false)
+        };
+        may_reuse = false;
+        let sent = match connection {
+            Connection::Http1(mut tx) => {
+                let req = build_request(url, &r.headers, body.clone(), false, &shared.user_agent)?;
+                match tx.ready().await {
+                    Ok(()) => Sent::Http1(tx.try_send_request(req).await, tx),
+                    Err(_) if reused => continue,
+                    Err(e) => return Err(http_error(&e)),
+                }
+            }
+            Connection::Http2(mut tx) => {
+                let req = build_request(url, &r.headers, body.clone(), true, &shared.user_agent)?;
+                match tx.ready().await {
+                    Ok(()) => Sent::Http2(tx.try_send_request(req).await, tx),
+                    Err(_) if reused => {
+                        slot.forget_http2(&tx);
+                        continue;
+                    }
+                    Err(e) => return Err(http_error(&e)),
+                }
+            }
+        };
+        let (result, http1) = match sent {
+            Sent::Http1(result, tx) => (result, Some(tx)),
+            Sent::Http2(result, tx) => {
+                if result.is_err() {
+                    slot.forget_http2(&tx);
+                }
+                (result, None)
+            }
+        };
+        match result {
+            Ok(response) => return Ok(read_answer(shared, slot, response, http1).await),
+            // Not sent at all: the pooled connection closed first.
+            Err(e) if reused && e.message().is_some() => continue,
+            Err(e) => return Err(http_error(e.error())),
+        }
     }
-    let mut resp = builder.body(r.body).send().await.map_err(map_error)?;
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp
+}
+
+/// What sending on a connection gave, with the connection.
+enum Sent {
+    Http1(
+        Result<Response<hyper::body::Incoming>, TrySendError<Request<ReqBody>>>,
+        http1::SendRequest<ReqBody>,
+    ),
+    Http2(
+        Result<Response<hyper::body::Incoming>, TrySendError<Request<ReqBody>>>,
+        http2::SendRequest<ReqBody>,
+    ),
+}
+
+/// A pooled connection to `url`'s origin (`true`) or a new one (`false`).
+async fn obtain_connection(
+    shared: &Shared,
+    slot: &OriginSlot,
+    url: &url::Url,
+) -> Result<(Connection, bool), OutError> {
+    if let Some(c) = slot.checkout() {
+        return Ok((c, true));
+    }
+    // A connection that may turn out to be HTTP/2 (prior knowledge, an
+    // origin whose protocol is not known yet, or an HTTP/2 origin whose
+    // connection closed) is made by one request at a time: the others
+    // then share it.
+    let plain_http1 = url.scheme() == "http" && !shared.policy.http2_prior_knowledge;
+    let _connecting = if plain_http1 || slot.protocol.load(Ordering::Acquire) == PROTOCOL_HTTP1 {
+        None
+    } else {
+        let guard = slot.connecting.lock().await;
+        if let Some(c) = slot.checkout() {
+            return Ok((c, true));
+        }
+        (slot.protocol.load(Ordering::Acquire) != PROTOCOL_HTTP1).then_some(guard)
+    };
+    Ok((new_connection(shared, slot, url).await?, false))
+}
+
+/// Opens a connection to `url`'s origin within the connect timeout; an
+/// HTTP/2 one becomes the origin's shared connection.
+async fn new_connection(
+    shared: &Shared,
+    slot: &OriginSlot,
+    url: &url::Url,
+) -> Result<Connection, OutError> {
+    let connection = tokio::time::timeout(shared.policy.connect_timeout, connect(shared, url))
+        .await
+        .unwrap_or(Err(OutError::Timeout))?;
+    match &connection {
+        Connection::Http1(_) => slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release),
+        Connection::Http2(tx) => {
+            slot.protocol.store(PROTOCOL_HTTP2, Ordering::Release);
+            slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 = Some(tx.clone());
+        }
+    }
+    Ok(connection)
+}
+
+/// Resolves (through the address guard), connects over TCP, TLS for
+/// `https` (HTTP/2 if ALPN picks it), and starts the HTTP connection.
+async fn connect(shared: &Shared, url: &url::Url) -> Result<Connection, OutError> {
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| OutError::Other("URL has no port".into()))?;
+    let addrs = resolve_guarded(url, port, shared.policy.allow_insecure_loopback).await?;
+    let mut last_error = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last_error = Some(format!("connecting to {addr}: {e}")),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| OutError::Connection(last_error.unwrap_or_default()))?;
+    // Requests are written whole; no reason to wait for more.
+    let _ = tcp.set_nodelay(true);
+    if url.scheme() == "https" {
+        let name = match url.host() {
+            Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_string())
+                .map_err(|e| OutError::Tls(format!("{d}: {e}")))?,
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).into(),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).into(),
+            None => return Err(OutError::Other("URL has no host".into())),
+        };
+        let tls = shared
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| OutError::Tls(e.to_string()))?;
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        start_http(tls, http2).await
+    } else {
+        start_http(tcp, shared.policy.http2_prior_knowledge).await
+    }
+}
+
+/// The HTTP/1.1 or HTTP/2 handshake on `io`; the connection is driven by
+/// its own task on the client's runtime until it closes.
+async fn start_http<T>(io: T, http2: bool) -> Result<Connection, OutError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    if http2 {
+        let (tx, connection) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| http_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP/2 push connection ended");
+            }
+        });
+        Ok(Connection::Http2(tx))
+    } else {
+        let (tx, connection) = http1::handshake(io).await.map_err(|e| http_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP/1.1 push connection ended");
+            }
+        });
+        Ok(Connection::Http1(tx))
+    }
+}
+
+/// The POST for `url`: origin-form target and `Host` over HTTP/1.1, the
+/// absolute URI (`:scheme`, `:authority`) over HTTP/2; the plugin's
+/// headers; a `User-Agent` unless the plugin set one.
+fn build_request(
+    url: &url::Url,
+    headers: &[(String, String)],
+    body: Bytes,
+    http2: bool,
+    user_agent: &HeaderValue,
+) -> Result<Request<ReqBody>, OutError> {
+    let target = if http2 {
+        &url[..url::Position::AfterQuery]
+    } else {
+        &url[url::Position::BeforePath..url::Position::AfterQuery]
+    };
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = target
+        .parse::<Uri>()
+        .map_err(|e| OutError::Other(format!("bad URL: {e}")))?;
+    if http2 {
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        let host = HeaderValue::from_str(authority)
+            .map_err(|e| OutError::Other(format!("bad host: {e}")))?;
+        req.headers_mut().insert(HOST, host);
+    }
+    let h = req.headers_mut();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| OutError::Other(format!("bad header name {name:?}: {e}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| OutError::Other(format!("bad value for header {name}: {e}")))?;
+        h.append(name, value);
+    }
+    if !h.contains_key(USER_AGENT) {
+        h.insert(USER_AGENT, user_agent.clone());
+    }
+    Ok(req)
+}
+
+/// Status, headers and the first [`HttpPolicy::max_body_prefix`] octets of
+/// the body. An HTTP/1.1 connection whose answer was read to its end goes
+/// back to the pool; one with more body left is dropped (closed).
+async fn read_answer(
+    shared: &Shared,
+    slot: &OriginSlot,
+    response: Response<hyper::body::Incoming>,
+    http1: Option<http1::SendRequest<ReqBody>>,
+) -> (OutResponse, Version) {
+    let status = response.status().as_u16();
+    let version = response.version();
+    let headers = response
         .headers()
         .iter()
         .filter_map(|(n, v)| {
@@ -567,58 +886,53 @@ async fn send_one(
                 .map(|v| (n.as_str().to_string(), v.to_string()))
         })
         .collect();
+    let mut body = response.into_body();
+    let max = shared.policy.max_body_prefix;
     let mut body_prefix = Vec::new();
-    while body_prefix.len() < policy.max_body_prefix {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = policy.max_body_prefix - body_prefix.len();
-                body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    let mut complete = body.is_end_stream();
+    while !complete && body_prefix.len() < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = max - body_prefix.len();
+                    body_prefix.extend_from_slice(&data[..data.len().min(room)]);
+                }
+                complete = body.is_end_stream();
             }
-            Ok(None) | Err(_) => break,
+            Some(Err(_)) => break,
+            None => complete = true,
         }
     }
-    Ok((
+    if let (true, Some(tx)) = (complete, http1) {
+        slot.checkin(tx, shared.policy.max_connections_per_origin.max(1));
+    }
+    (
         OutResponse {
             status,
             headers,
             body_prefix,
         },
         version,
-    ))
+    )
 }
 
-fn map_error(e: reqwest::Error) -> OutError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if let Some(d) = s.downcast_ref::<DeniedAddress>() {
-            return OutError::DeniedByPolicy(d.0.clone());
+/// An HTTP-level failure as the plugin sees it.
+fn http_error(e: &hyper::Error) -> OutError {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return OutError::Tls(tls.to_string());
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::Other && io.to_string().contains("lookup") {
-                return OutError::Dns(io.to_string());
-            }
-        }
-        if s.downcast_ref::<rustls::Error>().is_some() {
-            return OutError::Tls(s.to_string());
-        }
-        source = s.source();
+        msg = format!("{msg}: {inner}");
+        source = inner.source();
     }
     if e.is_timeout() {
         OutError::Timeout
-    } else if e.is_connect() {
-        let mut msg = e.to_string();
-        let mut s = std::error::Error::source(&e);
-        while let Some(inner) = s {
-            msg = format!("{msg}: {inner}");
-            s = inner.source();
-        }
-        if msg.contains("dns error") || msg.contains("failed to lookup") {
-            OutError::Dns(msg)
-        } else {
-            OutError::Connection(msg)
-        }
+    } else if e.is_parse() || e.is_user() {
+        OutError::Other(msg)
     } else {
-        OutError::Other(e.to_string())
+        OutError::Connection(msg)
     }
 }
 
@@ -640,15 +954,15 @@ mod tests {
             };
             let slot = limits.slot("https://push.example:443");
             assert_eq!(slot.permits.available_permits(), 4);
-            limits.answered_with(&slot, reqwest::Version::HTTP_11);
+            limits.answered_with(&slot, Version::HTTP_11);
             assert_eq!(slot.permits.available_permits(), 4);
-            limits.answered_with(&slot, reqwest::Version::HTTP_2);
-            limits.answered_with(&slot, reqwest::Version::HTTP_2);
+            limits.answered_with(&slot, Version::HTTP_2);
+            limits.answered_with(&slot, Version::HTTP_2);
             assert_eq!(slot.permits.available_permits(), 40, "raised once");
             // Back to HTTP/1.1 while 10 streams are in flight: the extra
             // permits are taken back as the streams end.
             let in_flight = slot.permits.clone().acquire_many_owned(10).await.unwrap();
-            limits.answered_with(&slot, reqwest::Version::HTTP_11);
+            limits.answered_with(&slot, Version::HTTP_11);
             tokio::task::yield_now().await;
             assert!(slot.permits.available_permits() <= 30);
             drop(in_flight);

@@ -1,0 +1,276 @@
+//! Issues 5 and 8 (outbound HTTP to real push services): `https://` push
+//! services are reached over TLS with the certificate checked, over HTTP/2
+//! when ALPN offers it (every request a stream on one connection) and over
+//! HTTP/1.1 with reused keep-alive connections otherwise; a keep-alive
+//! connection the push service closed is not used again (the push goes on
+//! a new connection).
+//!
+//! The HTTPS push service here is hyper behind rustls on loopback, with a
+//! certificate for `localhost` made at test time; the client trusts it
+//! through `HttpPolicy::extra_root_certificates`.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jmap_web_push_host::net::{OutError, OutRequest};
+use jmap_web_push_host::{HttpClient, HttpPolicy};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A loopback HTTPS push service answering 201 with a short body.
+struct TlsPushService {
+    port: u16,
+    certificate: Vec<u8>,
+    connections: Arc<AtomicUsize>,
+    /// Protocol and body length of every request, in arrival order.
+    seen: Arc<Mutex<Vec<(Version, usize)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsPushService {
+    /// Starts one that offers `alpn` (in order of preference).
+    fn start(alpn: &[&[u8]]) -> TlsPushService {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let certificate = made.cert.der().to_vec();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(certificate.clone())], key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (connections.clone(), seen.clone());
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let version = req.version();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            log.lock().unwrap().push((version, body.len()));
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(201)
+                                    .body(Full::new(Bytes::from_static(b"created")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let io = TokioIo::new(tls);
+                    let _ = if http2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await
+                    };
+                });
+            }
+        });
+        TlsPushService {
+            port,
+            certificate,
+            connections,
+            seen,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}/{path}", self.port)
+    }
+
+    fn seen(&self) -> Vec<(Version, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn push(url: String) -> OutRequest {
+    OutRequest {
+        url,
+        headers: vec![
+            ("TTL".into(), "60".into()),
+            ("Content-Encoding".into(), "aes128gcm".into()),
+        ],
+        body: vec![7; 300],
+        timeout_ms: 5000,
+    }
+}
+
+/// A test-mode client (loopback allowed) trusting `service`'s certificate.
+fn client_trusting(service: &TlsPushService, per_origin: usize) -> HttpClient {
+    HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        max_connections_per_origin: per_origin,
+        extra_root_certificates: vec![service.certificate.clone()],
+        ..HttpPolicy::default()
+    })
+    .unwrap()
+}
+
+fn assert_all_created(answers: &[Result<jmap_web_push_host::net::OutResponse, OutError>]) {
+    for a in answers {
+        match a {
+            Ok(r) => {
+                assert_eq!(r.status, 201, "{r:?}");
+                assert_eq!(r.body_prefix, b"created");
+            }
+            Err(e) => panic!("a push failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn an_https_push_service_offering_http2_gets_every_push_as_a_stream_on_one_connection() {
+    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
+    let client = client_trusting(&service, 4);
+    for round in 0..2 {
+        let answers = client.send_batch(
+            (0..60)
+                .map(|i| push(service.url(&format!("p{round}-{i}"))))
+                .collect(),
+        );
+        assert_all_created(&answers);
+    }
+    let seen = service.seen();
+    assert_eq!(seen.len(), 120);
+    assert!(
+        seen.iter()
+            .all(|(v, len)| *v == Version::HTTP_2 && *len == 300),
+        "{seen:?}"
+    );
+    assert_eq!(
+        service.connections.load(Ordering::SeqCst),
+        1,
+        "one TLS connection for 120 pushes"
+    );
+}
+
+#[test]
+fn an_https_push_service_without_http2_is_reached_over_reused_http1_connections() {
+    let service = TlsPushService::start(&[b"http/1.1"]);
+    let client = client_trusting(&service, 4);
+    for round in 0..3 {
+        let answers = client.send_batch(
+            (0..20)
+                .map(|i| push(service.url(&format!("p{round}-{i}"))))
+                .collect(),
+        );
+        assert_all_created(&answers);
+    }
+    let seen = service.seen();
+    assert_eq!(seen.len(), 60);
+    assert!(
+        seen.iter()
+            .all(|(v, len)| *v == Version::HTTP_11 && *len == 300),
+        "{seen:?}"
+    );
+    let connections = service.connections.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&connections),
+        "{connections} TLS connections for 60 pushes"
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_tls_error_and_nothing_is_sent() {
+    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let answers = client.send_batch(vec![push(service.url("p")), push(service.url("q"))]);
+    for a in &answers {
+        assert!(
+            matches!(a, Err(OutError::Tls(why)) if !why.is_empty()),
+            "{a:?}"
+        );
+    }
+    assert!(service.seen().is_empty());
+}
+
+#[test]
+fn a_certificate_for_another_name_is_a_tls_error() {
+    let service = TlsPushService::start(&[b"http/1.1"]);
+    let client = client_trusting(&service, 4);
+    // Trusted, but issued for `localhost`, not for the address.
+    let answers = client.send_batch(vec![push(format!("https://127.0.0.1:{}/p", service.port))]);
+    assert!(matches!(&answers[0], Err(OutError::Tls(_))), "{answers:?}");
+    assert!(service.seen().is_empty());
+}
+
+#[test]
+fn a_keep_alive_connection_the_push_service_closed_is_not_reused() {
+    // Answers one request per connection without `Connection: close`, then
+    // closes it: the connection the client pooled is dead by the next push.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the 300-octet body.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if request.len() >= end + 4 + 300 {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/p");
+    for _ in 0..3 {
+        let answers = client.send_batch(vec![push(url.clone())]);
+        assert!(
+            answers[0].as_ref().is_ok_and(|r| r.status == 201),
+            "{answers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
