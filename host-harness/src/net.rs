@@ -296,6 +296,14 @@ const PROTOCOL_UNKNOWN: u8 = 0;
 const PROTOCOL_HTTP1: u8 = 1;
 /// The origin's connection speaks HTTP/2.
 const PROTOCOL_HTTP2: u8 = 2;
+/// The last attempt to connect to the origin failed.
+const PROTOCOL_UNREACHABLE: u8 = 3;
+
+/// Whether the next connection to an origin in state `protocol` may be an
+/// HTTP/2 connection the origin's other requests can share.
+fn may_be_shared(protocol: u8) -> bool {
+    protocol == PROTOCOL_UNKNOWN || protocol == PROTOCOL_HTTP2
+}
 
 /// One origin: its in-flight limit and its connections.
 struct OriginSlot {
@@ -718,19 +726,21 @@ async fn obtain_connection(
     if let Some(c) = slot.checkout() {
         return Ok((c, true));
     }
-    // A connection that may turn out to be HTTP/2 (prior knowledge, an
-    // origin whose protocol is not known yet, or an HTTP/2 origin whose
-    // connection closed) is made by one request at a time: the others
-    // then share it.
+    // A connection that may turn out to be HTTP/2 (an https origin whose
+    // protocol is not known yet, an HTTP/2 origin whose connection closed,
+    // h2c with prior knowledge) is made by one request at a time: the
+    // others then share it. Once an attempt has failed, the waiting
+    // requests try in parallel, so a burst to an unreachable push service
+    // fails within about one connect timeout, not one after another.
     let plain_http1 = url.scheme() == "http" && !shared.policy.http2_prior_knowledge;
-    let _connecting = if plain_http1 || slot.protocol.load(Ordering::Acquire) == PROTOCOL_HTTP1 {
+    let _connecting = if plain_http1 || !may_be_shared(slot.protocol.load(Ordering::Acquire)) {
         None
     } else {
         let guard = slot.connecting.lock().await;
         if let Some(c) = slot.checkout() {
             return Ok((c, true));
         }
-        (slot.protocol.load(Ordering::Acquire) != PROTOCOL_HTTP1).then_some(guard)
+        may_be_shared(slot.protocol.load(Ordering::Acquire)).then_some(guard)
     };
     Ok((new_connection(shared, slot, url).await?, false))
 }
@@ -744,7 +754,8 @@ async fn new_connection(
 ) -> Result<Connection, OutError> {
     let connection = tokio::time::timeout(shared.policy.connect_timeout, connect(shared, url))
         .await
-        .unwrap_or(Err(OutError::Timeout))?;
+        .unwrap_or(Err(OutError::Timeout))
+        .inspect_err(|_| slot.protocol.store(PROTOCOL_UNREACHABLE, Ordering::Release))?;
     match &connection {
         Connection::Http1(_) => slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release),
         Connection::Http2(tx) => {

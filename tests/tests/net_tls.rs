@@ -274,3 +274,41 @@ fn a_keep_alive_connection_the_push_service_closed_is_not_reused() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn a_burst_to_an_unreachable_https_push_service_fails_within_about_one_connect_timeout() {
+    // Accepts TCP connections and never answers the TLS handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let connect_timeout = std::time::Duration::from_millis(300);
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        connect_timeout,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let answers = client.send_batch(
+        (0..8)
+            .map(|i| push(format!("https://localhost:{port}/p{i}")))
+            .collect(),
+    );
+    let took = started.elapsed();
+    assert!(
+        answers.iter().all(|a| *a == Err(OutError::Timeout)),
+        "{answers:?}"
+    );
+    // The first attempt alone (the protocol might have been HTTP/2), then
+    // the other seven together: about two connect timeouts, where one
+    // attempt after another would take eight.
+    assert!(
+        took < connect_timeout * 4,
+        "8 pushes took {took:?} with a {connect_timeout:?} connect timeout"
+    );
+}
