@@ -34,7 +34,7 @@ use hyper::body::Body as _;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
 use hyper::{Method, Request, Response, Uri, Version};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
@@ -320,6 +320,9 @@ struct OriginSlot {
     connecting: tokio::sync::Mutex<()>,
     /// Connections ready for reuse.
     idle: Mutex<IdleConnections>,
+    /// HTTP/2 connections made to the origin so far: numbers them, so a
+    /// request that failed on an old one never forgets a newer one.
+    http2_made: std::sync::atomic::AtomicU64,
 }
 
 /// An origin's reusable connections.
@@ -328,14 +331,16 @@ struct IdleConnections {
     /// Idle HTTP/1.1 connections and since when they are idle (the most
     /// recently used last).
     http1: Vec<(http1::SendRequest<ReqBody>, Instant)>,
-    /// The HTTP/2 connection every request to the origin shares.
-    http2: Option<http2::SendRequest<ReqBody>>,
+    /// The HTTP/2 connection every request to the origin shares, with its
+    /// number (see [`OriginSlot::http2_made`]).
+    http2: Option<(u64, http2::SendRequest<ReqBody>)>,
 }
 
 /// A connection to send one request on.
 enum Connection {
     Http1(http1::SendRequest<ReqBody>),
-    Http2(http2::SendRequest<ReqBody>),
+    /// An HTTP/2 connection and its number.
+    Http2(u64, http2::SendRequest<ReqBody>),
 }
 
 impl OriginLimits {
@@ -355,6 +360,7 @@ impl OriginLimits {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             connecting: tokio::sync::Mutex::new(()),
             idle: Mutex::new(IdleConnections::default()),
+            http2_made: Default::default(),
         });
         map.insert(origin.to_string(), s.clone());
         s
@@ -398,9 +404,9 @@ impl OriginSlot {
     /// or idle for longer than [`IDLE_TIMEOUT`] are dropped on the way.
     fn checkout(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h2) = &idle.http2 {
+        if let Some((number, h2)) = &idle.http2 {
             if !h2.is_closed() {
-                return Some(Connection::Http2(h2.clone()));
+                return Some(Connection::Http2(*number, h2.clone()));
             }
             idle.http2 = None;
         }
@@ -424,13 +430,14 @@ impl OriginSlot {
         }
     }
 
-    /// Forgets the shared HTTP/2 connection if it is `tx`'s (it failed).
-    fn forget_http2(&self, tx: &http2::SendRequest<ReqBody>) {
+    /// Forgets the shared HTTP/2 connection if it is connection `number`
+    /// (a request failed on it) and it has closed.
+    fn forget_http2(&self, number: u64) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle
             .http2
             .as_ref()
-            .is_some_and(|h| h.is_closed() || tx.is_closed())
+            .is_some_and(|(n, h)| *n == number && h.is_closed())
         {
             idle.http2 = None;
         }
@@ -675,12 +682,12 @@ async fn exchange(
                     Err(e) => return Err(http_error(&e)),
                 }
             }
-            Connection::Http2(mut tx) => {
+            Connection::Http2(number, mut tx) => {
                 let req = build_request(url, &r.headers, body.clone(), true, &shared.user_agent)?;
                 match tx.ready().await {
-                    Ok(()) => Sent::Http2(tx.try_send_request(req).await, tx),
+                    Ok(()) => Sent::Http2(tx.try_send_request(req).await, number),
                     Err(_) if reused => {
-                        slot.forget_http2(&tx);
+                        slot.forget_http2(number);
                         continue;
                     }
                     Err(e) => return Err(http_error(&e)),
@@ -689,9 +696,9 @@ async fn exchange(
         };
         let (result, http1) = match sent {
             Sent::Http1(result, tx) => (result, Some(tx)),
-            Sent::Http2(result, tx) => {
+            Sent::Http2(result, number) => {
                 if result.is_err() {
-                    slot.forget_http2(&tx);
+                    slot.forget_http2(number);
                 }
                 (result, None)
             }
@@ -713,7 +720,7 @@ enum Sent {
     ),
     Http2(
         Result<Response<hyper::body::Incoming>, TrySendError<Request<ReqBody>>>,
-        http2::SendRequest<ReqBody>,
+        u64,
     ),
 }
 
@@ -756,14 +763,18 @@ async fn new_connection(
         .await
         .unwrap_or(Err(OutError::Timeout))
         .inspect_err(|_| slot.protocol.store(PROTOCOL_UNREACHABLE, Ordering::Release))?;
-    match &connection {
-        Connection::Http1(_) => slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release),
-        Connection::Http2(tx) => {
-            slot.protocol.store(PROTOCOL_HTTP2, Ordering::Release);
-            slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 = Some(tx.clone());
+    Ok(match connection {
+        Connection::Http1(tx) => {
+            slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release);
+            Connection::Http1(tx)
         }
-    }
-    Ok(connection)
+        Connection::Http2(_, tx) => {
+            slot.protocol.store(PROTOCOL_HTTP2, Ordering::Release);
+            let number = slot.http2_made.fetch_add(1, Ordering::Relaxed) + 1;
+            slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 = Some((number, tx.clone()));
+            Connection::Http2(number, tx)
+        }
+    })
 }
 
 /// Resolves (through the address guard), connects over TCP, TLS for
@@ -773,18 +784,30 @@ async fn connect(shared: &Shared, url: &url::Url) -> Result<Connection, OutError
         .port_or_known_default()
         .ok_or_else(|| OutError::Other("URL has no port".into()))?;
     let addrs = resolve_guarded(url, port, shared.policy.allow_insecure_loopback).await?;
+    // Each address gets an equal share of what is left of the connect
+    // timeout, so one that does not answer (an IPv6 route that drops
+    // packets) leaves time for the next.
+    let deadline = Instant::now() + shared.policy.connect_timeout;
     let mut last_error = None;
     let mut tcp = None;
-    for addr in addrs {
-        match tokio::net::TcpStream::connect(addr).await {
-            Ok(s) => {
+    for (i, addr) in addrs.iter().enumerate() {
+        let share = deadline.saturating_duration_since(Instant::now()) / (addrs.len() - i) as u32;
+        match tokio::time::timeout(share, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
                 tcp = Some(s);
                 break;
             }
-            Err(e) => last_error = Some(format!("connecting to {addr}: {e}")),
+            Ok(Err(e)) => {
+                last_error = Some(OutError::Connection(format!("connecting to {addr}: {e}")))
+            }
+            Err(_) => last_error = Some(OutError::Timeout),
         }
     }
-    let tcp = tcp.ok_or_else(|| OutError::Connection(last_error.unwrap_or_default()))?;
+    let tcp = match (tcp, last_error) {
+        (Some(tcp), _) => tcp,
+        (None, Some(e)) => return Err(e),
+        (None, None) => return Err(OutError::Dns("no address to connect to".into())),
+    };
     // Requests are written whole; no reason to wait for more.
     let _ = tcp.set_nodelay(true);
     if url.scheme() == "https" {
@@ -795,11 +818,15 @@ async fn connect(shared: &Shared, url: &url::Url) -> Result<Connection, OutError
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).into(),
             None => return Err(OutError::Other("URL has no host".into())),
         };
-        let tls = shared
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| OutError::Tls(e.to_string()))?;
+        let tls = shared.tls.connect(name, tcp).await.map_err(|e| {
+            // A certificate or protocol failure is permanent; the push
+            // service resetting or closing during the handshake is not.
+            if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+                OutError::Tls(e.to_string())
+            } else {
+                OutError::Connection(format!("TLS handshake: {e}"))
+            }
+        })?;
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
         start_http(tls, http2).await
     } else {
@@ -815,7 +842,14 @@ where
 {
     let io = TokioIo::new(io);
     if http2 {
-        let (tx, connection) = http2::handshake(TokioExecutor::new(), io)
+        // Pings while streams are open, so a connection whose path died
+        // silently is found within 40 s instead of at the kernel's TCP
+        // timeout.
+        let (tx, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
             .await
             .map_err(|e| http_error(&e))?;
         tokio::spawn(async move {
@@ -823,7 +857,8 @@ where
                 tracing::debug!(error = %e, "HTTP/2 push connection ended");
             }
         });
-        Ok(Connection::Http2(tx))
+        // Numbered by `new_connection`.
+        Ok(Connection::Http2(0, tx))
     } else {
         let (tx, connection) = http1::handshake(io).await.map_err(|e| http_error(&e))?;
         tokio::spawn(async move {
@@ -835,9 +870,20 @@ where
     }
 }
 
+/// Headers the client writes itself from the URL, the body and the
+/// connection; a plugin's value for them is ignored.
+const HOST_OWNED_HEADERS: [HeaderName; 5] = [
+    HOST,
+    hyper::header::CONTENT_LENGTH,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::CONNECTION,
+    hyper::header::UPGRADE,
+];
+
 /// The POST for `url`: origin-form target and `Host` over HTTP/1.1, the
 /// absolute URI (`:scheme`, `:authority`) over HTTP/2; the plugin's
-/// headers; a `User-Agent` unless the plugin set one.
+/// headers except [`HOST_OWNED_HEADERS`]; a `User-Agent` unless the plugin
+/// set one.
 fn build_request(
     url: &url::Url,
     headers: &[(String, String)],
@@ -867,6 +913,10 @@ fn build_request(
     for (name, value) in headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| OutError::Other(format!("bad header name {name:?}: {e}")))?;
+        // Framing and connection headers are the client's to write.
+        if HOST_OWNED_HEADERS.contains(&name) {
+            continue;
+        }
         let value = HeaderValue::from_str(value)
             .map_err(|e| OutError::Other(format!("bad value for header {name}: {e}")))?;
         h.append(name, value);

@@ -409,3 +409,44 @@ fn a_stalled_http2_origin_does_not_take_every_slot() {
         "fast origin answered at {fast_at:?}"
     );
 }
+
+#[test]
+fn framing_headers_are_the_clients_own() {
+    // A plugin's Host, Content-Length or Connection header would make the
+    // request ambiguous or point it elsewhere: the client writes its own.
+    let gateway = Gateway::start();
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let mut request = post(&gateway.url("p"));
+    request.headers.extend([
+        ("Host".to_string(), "push.attacker.example".to_string()),
+        ("Content-Length".to_string(), "999".to_string()),
+        ("Connection".to_string(), "close".to_string()),
+    ]);
+    let answers = client.send_batch(vec![request]);
+    assert!(
+        answers[0].as_ref().is_ok_and(|a| a.status == 201),
+        "{answers:?}"
+    );
+    let received = gateway.received_on("p");
+    assert_eq!(received.len(), 1);
+    let values = |name: &str| -> Vec<&str> {
+        received[0]
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(
+        values("host"),
+        vec![format!("127.0.0.1:{}", gateway.port())]
+    );
+    assert_eq!(values("content-length"), vec!["1"]);
+    assert!(values("connection").is_empty());
+    assert_eq!(received[0].body, b"x");
+    assert_eq!(received[0].header("ttl"), Some("60"));
+}

@@ -312,3 +312,27 @@ fn a_burst_to_an_unreachable_https_push_service_fails_within_about_one_connect_t
         "8 pushes took {took:?} with a {connect_timeout:?} connect timeout"
     );
 }
+
+#[test]
+fn a_push_service_closing_during_the_handshake_is_a_connection_error_not_a_tls_error() {
+    // Closes every connection as soon as it is accepted: a push service
+    // shedding load. The pushes must stay retryable (B6 retries connection
+    // errors; a TLS error refuses the push).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let answers = client.send_batch(vec![push(format!("https://localhost:{port}/p"))]);
+    assert!(
+        matches!(&answers[0], Err(OutError::Connection(why)) if why.contains("TLS handshake")),
+        "{answers:?}"
+    );
+}
