@@ -148,6 +148,20 @@ impl Default for HttpPolicy {
     }
 }
 
+/// The certificates (DER) in the PEM file `path`, for
+/// [`HttpPolicy::extra_root_certificates`]; an error naming the file when
+/// it cannot be read or holds no certificate.
+pub fn read_pem_certificates(path: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|found| found.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if certificates.is_empty() {
+        anyhow::bail!("{}: no PEM certificate in the file", path.display());
+    }
+    Ok(certificates.into_iter().map(|c| c.to_vec()).collect())
+}
+
 /// The address guard: `Err` with the reason when `ip` may not be contacted.
 pub fn check_addr(ip: IpAddr, allow_loopback: bool) -> Result<(), DeniedRange> {
     match classify(ip) {

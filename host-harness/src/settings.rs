@@ -19,6 +19,7 @@
 //! max_concurrency = 256
 //! max_connections_per_origin = 32      # in flight and kept alive per push service
 //! max_streams_per_http2_origin = 128  # in flight to a push service that speaks HTTP/2 (at most max_concurrency / 2)
+//! # extra_ca_files = ["/etc/jmap-web-push/private-ca.pem"]  # trusted besides the system's roots
 //!
 //! [sandbox]
 //! flavour = "wide"                       # wide | portable
@@ -150,6 +151,10 @@ pub struct HttpSettings {
     pub max_streams_per_http2_origin: usize,
     /// Response body octets kept.
     pub max_body_prefix: usize,
+    /// PEM files of certificate authorities trusted besides the system's
+    /// roots (a self-hosted push service whose certificate a private
+    /// authority issued).
+    pub extra_ca_files: Vec<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -162,6 +167,7 @@ impl Default for HttpSettings {
             max_connections_per_origin: d.max_connections_per_origin,
             max_streams_per_http2_origin: d.max_streams_per_http2_origin,
             max_body_prefix: d.max_body_prefix,
+            extra_ca_files: Vec::new(),
         }
     }
 }
@@ -406,6 +412,20 @@ mod tests {
         assert_eq!(s.server.listen.port(), 8080);
         assert_eq!(s.store.kind, StoreKind::Embedded);
         assert_eq!(s.plugin.max_subscriptions_per_owner, 50);
+        assert!(s.http.extra_ca_files.is_empty());
+    }
+
+    #[test]
+    fn extra_ca_files_are_read_as_paths() {
+        let s = Settings::parse(
+            "[http]\nextra_ca_files = [\"/etc/push/a.pem\", \"b.pem\"]\n",
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.http.extra_ca_files,
+            vec![PathBuf::from("/etc/push/a.pem"), PathBuf::from("b.pem")]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use jmap_web_push_host::net::{OutError, OutRequest};
+use jmap_web_push_host::net::{read_pem_certificates, OutError, OutRequest};
 use jmap_web_push_host::{HttpClient, HttpPolicy};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -26,6 +26,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 struct TlsPushService {
     port: u16,
     certificate: Vec<u8>,
+    /// The same certificate, PEM.
+    certificate_pem: String,
     connections: Arc<AtomicUsize>,
     /// Protocol and body length of every request, in arrival order.
     seen: Arc<Mutex<Vec<(Version, usize)>>>,
@@ -42,6 +44,7 @@ impl TlsPushService {
             .unwrap();
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let certificate = made.cert.der().to_vec();
+        let certificate_pem = made.cert.pem();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -99,6 +102,7 @@ impl TlsPushService {
         TlsPushService {
             port,
             certificate,
+            certificate_pem,
             connections,
             seen,
             _runtime: runtime,
@@ -335,4 +339,49 @@ fn a_push_service_closing_during_the_handshake_is_a_connection_error_not_a_tls_e
         matches!(&answers[0], Err(OutError::Connection(why)) if why.contains("TLS handshake")),
         "{answers:?}"
     );
+}
+
+/// A file under the system's temporary directory, unique to this process.
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("jmap-web-push-net-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn a_private_authority_read_from_a_pem_file_is_trusted() {
+    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
+    // Another authority first: every certificate in the file is read.
+    let other = rcgen::generate_simple_self_signed(vec!["other.example".to_string()]).unwrap();
+    let path = temp_file(
+        "private-ca.pem",
+        &format!("{}\n{}", other.cert.pem(), service.certificate_pem),
+    );
+    let roots = read_pem_certificates(&path).unwrap();
+    assert_eq!(
+        roots,
+        vec![other.cert.der().to_vec(), service.certificate.clone()]
+    );
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        extra_root_certificates: roots,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    assert_all_created(&client.send_batch(vec![push(service.url("p"))]));
+}
+
+#[test]
+fn a_pem_file_without_certificates_or_missing_is_an_error_naming_it() {
+    let empty = temp_file("empty.pem", "no certificate here\n");
+    let e = read_pem_certificates(&empty).unwrap_err().to_string();
+    assert!(
+        e.contains("empty.pem") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let missing = empty.with_file_name("missing.pem");
+    let e = read_pem_certificates(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing.pem"), "{e}");
 }

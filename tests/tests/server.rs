@@ -375,3 +375,19 @@ fn graceful_shutdown_finishes_in_flight_pushes() {
     );
     assert_eq!(gateway.received_on("slow").len(), 2);
 }
+
+#[test]
+fn a_missing_ca_file_stops_the_plugin_from_starting_and_is_named() {
+    use std::sync::Arc;
+    let settings = jmap_web_push_host::settings::Settings::parse(
+        "[http]\nextra_ca_files = [\"/nonexistent/jmap-web-push/private-ca.pem\"]\n",
+        Vec::new(),
+    )
+    .unwrap();
+    let store = Arc::new(jmap_web_push_host::store::memory::MemoryStore::new());
+    let metrics = Arc::new(jmap_web_push_host::server::metrics::Metrics::default());
+    let e = jmap_web_push_host::server::build_plugin(&settings, store, metrics)
+        .err()
+        .expect("a plugin without its CA file");
+    assert!(e.to_string().contains("private-ca.pem"), "{e}");
+}

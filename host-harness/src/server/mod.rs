@@ -78,6 +78,13 @@ pub fn build_plugin(
         max_connections_per_origin: settings.http.max_connections_per_origin,
         max_streams_per_http2_origin: settings.http.max_streams_per_http2_origin,
         max_body_prefix: settings.http.max_body_prefix,
+        extra_root_certificates: settings
+            .http
+            .extra_ca_files
+            .iter()
+            .map(|path| crate::net::read_pem_certificates(path))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat(),
         ..HttpPolicy::default()
     };
     let http = Arc::new(HttpClient::new(policy)?.with_observer(metrics.http_observer()));
