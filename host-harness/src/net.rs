@@ -43,9 +43,6 @@ use jmap_web_push_guest::addr::{classify, DeniedRange};
 /// A request body: the whole body in memory (push messages are small).
 type ReqBody = Full<Bytes>;
 
-/// How long an idle keep-alive connection is kept for reuse.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// One outbound POST (the WIT `http-out.request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRequest {
@@ -129,6 +126,10 @@ pub struct HttpPolicy {
     /// DER certificates trusted as roots besides the system's (a private
     /// push service's certificate authority; tests).
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// How long an unused keep-alive connection is kept for reuse; a
+    /// background sweep closes older ones (every half of this, at most
+    /// every 30 s).
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpPolicy {
@@ -144,6 +145,7 @@ impl Default for HttpPolicy {
             max_body_prefix: 4096,
             max_request_body: 8192,
             extra_root_certificates: Vec::new(),
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -346,8 +348,9 @@ struct IdleConnections {
     /// recently used last).
     http1: Vec<(http1::SendRequest<ReqBody>, Instant)>,
     /// The HTTP/2 connection every request to the origin shares, with its
-    /// number (see [`OriginSlot::http2_made`]).
-    http2: Option<(u64, http2::SendRequest<ReqBody>)>,
+    /// number (see [`OriginSlot::http2_made`]) and when a request last
+    /// took it.
+    http2: Option<(u64, http2::SendRequest<ReqBody>, Instant)>,
 }
 
 /// A connection to send one request on.
@@ -415,21 +418,39 @@ impl OriginLimits {
 impl OriginSlot {
     /// A pooled connection that is still open: the shared HTTP/2 one, else
     /// the most recently used idle HTTP/1.1 one. Connections found closed
-    /// or idle for longer than [`IDLE_TIMEOUT`] are dropped on the way.
-    fn checkout(&self) -> Option<Connection> {
+    /// or unused for longer than `idle_timeout` are dropped on the way.
+    fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((number, h2)) = &idle.http2 {
-            if !h2.is_closed() {
+        if let Some((number, h2, used)) = &mut idle.http2 {
+            if !h2.is_closed() && used.elapsed() < idle_timeout {
+                *used = Instant::now();
                 return Some(Connection::Http2(*number, h2.clone()));
             }
             idle.http2 = None;
         }
         while let Some((tx, since)) = idle.http1.pop() {
-            if !tx.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if !tx.is_closed() && since.elapsed() < idle_timeout {
                 return Some(Connection::Http1(tx));
             }
         }
         None
+    }
+
+    /// Drops the connections that closed or were not used for
+    /// `idle_timeout` (dropping the last handle of an idle connection
+    /// closes it; requests still running on an HTTP/2 one keep it open
+    /// until they end).
+    fn sweep(&self, idle_timeout: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.http1
+            .retain(|(tx, since)| !tx.is_closed() && since.elapsed() < idle_timeout);
+        if idle
+            .http2
+            .as_ref()
+            .is_some_and(|(_, h2, used)| h2.is_closed() || used.elapsed() >= idle_timeout)
+        {
+            idle.http2 = None;
+        }
     }
 
     /// Returns an HTTP/1.1 connection whose exchange is complete to the
@@ -451,7 +472,7 @@ impl OriginSlot {
         if idle
             .http2
             .as_ref()
-            .is_some_and(|(n, h)| *n == number && h.is_closed())
+            .is_some_and(|(n, h, _)| *n == number && h.is_closed())
         {
             idle.http2 = None;
         }
@@ -517,24 +538,26 @@ impl HttpClient {
             .enable_all()
             .build()?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(&policy)?));
+        let shared = Arc::new(Shared {
+            tls,
+            user_agent: HeaderValue::from_static(concat!(
+                "jmap-web-push/",
+                env!("CARGO_PKG_VERSION")
+            )),
+            permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
+            origins: OriginLimits {
+                per_origin: policy.max_connections_per_origin,
+                per_http2_origin: policy
+                    .max_streams_per_http2_origin
+                    .min(policy.max_concurrency / 2)
+                    .max(policy.max_connections_per_origin),
+                map: Mutex::new(HashMap::new()),
+            },
+            policy,
+        });
+        runtime.spawn(sweep_idle_connections(Arc::downgrade(&shared)));
         Ok(HttpClient {
-            shared: Arc::new(Shared {
-                tls,
-                user_agent: HeaderValue::from_static(concat!(
-                    "jmap-web-push/",
-                    env!("CARGO_PKG_VERSION")
-                )),
-                permits: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
-                origins: OriginLimits {
-                    per_origin: policy.max_connections_per_origin,
-                    per_http2_origin: policy
-                        .max_streams_per_http2_origin
-                        .min(policy.max_concurrency / 2)
-                        .max(policy.max_connections_per_origin),
-                    map: Mutex::new(HashMap::new()),
-                },
-                policy,
-            }),
+            shared,
             runtime: Some(runtime),
             observer: None,
         })
@@ -584,6 +607,36 @@ impl HttpClient {
             join_all(sends).await
         });
         PendingBatch(PendingInner::Task(task, n))
+    }
+}
+
+/// Every half idle timeout (at most every 30 s), closes the idle
+/// connections of every origin that are past the idle timeout, so origins
+/// that are not contacted again do not hold connections open; ends when the
+/// client is dropped.
+async fn sweep_idle_connections(shared: std::sync::Weak<Shared>) {
+    let Some(idle_timeout) = shared.upgrade().map(|s| s.policy.idle_timeout) else {
+        return;
+    };
+    let period = (idle_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let slots: Vec<Arc<OriginSlot>> = shared
+            .origins
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            slot.sweep(idle_timeout);
+        }
     }
 }
 
@@ -744,7 +797,7 @@ async fn obtain_connection(
     slot: &OriginSlot,
     url: &url::Url,
 ) -> Result<(Connection, bool), OutError> {
-    if let Some(c) = slot.checkout() {
+    if let Some(c) = slot.checkout(shared.policy.idle_timeout) {
         return Ok((c, true));
     }
     // A connection that may turn out to be HTTP/2 (an https origin whose
@@ -758,7 +811,7 @@ async fn obtain_connection(
         None
     } else {
         let guard = slot.connecting.lock().await;
-        if let Some(c) = slot.checkout() {
+        if let Some(c) = slot.checkout(shared.policy.idle_timeout) {
             return Ok((c, true));
         }
         may_be_shared(slot.protocol.load(Ordering::Acquire)).then_some(guard)
@@ -785,7 +838,8 @@ async fn new_connection(
         Connection::Http2(_, tx) => {
             slot.protocol.store(PROTOCOL_HTTP2, Ordering::Release);
             let number = slot.http2_made.fetch_add(1, Ordering::Relaxed) + 1;
-            slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 = Some((number, tx.clone()));
+            slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 =
+                Some((number, tx.clone(), Instant::now()));
             Connection::Http2(number, tx)
         }
     })

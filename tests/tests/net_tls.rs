@@ -385,3 +385,58 @@ fn a_pem_file_without_certificates_or_missing_is_an_error_naming_it() {
     let e = read_pem_certificates(&missing).unwrap_err().to_string();
     assert!(e.contains("missing.pem"), "{e}");
 }
+
+#[test]
+fn an_unused_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    // Answers one request and keeps the connection open; reports when the
+    // client closes it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            request.extend_from_slice(&buf[..n]);
+            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                if request.len() >= end + 4 + 300 {
+                    break;
+                }
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+        let answered = std::time::Instant::now();
+        // Blocks until the client closes its side.
+        let eof = matches!(stream.read(&mut buf), Ok(0));
+        let _ = closed_tx.send((eof, answered.elapsed()));
+    });
+    let idle_timeout = std::time::Duration::from_millis(300);
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        idle_timeout,
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    let answers = client.send_batch(vec![push(format!("http://127.0.0.1:{port}/p"))]);
+    assert!(
+        answers[0].as_ref().is_ok_and(|r| r.status == 201),
+        "{answers:?}"
+    );
+    // The client stays alive and sends nothing more: only the sweep can
+    // close the connection.
+    let (eof, after) = closed_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("the idle connection was never closed");
+    assert!(eof);
+    assert!(
+        after >= idle_timeout - std::time::Duration::from_millis(50),
+        "closed after {after:?}, before the idle timeout"
+    );
+    drop(client);
+}
