@@ -92,9 +92,49 @@ fn show_push(p: &Received) {
 /// The demo's HTTP side: a JMAP client and the mail server's event feed.
 struct Http {
     rt: tokio::runtime::Runtime,
-    client: reqwest::Client,
     api_url: String,
     base: String,
+}
+
+/// One request to the demo's own server on a new HTTP/1.1 connection (the
+/// harness's hyper, as its push client uses); the status and the JSON
+/// answer, or an error naming the request when the status is not 2xx.
+async fn request(
+    method: hyper::Method,
+    url: &str,
+    authorization: &str,
+    body: Option<String>,
+) -> anyhow::Result<Value> {
+    use http_body_util::BodyExt as _;
+    let what = format!("{method} {url}");
+    let uri: hyper::Uri = url.parse().with_context(|| what.clone())?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("{what}: no host"))?
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .with_context(|| what.clone())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(target)
+        .header(hyper::header::HOST, &authority)
+        .header(hyper::header::AUTHORIZATION, authorization)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.unwrap_or_default(),
+        )))?;
+    let response = sender
+        .send_request(req)
+        .await
+        .with_context(|| what.clone())?;
+    let status = response.status();
+    ensure!(status.is_success(), "{what} answered {status}");
+    let answer = response.into_body().collect().await?.to_bytes();
+    serde_json::from_slice(&answer).with_context(|| format!("{what}: the answer is not JSON"))
 }
 
 impl Http {
@@ -107,20 +147,12 @@ impl Http {
     }
 
     fn session(&self) -> anyhow::Result<Value> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .get(format!("{}/.well-known/jmap", self.base))
-                .header("Authorization", Self::basic())
-                .send()
-                .await?;
-            ensure!(
-                r.status().is_success(),
-                "GET /.well-known/jmap answered {}",
-                r.status()
-            );
-            Ok(r.json().await?)
-        })
+        self.rt.block_on(request(
+            hyper::Method::GET,
+            &format!("{}/.well-known/jmap", self.base),
+            &Self::basic(),
+            None,
+        ))
     }
 
     /// One JMAP method call, printed as it goes.
@@ -128,21 +160,12 @@ impl Http {
         show_json(&format!("client → [\"{method}\", …]"), &args);
         let body =
             json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [[method, args, "c0"]]});
-        let v: Value = self.rt.block_on(async {
-            let r = self
-                .client
-                .post(&self.api_url)
-                .header("Authorization", Self::basic())
-                .body(body.to_string())
-                .send()
-                .await?;
-            ensure!(
-                r.status().is_success(),
-                "POST apiUrl answered {}",
-                r.status()
-            );
-            anyhow::Ok(r.json::<Value>().await?)
-        })?;
+        let v = self.rt.block_on(request(
+            hyper::Method::POST,
+            &self.api_url,
+            &Self::basic(),
+            Some(body.to_string()),
+        ))?;
         let response = &v["methodResponses"][0];
         ensure!(response[0] == method, "method error: {}", response[1]);
         show_json("server →", &response[1]);
@@ -152,21 +175,12 @@ impl Http {
     /// The mail server reports an event.
     fn event(&self, event: Value) -> anyhow::Result<Value> {
         show_json("mail server → POST /events", &event);
-        let v: Value = self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}/events", self.base))
-                .header("Authorization", format!("Bearer {ADMIN}"))
-                .body(event.to_string())
-                .send()
-                .await?;
-            ensure!(
-                r.status().is_success(),
-                "POST /events answered {}",
-                r.status()
-            );
-            anyhow::Ok(r.json::<Value>().await?)
-        })?;
+        let v = self.rt.block_on(request(
+            hyper::Method::POST,
+            &format!("{}/events", self.base),
+            &format!("Bearer {ADMIN}"),
+            Some(event.to_string()),
+        ))?;
         println!("  delivery report: {}", v["results"][0]);
         Ok(v["results"][0].clone())
     }
@@ -238,7 +252,6 @@ pub fn run() -> anyhow::Result<()> {
     let gateway = Gateway::try_start()?;
     println!("  push service: {}", gateway.url(""));
     let http = Http {
-        client: reqwest::Client::new(),
         api_url: format!("{}/jmap/api", running.base_url),
         base: running.base_url.clone(),
         rt,
