@@ -31,7 +31,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
-use hyper::client::conn::{http1, http2, TrySendError};
+use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
 use hyper::{Method, Request, Response, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -336,9 +336,6 @@ struct OriginSlot {
     connecting: tokio::sync::Mutex<()>,
     /// Connections ready for reuse.
     idle: Mutex<IdleConnections>,
-    /// HTTP/2 connections made to the origin so far: numbers them, so a
-    /// request that failed on an old one never forgets a newer one.
-    http2_made: std::sync::atomic::AtomicU64,
 }
 
 /// An origin's reusable connections.
@@ -347,17 +344,16 @@ struct IdleConnections {
     /// Idle HTTP/1.1 connections and since when they are idle (the most
     /// recently used last).
     http1: Vec<(http1::SendRequest<ReqBody>, Instant)>,
-    /// The HTTP/2 connection every request to the origin shares, with its
-    /// number (see [`OriginSlot::http2_made`]) and when a request last
-    /// took it.
-    http2: Option<(u64, http2::SendRequest<ReqBody>, Instant)>,
+    /// The HTTP/2 connection every request to the origin shares, and when
+    /// a request last took it.
+    http2: Option<(http2::SendRequest<ReqBody>, Instant)>,
 }
 
 /// A connection to send one request on.
 enum Connection {
     Http1(http1::SendRequest<ReqBody>),
-    /// An HTTP/2 connection and its number.
-    Http2(u64, http2::SendRequest<ReqBody>),
+    /// An HTTP/2 connection (a handle on the shared one).
+    Http2(http2::SendRequest<ReqBody>),
 }
 
 impl OriginLimits {
@@ -377,7 +373,6 @@ impl OriginLimits {
             protocol: AtomicU8::new(PROTOCOL_UNKNOWN),
             connecting: tokio::sync::Mutex::new(()),
             idle: Mutex::new(IdleConnections::default()),
-            http2_made: Default::default(),
         });
         map.insert(origin.to_string(), s.clone());
         s
@@ -421,10 +416,10 @@ impl OriginSlot {
     /// or unused for longer than `idle_timeout` are dropped on the way.
     fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((number, h2, used)) = &mut idle.http2 {
+        if let Some((h2, used)) = &mut idle.http2 {
             if !h2.is_closed() && used.elapsed() < idle_timeout {
                 *used = Instant::now();
-                return Some(Connection::Http2(*number, h2.clone()));
+                return Some(Connection::Http2(h2.clone()));
             }
             idle.http2 = None;
         }
@@ -447,7 +442,7 @@ impl OriginSlot {
         if idle
             .http2
             .as_ref()
-            .is_some_and(|(_, h2, used)| h2.is_closed() || used.elapsed() >= idle_timeout)
+            .is_some_and(|(h2, used)| h2.is_closed() || used.elapsed() >= idle_timeout)
         {
             idle.http2 = None;
         }
@@ -462,19 +457,6 @@ impl OriginSlot {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.http1.len() < keep {
             idle.http1.push((tx, Instant::now()));
-        }
-    }
-
-    /// Forgets the shared HTTP/2 connection if it is connection `number`
-    /// (a request failed on it) and it has closed.
-    fn forget_http2(&self, number: u64) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle
-            .http2
-            .as_ref()
-            .is_some_and(|(n, h, _)| *n == number && h.is_closed())
-        {
-            idle.http2 = None;
         }
     }
 }
@@ -740,34 +722,24 @@ async fn exchange(
             (new_connection(shared, slot, url).await?, false)
         };
         may_reuse = false;
-        let sent = match connection {
+        // A pooled connection found closed on `ready` is dropped here; a
+        // closed shared HTTP/2 one is dropped by the next checkout.
+        let (result, http1) = match connection {
             Connection::Http1(mut tx) => {
                 let req = build_request(url, &r.headers, body.clone(), false, &shared.user_agent)?;
                 match tx.ready().await {
-                    Ok(()) => Sent::Http1(tx.try_send_request(req).await, tx),
+                    Ok(()) => (tx.try_send_request(req).await, Some(tx)),
                     Err(_) if reused => continue,
                     Err(e) => return Err(http_error(&e)),
                 }
             }
-            Connection::Http2(number, mut tx) => {
+            Connection::Http2(mut tx) => {
                 let req = build_request(url, &r.headers, body.clone(), true, &shared.user_agent)?;
                 match tx.ready().await {
-                    Ok(()) => Sent::Http2(tx.try_send_request(req).await, number),
-                    Err(_) if reused => {
-                        slot.forget_http2(number);
-                        continue;
-                    }
+                    Ok(()) => (tx.try_send_request(req).await, None),
+                    Err(_) if reused => continue,
                     Err(e) => return Err(http_error(&e)),
                 }
-            }
-        };
-        let (result, http1) = match sent {
-            Sent::Http1(result, tx) => (result, Some(tx)),
-            Sent::Http2(result, number) => {
-                if result.is_err() {
-                    slot.forget_http2(number);
-                }
-                (result, None)
             }
         };
         match result {
@@ -777,18 +749,6 @@ async fn exchange(
             Err(e) => return Err(http_error(e.error())),
         }
     }
-}
-
-/// What sending on a connection gave, with the connection.
-enum Sent {
-    Http1(
-        Result<Response<hyper::body::Incoming>, TrySendError<Request<ReqBody>>>,
-        http1::SendRequest<ReqBody>,
-    ),
-    Http2(
-        Result<Response<hyper::body::Incoming>, TrySendError<Request<ReqBody>>>,
-        u64,
-    ),
 }
 
 /// A pooled connection to `url`'s origin (`true`) or a new one (`false`).
@@ -830,19 +790,15 @@ async fn new_connection(
         .await
         .unwrap_or(Err(OutError::Timeout))
         .inspect_err(|_| slot.protocol.store(PROTOCOL_UNREACHABLE, Ordering::Release))?;
-    Ok(match connection {
-        Connection::Http1(tx) => {
-            slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release);
-            Connection::Http1(tx)
-        }
-        Connection::Http2(_, tx) => {
+    match &connection {
+        Connection::Http1(_) => slot.protocol.store(PROTOCOL_HTTP1, Ordering::Release),
+        Connection::Http2(tx) => {
             slot.protocol.store(PROTOCOL_HTTP2, Ordering::Release);
-            let number = slot.http2_made.fetch_add(1, Ordering::Relaxed) + 1;
             slot.idle.lock().unwrap_or_else(|e| e.into_inner()).http2 =
-                Some((number, tx.clone(), Instant::now()));
-            Connection::Http2(number, tx)
+                Some((tx.clone(), Instant::now()));
         }
-    })
+    }
+    Ok(connection)
 }
 
 /// Resolves (through the address guard), connects over TCP, TLS for
@@ -925,8 +881,7 @@ where
                 tracing::debug!(error = %e, "HTTP/2 push connection ended");
             }
         });
-        // Numbered by `new_connection`.
-        Ok(Connection::Http2(0, tx))
+        Ok(Connection::Http2(tx))
     } else {
         let (tx, connection) = http1::handshake(io).await.map_err(|e| http_error(&e))?;
         tokio::spawn(async move {

@@ -153,25 +153,59 @@ fn assert_all_created(answers: &[Result<jmap_web_push_host::net::OutResponse, Ou
     }
 }
 
-#[test]
-fn an_https_push_service_offering_http2_gets_every_push_as_a_stream_on_one_connection() {
-    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
-    let client = client_trusting(&service, 4);
-    for round in 0..2 {
+/// Sends `rounds` batches of `per_round` pushes to `service`, every one
+/// answered 201; then checks the service saw them all over `version`,
+/// bodies whole.
+fn push_in_rounds(
+    client: &HttpClient,
+    service: &TlsPushService,
+    rounds: usize,
+    per_round: usize,
+    version: Version,
+) {
+    for round in 0..rounds {
         let answers = client.send_batch(
-            (0..60)
+            (0..per_round)
                 .map(|i| push(service.url(&format!("p{round}-{i}"))))
                 .collect(),
         );
         assert_all_created(&answers);
     }
     let seen = service.seen();
-    assert_eq!(seen.len(), 120);
+    assert_eq!(seen.len(), rounds * per_round);
     assert!(
-        seen.iter()
-            .all(|(v, len)| *v == Version::HTTP_2 && *len == 300),
+        seen.iter().all(|(v, len)| *v == version && *len == 300),
         "{seen:?}"
     );
+}
+
+/// Reads one pushed request (headers, then the 300-octet body) from a
+/// plain TCP stream and answers 201 without `Connection: close`; `false`
+/// if the client closed first.
+fn answer_one_push(stream: &mut std::net::TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            if request.len() >= end + 4 + 300 {
+                break;
+            }
+        }
+    }
+    stream
+        .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+        .is_ok()
+}
+
+#[test]
+fn an_https_push_service_offering_http2_gets_every_push_as_a_stream_on_one_connection() {
+    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
+    let client = client_trusting(&service, 4);
+    push_in_rounds(&client, &service, 2, 60, Version::HTTP_2);
     assert_eq!(
         service.connections.load(Ordering::SeqCst),
         1,
@@ -183,21 +217,7 @@ fn an_https_push_service_offering_http2_gets_every_push_as_a_stream_on_one_conne
 fn an_https_push_service_without_http2_is_reached_over_reused_http1_connections() {
     let service = TlsPushService::start(&[b"http/1.1"]);
     let client = client_trusting(&service, 4);
-    for round in 0..3 {
-        let answers = client.send_batch(
-            (0..20)
-                .map(|i| push(service.url(&format!("p{round}-{i}"))))
-                .collect(),
-        );
-        assert_all_created(&answers);
-    }
-    let seen = service.seen();
-    assert_eq!(seen.len(), 60);
-    assert!(
-        seen.iter()
-            .all(|(v, len)| *v == Version::HTTP_11 && *len == 300),
-        "{seen:?}"
-    );
+    push_in_rounds(&client, &service, 3, 20, Version::HTTP_11);
     let connections = service.connections.load(Ordering::SeqCst);
     assert!(
         (1..=4).contains(&connections),
@@ -245,21 +265,7 @@ fn a_keep_alive_connection_the_push_service_closed_is_not_reused() {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             count.fetch_add(1, Ordering::SeqCst);
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Headers, then the 300-octet body.
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                request.extend_from_slice(&buf[..n]);
-                if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    if request.len() >= end + 4 + 300 {
-                        break;
-                    }
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+            answer_one_push(&mut stream);
         }
     });
     let client = HttpClient::new(HttpPolicy {
@@ -397,23 +403,12 @@ fn an_unused_keep_alive_connection_is_closed_after_the_idle_timeout() {
         let Ok((mut stream, _)) = listener.accept() else {
             return;
         };
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                return;
-            }
-            request.extend_from_slice(&buf[..n]);
-            if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                if request.len() >= end + 4 + 300 {
-                    break;
-                }
-            }
+        if !answer_one_push(&mut stream) {
+            return;
         }
-        let _ = stream.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
         let answered = std::time::Instant::now();
         // Blocks until the client closes its side.
-        let eof = matches!(stream.read(&mut buf), Ok(0));
+        let eof = matches!(stream.read(&mut [0u8; 64]), Ok(0));
         let _ = closed_tx.send((eof, answered.elapsed()));
     });
     let idle_timeout = std::time::Duration::from_millis(300);
