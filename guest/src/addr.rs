@@ -3,9 +3,13 @@
 //! The same classification serves two places: `PushSubscription/set`
 //! rejects URLs whose host is a literal forbidden address, and the host
 //! harness re-checks every address a name resolves to at connect time.
-//! IPv4 literals are read the way URL parsers (WHATWG) read them, so
-//! `https://2130706433/`, `https://0x7f.1/` and `https://0177.0.0.1/` are all
-//! recognised as 127.0.0.1.
+//! URLs are parsed by the `url` crate (the WHATWG URL Standard), the
+//! parser the host harness connects with, so the plugin and the host never
+//! disagree on a URL's host: `https://2130706433/`, `https://0x7f.1/` and
+//! `https://0177.0.0.1/` are all 127.0.0.1, Unicode host names become
+//! punycode, and `LOCALHOST.`, `ｌｏｃａｌｈｏｓｔ` or `a.localhost` are all names
+//! of the local host. The same parse gives the VAPID `aud` claim
+//! ([`parse_http_url`], [`PushUrl::origin`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -134,75 +138,40 @@ pub fn classify(ip: IpAddr) -> Option<DeniedRange> {
     }
 }
 
-/// Reads a URL host as an IP literal the way WHATWG URL parsers do: a
-/// bracketed IPv6 address, or an IPv4 address of one to four parts, each
-/// decimal, `0x` hexadecimal or `0`-prefixed octal (`2130706433`,
-/// `0x7f.1`, `0177.0.0.1`). Returns `None` for a domain name.
+/// Reads a URL host as an IP literal the way the `url` crate (WHATWG)
+/// does: a bracketed IPv6 address, or an IPv4 address of one to four
+/// parts, each decimal, `0x` hexadecimal or `0`-prefixed octal
+/// (`2130706433`, `0x7f.1`, `0177.0.0.1`). Returns `None` for a domain
+/// name or an invalid host.
 pub fn parse_ip_literal(host: &str) -> Option<IpAddr> {
-    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        let inner = inner.split('%').next().unwrap_or(inner);
-        return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    match url::Host::parse(host).ok()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
     }
-    parse_whatwg_ipv4(host).map(IpAddr::V4)
 }
 
-fn parse_ipv4_part(p: &str) -> Option<u64> {
-    if p.is_empty() {
-        return None;
-    }
-    let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
-        (h, 16)
-    } else if p.len() > 1 && p.starts_with('0') {
-        (&p[1..], 8)
-    } else {
-        (p, 10)
-    };
-    if digits.is_empty() {
-        return Some(0);
-    }
-    if digits.len() > 20 {
-        return Some(u64::MAX);
-    }
-    u64::from_str_radix(digits, radix).ok()
+/// Whether a host name (as the URL parser gives it: lower case, punycode)
+/// names the local host: `localhost` or any name under it (RFC 6761 §6.3),
+/// with or without trailing dots.
+pub fn is_local_name(domain: &str) -> bool {
+    let d = domain.trim_end_matches('.');
+    d == "localhost" || d.ends_with(".localhost")
 }
 
-fn parse_whatwg_ipv4(host: &str) -> Option<Ipv4Addr> {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let parts: Vec<&str> = host.split('.').collect();
-    // WHATWG: only a host whose last part is numeric is an IPv4 address.
-    let last = parts.last()?;
-    parse_ipv4_part(last)?;
-    if parts.len() > 4 {
-        return None;
-    }
-    let nums: Vec<u64> = parts
-        .iter()
-        .map(|p| parse_ipv4_part(p))
-        .collect::<Option<_>>()?;
-    let (head, tail) = nums.split_at(nums.len() - 1);
-    if head.iter().any(|&n| n > 255) {
-        return None;
-    }
-    let tail_bits = 8 * (5 - nums.len() as u32);
-    if tail_bits < 64 && tail[0] >= (1u64 << tail_bits) {
-        return None;
-    }
-    let mut v: u64 = tail[0];
-    for (i, &n) in head.iter().enumerate() {
-        v |= n << (8 * (3 - i as u32));
-    }
-    u32::try_from(v).ok().map(Ipv4Addr::from)
-}
-
-/// The parts of an absolute push URL the plugin needs.
+/// The parts of an absolute `http`/`https` URL the plugin needs, as the
+/// `url` crate parsed them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushUrl {
     /// `https` or `http`, lower case.
     pub scheme: String,
-    /// Host, lower case; IPv6 literals keep their brackets.
+    /// Host, lower case, international names in punycode, IPv4 in dotted
+    /// decimal; IPv6 literals keep their brackets (RFC 5952 form).
     pub host: String,
-    /// Explicit port, if any.
+    /// The port, when it is not the scheme's default.
     pub port: Option<u16>,
+    /// The host as parsed (domain, IPv4 or IPv6).
+    pub parsed_host: url::Host<String>,
 }
 
 impl PushUrl {
@@ -217,22 +186,61 @@ impl PushUrl {
     }
 }
 
+/// Why a URL has no usable `http`/`https` origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlSyntaxError {
+    /// Not an absolute `scheme://authority` URL.
+    NotAbsolute,
+    /// The scheme is not `https` or `http`.
+    UnsupportedScheme(String),
+    /// Contains whitespace, control characters or a backslash.
+    InvalidCharacters,
+    /// The authority contains user information (`user@` / `user:pass@`).
+    Userinfo,
+    /// The host is empty.
+    MissingHost,
+    /// The host is not a valid domain name, IPv4 or bracketed IPv6 literal
+    /// (percent-encoded hosts are refused too).
+    InvalidHost,
+    /// The port is not a number from 0 to 65535.
+    InvalidPort,
+}
+
+impl fmt::Display for UrlSyntaxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAbsolute => write!(f, "not an absolute URL (expected https://host/...)"),
+            Self::UnsupportedScheme(s) => {
+                write!(f, "scheme '{s}' is not supported (expected https)")
+            }
+            Self::InvalidCharacters => write!(
+                f,
+                "the URL contains whitespace, a control character or a backslash \
+                 (percent-encode them)"
+            ),
+            Self::Userinfo => write!(f, "the URL must not contain user information (user@)"),
+            Self::MissingHost => write!(f, "the URL has no host"),
+            Self::InvalidHost => write!(f, "the URL's host is not a valid host name or IP literal"),
+            Self::InvalidPort => write!(f, "the URL's port is not a number from 0 to 65535"),
+        }
+    }
+}
+
+impl std::error::Error for UrlSyntaxError {}
+
 /// Why a push URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UrlError {
     /// Longer than 2048 octets.
     TooLong(usize),
     /// Not an absolute `https://` URL (or `http://` in test mode).
     Scheme,
-    /// Contains whitespace, control characters or a backslash.
-    BadCharacter,
-    /// Has `user:password@`.
-    Userinfo,
-    /// Has no host or an unparsable one.
-    BadHost,
-    /// Port is not a number from 1 to 65535.
-    BadPort,
-    /// The host is a literal address in a forbidden range.
+    /// Not a well-formed URL with a host.
+    Syntax(UrlSyntaxError),
+    /// The host is a literal address in a forbidden range, or a name of
+    /// the local host (reported as loopback).
     Denied(IpAddr, DeniedRange),
 }
 
@@ -241,12 +249,7 @@ impl fmt::Display for UrlError {
         match self {
             UrlError::TooLong(n) => write!(f, "url is {n} octets long; at most 2048 are allowed"),
             UrlError::Scheme => f.write_str("url must be an absolute https:// URL"),
-            UrlError::BadCharacter => {
-                f.write_str("url contains whitespace, a control character or a backslash")
-            }
-            UrlError::Userinfo => f.write_str("url must not contain user information (user@)"),
-            UrlError::BadHost => f.write_str("url has no valid host"),
-            UrlError::BadPort => f.write_str("url has an invalid port"),
+            UrlError::Syntax(e) => write!(f, "url is invalid: {e}"),
             UrlError::Denied(ip, r) => {
                 write!(
                     f,
@@ -257,84 +260,125 @@ impl fmt::Display for UrlError {
     }
 }
 
-impl std::error::Error for UrlError {}
+impl std::error::Error for UrlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UrlError::Syntax(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Maximum length of a push URL in octets.
 pub const MAX_URL_OCTETS: usize = 2048;
 
-/// Checks a push URL (behaviour B1) and returns its parts. With
-/// `insecure_test_mode`, `http://` and loopback literals are allowed (never
-/// private or other ranges).
+/// RFC 3986 scheme syntax: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+fn is_scheme(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// Parses an absolute `http`/`https` URL with the `url` crate (WHATWG),
+/// after refusing what that parser would silently repair and a push URL
+/// must not contain: whitespace, control characters and backslashes
+/// (stripped or turned into `/` by WHATWG), a missing `//`, user
+/// information (even empty, `https://@host/`) and percent-encoded hosts.
+/// The host comes out lower case and in punycode; the port only when it
+/// is not the scheme's default.
+///
+/// # Errors
+/// A [`UrlSyntaxError`] naming what is wrong.
+pub fn parse_http_url(input: &str) -> Result<PushUrl, UrlSyntaxError> {
+    if input
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err(UrlSyntaxError::InvalidCharacters);
+    }
+    let Some((scheme, rest)) = input.split_once("://") else {
+        return match input.split_once(':') {
+            Some((scheme, _))
+                if is_scheme(scheme)
+                    && !scheme.eq_ignore_ascii_case("https")
+                    && !scheme.eq_ignore_ascii_case("http") =>
+            {
+                Err(UrlSyntaxError::UnsupportedScheme(
+                    scheme.to_ascii_lowercase(),
+                ))
+            }
+            _ => Err(UrlSyntaxError::NotAbsolute),
+        };
+    };
+    if !is_scheme(scheme) {
+        return Err(UrlSyntaxError::NotAbsolute);
+    }
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Err(UrlSyntaxError::UnsupportedScheme(
+            scheme.to_ascii_lowercase(),
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(UrlSyntaxError::Userinfo);
+    }
+    if authority.is_empty() {
+        return Err(UrlSyntaxError::MissingHost);
+    }
+    if authority.contains('%') {
+        return Err(UrlSyntaxError::InvalidHost);
+    }
+    let parsed = url::Url::parse(input).map_err(|e| match e {
+        url::ParseError::EmptyHost => UrlSyntaxError::MissingHost,
+        url::ParseError::InvalidPort => UrlSyntaxError::InvalidPort,
+        url::ParseError::RelativeUrlWithoutBase => UrlSyntaxError::NotAbsolute,
+        _ => UrlSyntaxError::InvalidHost,
+    })?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(UrlSyntaxError::Userinfo);
+    }
+    let host = parsed.host().ok_or(UrlSyntaxError::MissingHost)?.to_owned();
+    if matches!(&host, url::Host::Domain(d) if d.trim_end_matches('.').is_empty()) {
+        return Err(UrlSyntaxError::InvalidHost);
+    }
+    Ok(PushUrl {
+        scheme: parsed.scheme().to_string(),
+        host: parsed.host_str().unwrap_or_default().to_string(),
+        port: parsed.port(),
+        parsed_host: host,
+    })
+}
+
+/// Checks a push URL (behaviour B1) and returns its parts: at most 2048
+/// octets, `https` ([`parse_http_url`]), and a host that is neither a
+/// literal address in a denied range nor a name of the local host
+/// ([`is_local_name`]). With `insecure_test_mode`, `http://` and loopback
+/// (literals and local names) are allowed, never private or other ranges.
 pub fn check_push_url(url: &str, insecure_test_mode: bool) -> Result<PushUrl, UrlError> {
     if url.len() > MAX_URL_OCTETS {
         return Err(UrlError::TooLong(url.len()));
     }
-    if url
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
-    {
-        return Err(UrlError::BadCharacter);
-    }
-    let (scheme, rest) = url.split_once("://").ok_or(UrlError::Scheme)?;
-    let scheme = scheme.to_ascii_lowercase();
-    if !(scheme == "https" || (insecure_test_mode && scheme == "http")) {
+    let parsed = parse_http_url(url).map_err(|e| match e {
+        UrlSyntaxError::NotAbsolute | UrlSyntaxError::UnsupportedScheme(_) => UrlError::Scheme,
+        other => UrlError::Syntax(other),
+    })?;
+    if !(parsed.scheme == "https" || (insecure_test_mode && parsed.scheme == "http")) {
         return Err(UrlError::Scheme);
     }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    if authority.contains('@') {
-        return Err(UrlError::Userinfo);
-    }
-    let (host, port) = if authority.starts_with('[') {
-        let close = authority.find(']').ok_or(UrlError::BadHost)?;
-        let (h, p) = authority.split_at(close + 1);
-        (h, p.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
+    let denied = match &parsed.parsed_host {
+        url::Host::Ipv4(v4) => classify_v4(*v4).map(|r| (IpAddr::V4(*v4), r)),
+        url::Host::Ipv6(v6) => classify_v6(*v6).map(|r| (IpAddr::V6(*v6), r)),
+        url::Host::Domain(d) if is_local_name(d) => {
+            Some((IpAddr::V4(Ipv4Addr::LOCALHOST), DeniedRange::Loopback))
         }
+        url::Host::Domain(_) => None,
     };
-    let port = match port {
-        None => None,
-        Some("") => None,
-        Some(p) => {
-            if !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 5 {
-                return Err(UrlError::BadPort);
-            }
-            match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(UrlError::BadPort),
-                Ok(n) => Some(n),
-            }
+    if let Some((ip, range)) = denied {
+        if !(insecure_test_mode && range == DeniedRange::Loopback) {
+            return Err(UrlError::Denied(ip, range));
         }
-    };
-    if host.is_empty() {
-        return Err(UrlError::BadHost);
     }
-    let host = host.to_ascii_lowercase();
-    if host.starts_with('[') {
-        if parse_ip_literal(&host).is_none() {
-            return Err(UrlError::BadHost);
-        }
-    } else if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' || b >= 0x80)
-    {
-        return Err(UrlError::BadHost);
-    }
-    if let Some(ip) = parse_ip_literal(&host) {
-        if let Some(range) = classify(ip) {
-            if !(insecure_test_mode && range == DeniedRange::Loopback) {
-                return Err(UrlError::Denied(ip, range));
-            }
-        }
-    } else if !insecure_test_mode && (host == "localhost" || host.ends_with(".localhost")) {
-        return Err(UrlError::Denied(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            DeniedRange::Loopback,
-        ));
-    }
-    Ok(PushUrl { scheme, host, port })
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -424,16 +468,19 @@ mod tests {
         );
         assert_eq!(
             check_push_url("https://u:p@push.example.net/", false),
-            Err(UrlError::Userinfo)
+            Err(UrlError::Syntax(UrlSyntaxError::Userinfo))
         );
-        assert_eq!(check_push_url("https:///x", false), Err(UrlError::BadHost));
+        assert_eq!(
+            check_push_url("https:///x", false),
+            Err(UrlError::Syntax(UrlSyntaxError::MissingHost))
+        );
         assert_eq!(
             check_push_url("https://a.example:99999/", false),
-            Err(UrlError::BadPort)
+            Err(UrlError::Syntax(UrlSyntaxError::InvalidPort))
         );
         assert_eq!(
             check_push_url("https://a.example/ x", false),
-            Err(UrlError::BadCharacter)
+            Err(UrlError::Syntax(UrlSyntaxError::InvalidCharacters))
         );
         assert!(matches!(
             check_push_url("https://127.0.0.1:8443/", false),
@@ -453,6 +500,46 @@ mod tests {
             check_push_url(&long, false),
             Err(UrlError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn every_spelling_of_a_local_name_is_refused() {
+        for url in [
+            "https://localhost/",
+            "https://localhost./",
+            "https://localhost../",
+            "https://LOCALHOST/",
+            "https://LocalHost.:8443/p",
+            "https://a.localhost/",
+            "https://push.a.LOCALHOST./x",
+            "https://\u{ff4c}\u{ff4f}\u{ff43}\u{ff41}\u{ff4c}\u{ff48}\u{ff4f}\u{ff53}\u{ff54}/",
+            "https://localhost\u{3002}/",
+        ] {
+            match check_push_url(url, false) {
+                Err(UrlError::Denied(_, DeniedRange::Loopback)) => {}
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        // Names that merely contain the word are not local.
+        for url in ["https://localhost.example.net/", "https://mylocalhost/"] {
+            assert!(check_push_url(url, false).is_ok(), "{url}");
+        }
+        // Test mode allows them, as it allows loopback literals.
+        assert!(check_push_url("http://localhost.:8080/", true).is_ok());
+    }
+
+    #[test]
+    fn unicode_hosts_become_punycode_and_encoded_hosts_are_refused() {
+        let u = check_push_url("https://p\u{fc}sh.example.net/x", false).unwrap();
+        assert_eq!(u.origin(), "https://xn--psh-hoa.example.net");
+        assert_eq!(
+            check_push_url("https://loc%61lhost/", false),
+            Err(UrlError::Syntax(UrlSyntaxError::InvalidHost))
+        );
+        assert_eq!(
+            check_push_url("https://@push.example.net/", false),
+            Err(UrlError::Syntax(UrlSyntaxError::Userinfo))
+        );
     }
 
     #[test]

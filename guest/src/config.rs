@@ -36,7 +36,8 @@ pub const MAX_PLAINTEXT_OCTETS: u32 = 3993;
 /// WIT `config` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Type names a subscription may name in `types`.
+    /// The data types the host reports changes for (informational: a
+    /// subscription's `types` may name others, B1).
     pub known_types: Vec<String>,
     /// Longest subscription lifetime, seconds (never below 48 h).
     pub max_lifetime_secs: u64,
@@ -82,7 +83,11 @@ pub struct Config {
     pub insecure_test_mode: bool,
 }
 
-/// The default `known_types`: RFC 8621 and RFC 9610 data types.
+/// The default `known_types`: the data types of the IANA JMAP Data Types
+/// registry that can be used in a StateChange: RFC 8621 (mail), RFC 9425
+/// (quotas), RFC 9661 (Sieve), RFC 9610 (contacts), RFC 9670 (sharing).
+/// `Core`, `PushSubscription`, `SearchSnippet` and `MDN` have no state of
+/// their own and are left out.
 pub const DEFAULT_KNOWN_TYPES: &[&str] = &[
     "Mailbox",
     "Thread",
@@ -91,8 +96,12 @@ pub const DEFAULT_KNOWN_TYPES: &[&str] = &[
     "EmailSubmission",
     "Identity",
     "VacationResponse",
+    "Quota",
+    "SieveScript",
     "AddressBook",
     "ContactCard",
+    "Principal",
+    "ShareNotification",
 ];
 
 impl Default for Config {
@@ -137,11 +146,6 @@ impl Config {
         self.max_objects_in_get = self.max_objects_in_get.max(1);
         self.max_objects_in_set = self.max_objects_in_set.max(1);
         self
-    }
-
-    /// Whether `name` is a known data type.
-    pub fn is_known_type(&self, name: &str) -> bool {
-        self.known_types.iter().any(|t| t == name)
     }
 
     /// The urgency of a message carrying these type names: the highest rule

@@ -80,6 +80,9 @@ impl Env<'_> {
 pub struct Plugin {
     /// The VAPID signer and its token cache.
     pub keyring: keyring::Keyring,
+    /// The VAPID public key this instance last reconciled the
+    /// subscriptions with ([`lifecycle::reconcile_vapid_key`]).
+    pub reconciled_key: Option<String>,
 }
 
 impl Plugin {

@@ -144,7 +144,69 @@ pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<String
         LogLevel::Info,
         &format!("VAPID key rotated; {destroyed} subscriptions of the old key destroyed"),
     );
+    env.store
+        .put(repo::VAPID_IN_FORCE, new.as_bytes(), Condition::Any)?;
+    plugin.reconciled_key = Some(new.clone());
     Ok(new)
+}
+
+/// Handles a VAPID key replaced outside [`rotate_vapid_key`] (a new
+/// `vapid-private-key` in the configuration, or a configured key where a
+/// generated one was in force) as a rotation (B8): every subscription
+/// created under another key is destroyed, since its push service only
+/// accepts pushes signed with the key it was subscribed with.
+/// Subscriptions created while VAPID was off (no key) are kept, as
+/// rotation keeps them.
+///
+/// The key the subscriptions were last reconciled with is kept in the
+/// store ([`repo::VAPID_IN_FORCE`]); the scan runs only when the key in
+/// force differs from it, and each instance checks once per key. `tick`
+/// calls this first, so a host that calls `tick` at start (as it SHOULD)
+/// reconciles before its first delivery. Returns how many subscriptions
+/// were destroyed.
+pub fn reconcile_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<u32, PluginError> {
+    let Some(current) = plugin.keyring.public_key(env)? else {
+        return Ok(0);
+    };
+    if plugin.reconciled_key.as_deref() == Some(current.as_str()) {
+        return Ok(0);
+    }
+    let marker = env.store.get(repo::VAPID_IN_FORCE)?;
+    let mut destroyed = 0u32;
+    if marker.as_ref().map(|e| e.value.as_slice()) != Some(current.as_bytes()) {
+        let ids: Vec<String> = repo::list_all(env.store, "sub/")?
+            .iter()
+            .filter_map(|k| k.strip_prefix("sub/").map(str::to_string))
+            .collect();
+        for chunk in ids.chunks(200) {
+            destroyed += erase_ids(env, chunk, |s| {
+                s.vapid_key.as_deref().is_none_or(|k| k == current)
+            })?;
+        }
+        if destroyed > 0 {
+            env.log(
+                LogLevel::Warn,
+                &format!(
+                    "the VAPID key in force changed (configuration); {destroyed} subscriptions \
+                     of other keys destroyed, as a rotation does"
+                ),
+            );
+        }
+        let condition = match &marker {
+            Some(e) => Condition::Version(e.version),
+            None => Condition::Absent,
+        };
+        match env
+            .store
+            .put(repo::VAPID_IN_FORCE, current.as_bytes(), condition)
+        {
+            // Another process recorded it first: it scanned too.
+            Ok(_) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    plugin.reconciled_key = Some(current);
+    Ok(destroyed)
 }
 
 /// What one `tick` did.
@@ -166,6 +228,7 @@ pub const TICK_BUDGET: usize = 500;
 /// Does due work (expiry, verification re-sends, pending pushes).
 pub fn tick(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<TickReport, PluginError> {
     let mut report = TickReport::default();
+    reconcile_vapid_key(plugin, env)?;
     let now = env.now_ms;
     let page = env
         .store
@@ -290,13 +353,18 @@ fn resend_verifications(
     let sent = requests.len() as u32;
     let mut answers = env.http.send_batch(requests).into_iter();
     for ((_, mut sub, version), ok) in claimed.into_iter().zip(built) {
-        let outcome = match (ok, answers.next()) {
-            (true, Some(a)) => verification::outcome(&policy::classify(
-                &a,
-                now_secs,
-                env.config.retry_after_cap_secs,
-            )),
-            _ => VerificationOutcome::Refused("the verification push could not be built".into()),
+        // Only built requests were sent: an unbuilt one takes no answer.
+        let outcome = if !ok {
+            VerificationOutcome::Refused("the verification push could not be built".into())
+        } else {
+            match answers.next() {
+                Some(a) => verification::outcome(&policy::classify(
+                    &a,
+                    now_secs,
+                    env.config.retry_after_cap_secs,
+                )),
+                None => VerificationOutcome::Retry(None),
+            }
         };
         let lease_key = sub
             .verification

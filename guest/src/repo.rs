@@ -8,6 +8,7 @@
 //! | `rate/<owner-key>` | recent create times (JSON array of Unix seconds) |
 //! | `due/<ms, 20 digits>/<kind>/<id>` | empty: work due at that time (`v` verification, `p` pending push, `x` expiry) |
 //! | `vapid/key` | the generated VAPID key |
+//! | `vapid/in-force` | the public VAPID key the subscriptions were last reconciled with |
 //!
 //! `<owner-key>` is `u<b64(username)>.n` or `u<b64(username)>.c<b64(credential)>`;
 //! base64url never contains `.` or `/`, so every prefix is unambiguous.
@@ -117,6 +118,11 @@ pub fn parse_due_key(key: &str) -> Option<DueEntry> {
 
 /// Key of the generated VAPID key.
 pub const VAPID_KEY: &str = "vapid/key";
+
+/// Key of the public VAPID key the subscriptions were last reconciled with
+/// (base64url): when the key in force differs, the configured key was
+/// replaced and the subscriptions of other keys are destroyed.
+pub const VAPID_IN_FORCE: &str = "vapid/in-force";
 
 /// Page size for listings.
 const PAGE: u32 = 200;

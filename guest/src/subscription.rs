@@ -471,31 +471,41 @@ pub fn check_keys(v: &Value, config: &Config) -> Result<Option<StoredKeys>, Inva
     }
 }
 
-/// Validates `types` (B1): null, or a non-empty array of distinct known
-/// type names.
-pub fn check_types(v: &Value, config: &Config) -> Result<Option<Vec<String>>, InvalidProperty> {
+/// Longest data type name, octets.
+pub const MAX_TYPE_NAME_OCTETS: usize = 255;
+
+/// Whether `name` has the syntax of a JMAP data type name: an ASCII letter
+/// followed by ASCII letters, digits or `_`, at most
+/// [`MAX_TYPE_NAME_OCTETS`] octets (every type in the IANA JMAP Data Types
+/// registry has this form: `Email`, `EmailDelivery`, `ContactCard`, ...).
+pub fn is_type_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_TYPE_NAME_OCTETS
+        && bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Validates `types` (B1): null (all types), or an array of distinct data
+/// type names. Names the host has not configured are accepted and stored
+/// (they match no change until the host reports that type); `[]` is
+/// accepted and means no pushes. Non-strings, duplicates and names without
+/// type-name syntax ([`is_type_name`]) are refused.
+pub fn check_types(v: &Value) -> Result<Option<Vec<String>>, InvalidProperty> {
     let name = "types";
     match v {
         Value::Null => Ok(None),
         Value::Array(items) => {
-            if items.is_empty() {
-                return Err(InvalidProperty::new(
-                    name,
-                    "must not be empty; use null for all types",
-                ));
-            }
             let mut out: Vec<String> = Vec::with_capacity(items.len());
             for item in items {
                 let Value::String(t) = item else {
                     return Err(InvalidProperty::new(name, "must contain only strings"));
                 };
-                if !config.is_known_type(t) {
+                if !is_type_name(t) {
                     return Err(InvalidProperty::new(
                         name,
                         format!(
-                            "unknown type {:?}; known types: {}",
-                            truncate(t, 64),
-                            config.known_types.join(", ")
+                            "{:?} is not a data type name (an ASCII letter, then letters, digits or _; at most 255)",
+                            truncate(t, 64)
                         ),
                     ));
                 }
@@ -550,55 +560,79 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// Validates a create request object (B1, B3).
+/// Validates a create request object (B1, B3). Every invalid property is
+/// reported (RFC 8620 §5.3: `properties` lists all of them), in the order
+/// the object names them, then the missing required ones.
 pub fn check_create(
     obj: &Map<String, Value>,
     config: &Config,
     now_secs: u64,
-) -> Result<NewSubscription, InvalidProperty> {
+) -> Result<NewSubscription, Vec<InvalidProperty>> {
+    let mut bad: Vec<InvalidProperty> = Vec::new();
     for (k, v) in obj {
         match Property::from_name(k) {
-            None => {
-                return Err(InvalidProperty::new(
-                    k,
-                    "is not a PushSubscription property",
-                ))
-            }
-            Some(Property::Id) => {
-                return Err(InvalidProperty::new("id", "is set by the server"));
-            }
-            Some(Property::VerificationCode) if !v.is_null() => {
-                return Err(InvalidProperty::new(
-                    "verificationCode",
-                    "must be null or absent on create; the server sends it to the push service",
-                ));
-            }
+            None => bad.push(InvalidProperty::new(
+                k,
+                "is not a PushSubscription property",
+            )),
+            Some(Property::Id) => bad.push(InvalidProperty::new("id", "is set by the server")),
+            Some(Property::VerificationCode) if !v.is_null() => bad.push(InvalidProperty::new(
+                "verificationCode",
+                "must be null or absent on create; the server sends it to the push service",
+            )),
             _ => {}
         }
     }
-    let device_client_id = check_device_client_id(
+    fn check<T>(r: Result<T, InvalidProperty>, bad: &mut Vec<InvalidProperty>) -> Option<T> {
+        r.map_err(|e| bad.push(e)).ok()
+    }
+    let device_client_id = check(
         obj.get("deviceClientId")
-            .ok_or_else(|| InvalidProperty::new("deviceClientId", "is required"))?,
-    )?;
-    let url = check_url(
+            .ok_or_else(|| InvalidProperty::new("deviceClientId", "is required"))
+            .and_then(check_device_client_id),
+        &mut bad,
+    );
+    let url = check(
         obj.get("url")
-            .ok_or_else(|| InvalidProperty::new("url", "is required"))?,
-        config,
-    )?;
-    let keys = check_keys(obj.get("keys").unwrap_or(&Value::Null), config)?;
-    let (expires, expires_changed) =
-        check_expires(obj.get("expires").unwrap_or(&Value::Null), config, now_secs)?;
-    let types = check_types(obj.get("types").unwrap_or(&Value::Null), config)?;
-    Ok(NewSubscription {
-        device_client_id,
-        url,
-        keys,
-        expires,
-        expires_changed: expires_changed || !obj.contains_key("expires"),
-        types,
-        types_defaulted: !obj.contains_key("types"),
-        keys_defaulted: !obj.contains_key("keys"),
-    })
+            .ok_or_else(|| InvalidProperty::new("url", "is required"))
+            .and_then(|v| check_url(v, config)),
+        &mut bad,
+    );
+    let keys = check(
+        check_keys(obj.get("keys").unwrap_or(&Value::Null), config),
+        &mut bad,
+    );
+    let expires = check(
+        check_expires(obj.get("expires").unwrap_or(&Value::Null), config, now_secs),
+        &mut bad,
+    );
+    let types = check(
+        check_types(obj.get("types").unwrap_or(&Value::Null)),
+        &mut bad,
+    );
+    match (device_client_id, url, keys, expires, types) {
+        (
+            Some(device_client_id),
+            Some(url),
+            Some(keys),
+            Some((expires, expires_changed)),
+            Some(types),
+        ) if bad.is_empty() => Ok(NewSubscription {
+            device_client_id,
+            url,
+            keys,
+            expires,
+            expires_changed: expires_changed || !obj.contains_key("expires"),
+            types,
+            types_defaulted: !obj.contains_key("types"),
+            keys_defaulted: !obj.contains_key("keys"),
+        }),
+        _ => {
+            // Required properties are reported after those the object names.
+            bad.sort_by_key(|e| !obj.contains_key(&e.property));
+            Err(bad)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -673,11 +707,11 @@ mod tests {
                 "expires",
             ),
             (
-                json!({"deviceClientId": "d", "url": "https://a.example/", "types": []}),
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": ["1Email"]}),
                 "types",
             ),
             (
-                json!({"deviceClientId": "d", "url": "https://a.example/", "types": ["Nope"]}),
+                json!({"deviceClientId": "d", "url": "https://a.example/", "types": ["Email Delivery"]}),
                 "types",
             ),
             (
@@ -711,8 +745,72 @@ mod tests {
         ];
         for (v, prop) in cases {
             let e = check_create(&obj(v.clone()), &c, NOW).unwrap_err();
-            assert_eq!(e.property, *prop, "{v}");
+            assert_eq!(e.len(), 1, "{v}: {e:?}");
+            assert_eq!(e[0].property, *prop, "{v}");
         }
+    }
+
+    #[test]
+    fn every_invalid_property_of_a_create_is_named() {
+        let c = Config::default();
+        let e = check_create(
+            &obj(
+                json!({"url": "http://a.example/", "keys": {"p256dh": "AAAA", "auth": AUTH},
+                        "types": "Email", "bogus": 1, "expires": "yesterday"}),
+            ),
+            &c,
+            NOW,
+        )
+        .unwrap_err();
+        let mut named: Vec<&str> = e.iter().map(|p| p.property.as_str()).collect();
+        // The missing required property comes last.
+        assert_eq!(named.pop(), Some("deviceClientId"));
+        named.sort_unstable();
+        assert_eq!(named, ["bogus", "expires", "keys", "types", "url"]);
+        let set_error = crate::jmap::errors::SetError::from(e);
+        assert_eq!(set_error.properties.len(), 6);
+        for p in ["url", "keys", "types", "bogus", "expires", "deviceClientId"] {
+            assert!(
+                set_error.description.contains(p),
+                "{}",
+                set_error.description
+            );
+        }
+    }
+
+    #[test]
+    fn types_accept_unconfigured_names_and_the_empty_list() {
+        for (types, want) in [
+            (json!([]), Some(vec![])),
+            (
+                json!(["Email", "CalendarEvent", "Mailbox"]),
+                Some(vec![
+                    "Email".into(),
+                    "CalendarEvent".into(),
+                    "Mailbox".into(),
+                ]),
+            ),
+            (json!(["X_1"]), Some(vec!["X_1".to_string()])),
+            (json!(null), None),
+        ] {
+            let got = check_types(&crate::json::parse(&types.to_string()).unwrap());
+            assert_eq!(got, Ok(want), "{types}");
+        }
+        let long = "A".repeat(256);
+        for bad in [
+            json!(["Email", "Email"]),
+            json!([""]),
+            json!(["_Email"]),
+            json!(["E-mail"]),
+            json!(["Émail"]),
+            json!([long]),
+            json!([null]),
+            json!({"Email": true}),
+        ] {
+            let e = check_types(&crate::json::parse(&bad.to_string()).unwrap()).unwrap_err();
+            assert_eq!(e.property, "types", "{bad}");
+        }
+        assert!(is_type_name(&"A".repeat(255)));
     }
 
     #[test]

@@ -186,6 +186,10 @@ impl PushPlugin {
     /// authenticated caller. `arguments` is the JSON arguments object;
     /// `created_ids` the request's createdIds so far. The inner `Err` is a
     /// JMAP method-level error to return to the client as `["error", ...]`.
+    ///
+    /// If the plugin traps or overruns its CPU deadline, the store writes
+    /// of this call are taken back (see [`runtime::Sandbox`]) and the outer
+    /// `Err` is returned: answer the client `serverFail`; it can retry.
     pub fn call(
         &self,
         caller: &Caller,
@@ -193,7 +197,10 @@ impl PushPlugin {
         arguments: &str,
         created_ids: &[(String, String)],
     ) -> Result<Result<MethodResponse, MethodError>, CallError> {
-        self.sandbox.call(|p, s| {
+        // All-or-nothing: a trap or deadline leaves no half-made create
+        // (record, reservation, index entry) behind, so the client can
+        // retry the same create.
+        self.sandbox.call_undoable(|p, s| {
             p.jmap_web_push_jmap()
                 .call_call(s, caller, method, arguments, created_ids)
         })

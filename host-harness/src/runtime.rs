@@ -156,6 +156,62 @@ pub struct HostState {
     /// Batches started with `start-batch` and not yet finished.
     batches: std::collections::HashMap<u64, PendingBatch>,
     next_batch: u64,
+    /// The store writes of the current call, kept while the call must be
+    /// all-or-nothing ([`Sandbox::call_undoable`]).
+    journal: Option<Vec<Undo>>,
+}
+
+/// One store write of a call, and what the key held before it.
+struct Undo {
+    key: String,
+    /// The value before the write; `None` when the key was absent.
+    before: Option<Vec<u8>>,
+    /// The version the write produced; `None` for a delete.
+    written: Option<u64>,
+}
+
+/// Keys a call's undo never touches: the generated VAPID key may already be
+/// in use by other instances the moment it is written.
+fn journaled(key: &str) -> bool {
+    !key.starts_with("vapid/")
+}
+
+impl HostState {
+    /// Reads what `key` holds before a journaled write (`Err` when the
+    /// store cannot say: the write then goes unjournaled, and fails too in
+    /// all likelihood).
+    fn before_write(&self, key: &str) -> Option<Option<Vec<u8>>> {
+        if self.journal.is_none() || !journaled(key) {
+            return None;
+        }
+        self.shared.kv.get(key).ok().map(|e| e.map(|e| e.value))
+    }
+
+    /// Takes back the journaled writes, newest first. A key that another
+    /// writer changed since (its version moved on, or a deleted key that
+    /// was written again) is left alone: undo never overwrites someone
+    /// else's write.
+    fn undo(&mut self) -> usize {
+        let Some(journal) = self.journal.take() else {
+            return 0;
+        };
+        let kv = &self.shared.kv;
+        let mut undone = 0;
+        for u in journal.into_iter().rev() {
+            let done = match (u.written, u.before) {
+                (Some(v), Some(before)) => kv.put(&u.key, &before, Condition::Version(v)).is_ok(),
+                (Some(v), None) => kv.delete(&u.key, Condition::Version(v)).unwrap_or(false),
+                (None, Some(before)) => kv.put(&u.key, &before, Condition::Absent).is_ok(),
+                (None, None) => false,
+            };
+            if done {
+                undone += 1;
+            } else {
+                tracing::warn!(key = %u.key, "a write of the failed call was not taken back (changed since, or the store failed)");
+            }
+        }
+        undone
+    }
 }
 
 impl WasiView for HostState {
@@ -217,10 +273,20 @@ impl wit_store::Host for HostState {
         value: Vec<u8>,
         condition: wit_store::Condition,
     ) -> Result<u64, wit_store::StoreError> {
-        self.shared
+        let before = self.before_write(&key);
+        let version = self
+            .shared
             .kv
             .put(&key, &value, from_wit_condition(condition))
-            .map_err(to_wit_store_error)
+            .map_err(to_wit_store_error)?;
+        if let (Some(journal), Some(before)) = (self.journal.as_mut(), before) {
+            journal.push(Undo {
+                key,
+                before,
+                written: Some(version),
+            });
+        }
+        Ok(version)
     }
 
     fn delete(
@@ -228,10 +294,21 @@ impl wit_store::Host for HostState {
         key: String,
         condition: wit_store::Condition,
     ) -> Result<bool, wit_store::StoreError> {
-        self.shared
+        let before = self.before_write(&key);
+        let existed = self
+            .shared
             .kv
             .delete(&key, from_wit_condition(condition))
-            .map_err(to_wit_store_error)
+            .map_err(to_wit_store_error)?;
+        if let (Some(journal), Some(Some(before)), true) = (self.journal.as_mut(), before, existed)
+        {
+            journal.push(Undo {
+                key,
+                before: Some(before),
+                written: None,
+            });
+        }
+        Ok(existed)
     }
 
     fn list_keys(
@@ -471,6 +548,7 @@ impl Sandbox {
             shared: self.shared.clone(),
             batches: Default::default(),
             next_batch: 0,
+            journal: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -525,6 +603,26 @@ impl Sandbox {
         &self,
         f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        self.call_with(false, f)
+    }
+
+    /// [`Sandbox::call`] for a call that must be all-or-nothing, such as a
+    /// JMAP method (B9: nothing half-written): the store writes it made are
+    /// journaled and, if it traps or overruns its deadline, taken back
+    /// (each only if nobody wrote that key since; the generated VAPID key
+    /// is never taken back). Outbound pushes it sent cannot be taken back.
+    pub(crate) fn call_undoable<R>(
+        &self,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_with(true, f)
+    }
+
+    fn call_with<R>(
+        &self,
+        undoable: bool,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let live = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut live = match live {
             Some(l) => l,
@@ -532,9 +630,17 @@ impl Sandbox {
         };
         let ticks = self.deadline_ticks();
         live.store.set_epoch_deadline(ticks);
+        live.store.data_mut().journal = undoable.then(Vec::new);
         let result = f(&live.plugin, &mut live.store);
         // The WIT lets the host drop batches the call did not finish.
         live.store.data_mut().batches.clear();
+        if result.is_err() {
+            let undone = live.store.data_mut().undo();
+            if undone > 0 {
+                tracing::warn!(undone, "store writes of the failed call taken back");
+            }
+        }
+        live.store.data_mut().journal = None;
         match result {
             Ok(r) => {
                 live.store.set_epoch_deadline(u64::MAX / 2);

@@ -180,6 +180,30 @@ impl From<InvalidProperty> for SetError {
     }
 }
 
+/// Every invalid property of one object in one `invalidProperties` error:
+/// `properties` names them all, the description gives each reason.
+impl From<Vec<InvalidProperty>> for SetError {
+    fn from(errors: Vec<InvalidProperty>) -> Self {
+        let description = errors
+            .iter()
+            .map(InvalidProperty::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut properties: Vec<String> = Vec::with_capacity(errors.len());
+        for e in errors {
+            if !properties.contains(&e.property) {
+                properties.push(e.property);
+            }
+        }
+        SetError {
+            kind: SetErrorType::InvalidProperties,
+            description,
+            properties,
+            existing_id: None,
+        }
+    }
+}
+
 impl From<StoreError> for SetError {
     fn from(e: StoreError) -> Self {
         SetError::new(SetErrorType::ServerFail, e.to_string())

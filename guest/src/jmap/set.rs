@@ -65,6 +65,17 @@ pub fn set(
         ));
     }
 
+    // RFC 8620 §5.3 judges the state after the whole call (B1, B3): the
+    // destroys of existing subscriptions run first, so that `destroy: [old]`
+    // with a create of the same deviceClientId (how a client replaces its
+    // keys), or one more create at the quota, succeeds. A destroy cannot
+    // depend on a create or an update of the same call except through a
+    // "#creationId" reference; those run last, after the creates.
+    let mut destroy_results: Vec<Option<(String, Result<(), SetError>)>> = destroy
+        .iter()
+        .map(|d| (!d.starts_with('#')).then(|| (d.clone(), destroy_one(env, owner, d))))
+        .collect();
+
     let mut created = Map::new();
     let mut not_created = Map::new();
     create_all(
@@ -123,12 +134,15 @@ pub fn set(
 
     let mut destroyed = Vec::new();
     let mut not_destroyed = Map::new();
-    for (key, id) in destroy_ids {
-        let result = match &id {
-            None => Err(SetError::not_found(&key)),
-            Some(id) => destroy_one(env, owner, id),
+    for ((key, id), done) in destroy_ids.into_iter().zip(destroy_results.iter_mut()) {
+        let (shown, result) = match (done.take(), id) {
+            (Some(done), _) => done,
+            (None, None) => (key.clone(), Err(SetError::not_found(&key))),
+            (None, Some(id)) => {
+                let r = destroy_one(env, owner, &id);
+                (id, r)
+            }
         };
-        let shown = id.unwrap_or(key);
         match result {
             Ok(()) => destroyed.push(Value::String(shown)),
             Err(e) => {
@@ -679,7 +693,7 @@ fn apply(
             }
         }
         "types" => {
-            sub.types = check_types(value, env.config)?;
+            sub.types = check_types(value)?;
         }
         "verificationCode" => match value {
             Value::String(code) => {

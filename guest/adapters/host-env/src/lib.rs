@@ -81,8 +81,12 @@ impl Default for Config {
                 "EmailSubmission",
                 "Identity",
                 "VacationResponse",
+                "Quota",
+                "SieveScript",
                 "AddressBook",
                 "ContactCard",
+                "Principal",
+                "ShareNotification",
             ]
             .map(String::from)
             .to_vec(),
