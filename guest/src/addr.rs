@@ -203,7 +203,7 @@ pub enum UrlSyntaxError {
     /// The host is not a valid domain name, IPv4 or bracketed IPv6 literal
     /// (percent-encoded hosts are refused too).
     InvalidHost,
-    /// The port is not a number from 0 to 65535.
+    /// The port is not a number from 1 to 65535.
     InvalidPort,
 }
 
@@ -222,7 +222,7 @@ impl fmt::Display for UrlSyntaxError {
             Self::Userinfo => write!(f, "the URL must not contain user information (user@)"),
             Self::MissingHost => write!(f, "the URL has no host"),
             Self::InvalidHost => write!(f, "the URL's host is not a valid host name or IP literal"),
-            Self::InvalidPort => write!(f, "the URL's port is not a number from 0 to 65535"),
+            Self::InvalidPort => write!(f, "the URL's port is not a number from 1 to 65535"),
         }
     }
 }
@@ -336,6 +336,9 @@ pub fn parse_http_url(input: &str) -> Result<PushUrl, UrlSyntaxError> {
     })?;
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(UrlSyntaxError::Userinfo);
+    }
+    if parsed.port() == Some(0) {
+        return Err(UrlSyntaxError::InvalidPort);
     }
     let host = parsed.host().ok_or(UrlSyntaxError::MissingHost)?.to_owned();
     if matches!(&host, url::Host::Domain(d) if d.trim_end_matches('.').is_empty()) {
@@ -535,6 +538,10 @@ mod tests {
         assert_eq!(
             check_push_url("https://loc%61lhost/", false),
             Err(UrlError::Syntax(UrlSyntaxError::InvalidHost))
+        );
+        assert_eq!(
+            check_push_url("https://push.example.net:0/", false),
+            Err(UrlError::Syntax(UrlSyntaxError::InvalidPort))
         );
         assert_eq!(
             check_push_url("https://@push.example.net/", false),

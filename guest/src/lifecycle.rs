@@ -150,6 +150,11 @@ pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<String
     Ok(new)
 }
 
+/// Most subscriptions one call of [`reconcile_vapid_key`] looks at; the
+/// rest waits for the next `tick` (a store of a million subscriptions is
+/// never read in one call, which the CPU deadline would cut off).
+pub const RECONCILE_BUDGET: usize = 2_000;
+
 /// Handles a VAPID key replaced outside [`rotate_vapid_key`] (a new
 /// `vapid-private-key` in the configuration, or a configured key where a
 /// generated one was in force) as a rotation (B8): every subscription
@@ -158,55 +163,110 @@ pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<String
 /// Subscriptions created while VAPID was off (no key) are kept, as
 /// rotation keeps them.
 ///
-/// The key the subscriptions were last reconciled with is kept in the
-/// store ([`repo::VAPID_IN_FORCE`]); the scan runs only when the key in
-/// force differs from it, and each instance checks once per key. `tick`
-/// calls this first, so a host that calls `tick` at start (as it SHOULD)
-/// reconciles before its first delivery. Returns how many subscriptions
-/// were destroyed.
-pub fn reconcile_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<u32, PluginError> {
+/// The store keeps the public key the subscriptions are reconciled with
+/// ([`repo::VAPID_IN_FORCE`]: `<key>` when done, `<key>\n<cursor>` while a
+/// scan is under way). The process that first records a new key there
+/// (compare-and-swap) starts the scan; it goes on in pages of at most
+/// [`RECONCILE_BUDGET`] subscriptions per call, from the recorded cursor,
+/// whichever process makes the call. Each instance checks the marker once
+/// per key. `tick` calls this first, so a host that calls `tick` at start
+/// (as it SHOULD) reconciles before its first deliveries.
+///
+/// Returns how many subscriptions were destroyed and whether more remain
+/// (then `tick` asks to run again at once).
+pub fn reconcile_vapid_key(
+    plugin: &mut Plugin,
+    env: &mut Env<'_>,
+) -> Result<(u32, bool), PluginError> {
     let Some(current) = plugin.keyring.public_key(env)? else {
-        return Ok(0);
+        return Ok((0, false));
     };
     if plugin.reconciled_key.as_deref() == Some(current.as_str()) {
-        return Ok(0);
+        return Ok((0, false));
     }
     let marker = env.store.get(repo::VAPID_IN_FORCE)?;
-    let mut destroyed = 0u32;
-    if marker.as_ref().map(|e| e.value.as_slice()) != Some(current.as_bytes()) {
-        let ids: Vec<String> = repo::list_all(env.store, "sub/")?
-            .iter()
-            .filter_map(|k| k.strip_prefix("sub/").map(str::to_string))
-            .collect();
-        for chunk in ids.chunks(200) {
-            destroyed += erase_ids(env, chunk, |s| {
-                s.vapid_key.as_deref().is_none_or(|k| k == current)
-            })?;
+    let recorded = marker
+        .as_ref()
+        .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+    let (recorded_key, cursor) = match recorded.as_deref().map(|r| r.split_once('\n')) {
+        None => (None, None),
+        Some(None) => (recorded.clone(), None),
+        Some(Some((k, c))) => (Some(k.to_string()), Some(c.to_string())),
+    };
+    let (cursor, version) = if recorded_key.as_deref() == Some(current.as_str()) {
+        match (cursor, &marker) {
+            (Some(c), Some(e)) => (c, e.version),
+            _ => {
+                plugin.reconciled_key = Some(current);
+                return Ok((0, false));
+            }
         }
-        if destroyed > 0 {
-            env.log(
-                LogLevel::Warn,
-                &format!(
-                    "the VAPID key in force changed (configuration); {destroyed} subscriptions \
-                     of other keys destroyed, as a rotation does"
-                ),
-            );
-        }
+    } else {
+        // Record the new key first: whoever does starts the scan.
         let condition = match &marker {
             Some(e) => Condition::Version(e.version),
             None => Condition::Absent,
         };
+        let value = format!("{current}\n");
         match env
             .store
-            .put(repo::VAPID_IN_FORCE, current.as_bytes(), condition)
+            .put(repo::VAPID_IN_FORCE, value.as_bytes(), condition)
         {
-            // Another process recorded it first: it scanned too.
-            Ok(_) | Err(StoreError::Conflict) => {}
+            Ok(v) => (String::new(), v),
+            // Another process recorded a key meanwhile: look again next time.
+            Err(StoreError::Conflict) => return Ok((0, true)),
             Err(e) => return Err(e.into()),
         }
+    };
+    let mut after = (!cursor.is_empty()).then_some(cursor);
+    let (mut looked, mut destroyed, mut done) = (0usize, 0u32, false);
+    while looked < RECONCILE_BUDGET {
+        let page = env.store.list_keys("sub/", after.as_deref(), 200)?;
+        let ids: Vec<String> = page
+            .keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("sub/").map(str::to_string))
+            .collect();
+        looked += ids.len();
+        destroyed += erase_ids(env, &ids, |s| {
+            s.vapid_key.as_deref().is_none_or(|k| k == current)
+        })?;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => {
+                done = true;
+                break;
+            }
+        }
     }
-    plugin.reconciled_key = Some(current);
-    Ok(destroyed)
+    if destroyed > 0 {
+        env.log(
+            LogLevel::Warn,
+            &format!(
+                "the VAPID key in force changed (configuration); {destroyed} subscriptions \
+                 of other keys destroyed, as a rotation does"
+            ),
+        );
+    }
+    let value = if done {
+        current.clone()
+    } else {
+        format!("{current}\n{}", after.unwrap_or_default())
+    };
+    match env.store.put(
+        repo::VAPID_IN_FORCE,
+        value.as_bytes(),
+        Condition::Version(version),
+    ) {
+        Ok(_) => {}
+        // Another process moved the cursor on: it continues from there.
+        Err(StoreError::Conflict) => return Ok((destroyed, true)),
+        Err(e) => return Err(e.into()),
+    }
+    if done {
+        plugin.reconciled_key = Some(current);
+    }
+    Ok((destroyed, !done))
 }
 
 /// What one `tick` did.
@@ -228,7 +288,7 @@ pub const TICK_BUDGET: usize = 500;
 /// Does due work (expiry, verification re-sends, pending pushes).
 pub fn tick(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<TickReport, PluginError> {
     let mut report = TickReport::default();
-    reconcile_vapid_key(plugin, env)?;
+    let (_, reconciling) = reconcile_vapid_key(plugin, env)?;
     let now = env.now_ms;
     let page = env
         .store
@@ -276,6 +336,9 @@ pub fn tick(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<TickReport, Plugin
             let wait = e.at_ms.saturating_sub(env.now_ms);
             next = Some(next.map_or(wait, |n| n.min(wait)));
         }
+    }
+    if reconciling {
+        next = Some(0);
     }
     report.next_run_in_ms = next;
     Ok(report)

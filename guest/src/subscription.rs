@@ -474,6 +474,10 @@ pub fn check_keys(v: &Value, config: &Config) -> Result<Option<StoredKeys>, Inva
 /// Longest data type name, octets.
 pub const MAX_TYPE_NAME_OCTETS: usize = 255;
 
+/// Most names in `types` (the IANA registry has about twenty data types; a
+/// bound keeps records and the duplicate check small).
+pub const MAX_TYPES: usize = 128;
+
 /// Whether `name` has the syntax of a JMAP data type name: an ASCII letter
 /// followed by ASCII letters, digits or `_`, at most
 /// [`MAX_TYPE_NAME_OCTETS`] octets (every type in the IANA JMAP Data Types
@@ -495,6 +499,12 @@ pub fn check_types(v: &Value) -> Result<Option<Vec<String>>, InvalidProperty> {
     match v {
         Value::Null => Ok(None),
         Value::Array(items) => {
+            if items.len() > MAX_TYPES {
+                return Err(InvalidProperty::new(
+                    name,
+                    format!("has {} names; at most {MAX_TYPES} are allowed", items.len()),
+                ));
+            }
             let mut out: Vec<String> = Vec::with_capacity(items.len());
             for item in items {
                 let Value::String(t) = item else {
@@ -797,7 +807,9 @@ mod tests {
             assert_eq!(got, Ok(want), "{types}");
         }
         let long = "A".repeat(256);
+        let too_many: Vec<String> = (0..=MAX_TYPES).map(|i| format!("T{i}")).collect();
         for bad in [
+            json!(too_many),
             json!(["Email", "Email"]),
             json!([""]),
             json!(["_Email"]),

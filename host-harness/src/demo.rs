@@ -266,6 +266,22 @@ pub fn run() -> anyhow::Result<()> {
         session["apiUrl"] == http.api_url.as_str(),
         "apiUrl is not the absolute API URL"
     );
+    // The mail server reports changes under the account ids its clients
+    // see in the Session (one account per user here).
+    let account = session["accounts"]
+        .as_object()
+        .and_then(|a| a.keys().next())
+        .context("the Session has no account")?
+        .clone();
+    ensure!(
+        !account.is_empty()
+            && account.len() <= 255
+            && account
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "the account id {account:?} is not a JMAP Id (RFC 8620 §1.2)"
+    );
+    println!("  account id: {account}");
     let cap = session["capabilities"]["urn:ietf:params:jmap:webpush-vapid"].clone();
     show_json("urn:ietf:params:jmap:webpush-vapid", &cap);
     let server_key = cap["applicationServerKey"]
@@ -347,7 +363,7 @@ pub fn run() -> anyhow::Result<()> {
         "new mail arrives: the mail server reports a state change",
     );
     let report = http.event(change(
-        "a1",
+        &account,
         &[
             ("Email", "e-101"),
             ("Mailbox", "m-55"),
@@ -362,11 +378,11 @@ pub fn run() -> anyhow::Result<()> {
     show_json("decrypted", &sc);
     ensure!(sc["@type"] == "StateChange", "not a StateChange");
     ensure!(
-        sc["changed"]["a1"]["Email"] == "e-101",
+        sc["changed"][&account]["Email"] == "e-101",
         "Email state missing"
     );
     ensure!(
-        sc["changed"]["a1"].get("Thread").is_none(),
+        sc["changed"][&account].get("Thread").is_none(),
         "Thread was not asked for but was pushed"
     );
     ensure!(
@@ -382,8 +398,8 @@ pub fn run() -> anyhow::Result<()> {
         "push/alice-laptop",
         [Answer::status(429).header("Retry-After", "1")],
     );
-    let r1 = http.event(change("a1", &[("Email", "e-102")]))?;
-    let r2 = http.event(change("a1", &[("Email", "e-103"), ("Mailbox", "m-56")]))?;
+    let r1 = http.event(change(&account, &[("Email", "e-102")]))?;
+    let r2 = http.event(change(&account, &[("Email", "e-103"), ("Mailbox", "m-56")]))?;
     println!("  the second change arrived while waiting: merged, not sent");
     ensure!(
         r1["deferred"] == 1 && r2["deferred"] == 1,
@@ -399,11 +415,11 @@ pub fn run() -> anyhow::Result<()> {
     let merged = browser.open(&got[3])?;
     show_json("decrypted (one merged push, newest states)", &merged);
     ensure!(
-        merged["changed"]["a1"]["Email"] == "e-103",
+        merged["changed"][&account]["Email"] == "e-103",
         "merged push lacks the newest Email state"
     );
     ensure!(
-        merged["changed"]["a1"]["Mailbox"] == "m-56",
+        merged["changed"][&account]["Mailbox"] == "m-56",
         "merged push lacks the Mailbox change"
     );
 
@@ -412,7 +428,7 @@ pub fn run() -> anyhow::Result<()> {
         "the browser unsubscribed: the push service answers 410 Gone",
     );
     gateway.script("push/alice-laptop", [Answer::status(410)]);
-    let r = http.event(change("a1", &[("Email", "e-104")]))?;
+    let r = http.event(change(&account, &[("Email", "e-104")]))?;
     ensure!(r["destroyed"] == 1, "subscription not destroyed on 410");
     let got = http.call("PushSubscription/get", json!({"ids": [id]}))?;
     ensure!(

@@ -156,19 +156,14 @@ pub struct HostState {
     /// Batches started with `start-batch` and not yet finished.
     batches: std::collections::HashMap<u64, PendingBatch>,
     next_batch: u64,
-    /// The store writes of the current call, kept while the call must be
+    /// The keys the current call created, kept while the call must be
     /// all-or-nothing ([`Sandbox::call_undoable`]).
-    journal: Option<Vec<Undo>>,
+    journal: Option<Journal>,
 }
 
-/// One store write of a call, and what the key held before it.
-struct Undo {
-    key: String,
-    /// The value before the write; `None` when the key was absent.
-    before: Option<Vec<u8>>,
-    /// The version the write produced; `None` for a delete.
-    written: Option<u64>,
-}
+/// What a call did to each key it touched first as an absent key: the
+/// version of its last write, or `None` when it deleted the key again.
+type Journal = std::collections::HashMap<String, Option<u64>>;
 
 /// Keys a call's undo never touches: the generated VAPID key may already be
 /// in use by other instances the moment it is written.
@@ -177,37 +172,47 @@ fn journaled(key: &str) -> bool {
 }
 
 impl HostState {
-    /// Reads what `key` holds before a journaled write (`Err` when the
-    /// store cannot say: the write then goes unjournaled, and fails too in
-    /// all likelihood).
-    fn before_write(&self, key: &str) -> Option<Option<Vec<u8>>> {
-        if self.journal.is_none() || !journaled(key) {
-            return None;
+    /// Whether a write of `key` under `condition` is the call's first touch
+    /// of a key that does not exist yet (read from the store only for
+    /// `any`; `absent` says so by itself, `version` says the opposite).
+    fn creates_key(&self, key: &str, condition: &wit_store::Condition) -> bool {
+        let Some(journal) = &self.journal else {
+            return false;
+        };
+        if !journaled(key) || journal.contains_key(key) {
+            return false;
         }
-        self.shared.kv.get(key).ok().map(|e| e.map(|e| e.value))
+        match condition {
+            wit_store::Condition::Absent => true,
+            wit_store::Condition::Version(_) => false,
+            wit_store::Condition::Any => matches!(self.shared.kv.get(key), Ok(None)),
+        }
     }
 
-    /// Takes back the journaled writes, newest first. A key that another
-    /// writer changed since (its version moved on, or a deleted key that
-    /// was written again) is left alone: undo never overwrites someone
-    /// else's write.
+    /// Takes back what the call created: every key that was absent when
+    /// the call first wrote it and still holds the call's last write is
+    /// deleted (conditioned on that version, so another writer's later
+    /// write is never removed). Keys that existed before are left as the
+    /// call left them: each update or destroy of an existing subscription
+    /// is one conditional write, complete or not made, and putting back a
+    /// destroyed subscription could collide with another host's create of
+    /// its deviceClientId. Returns how many keys were deleted.
     fn undo(&mut self) -> usize {
         let Some(journal) = self.journal.take() else {
             return 0;
         };
         let kv = &self.shared.kv;
         let mut undone = 0;
-        for u in journal.into_iter().rev() {
-            let done = match (u.written, u.before) {
-                (Some(v), Some(before)) => kv.put(&u.key, &before, Condition::Version(v)).is_ok(),
-                (Some(v), None) => kv.delete(&u.key, Condition::Version(v)).unwrap_or(false),
-                (None, Some(before)) => kv.put(&u.key, &before, Condition::Absent).is_ok(),
-                (None, None) => false,
+        for (key, last) in journal {
+            let Some(version) = last else {
+                continue; // created and deleted again: nothing left
             };
-            if done {
-                undone += 1;
-            } else {
-                tracing::warn!(key = %u.key, "a write of the failed call was not taken back (changed since, or the store failed)");
+            match kv.delete(&key, Condition::Version(version)) {
+                Ok(true) => undone += 1,
+                Ok(false) | Err(StoreError::Conflict) => {}
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "a key the failed call created was not taken back")
+                }
             }
         }
         undone
@@ -273,18 +278,18 @@ impl wit_store::Host for HostState {
         value: Vec<u8>,
         condition: wit_store::Condition,
     ) -> Result<u64, wit_store::StoreError> {
-        let before = self.before_write(&key);
+        let created = self.creates_key(&key, &condition);
         let version = self
             .shared
             .kv
             .put(&key, &value, from_wit_condition(condition))
             .map_err(to_wit_store_error)?;
-        if let (Some(journal), Some(before)) = (self.journal.as_mut(), before) {
-            journal.push(Undo {
-                key,
-                before,
-                written: Some(version),
-            });
+        if let Some(journal) = self.journal.as_mut() {
+            if created {
+                journal.insert(key, Some(version));
+            } else if let Some(last) = journal.get_mut(&key) {
+                *last = Some(version);
+            }
         }
         Ok(version)
     }
@@ -294,19 +299,13 @@ impl wit_store::Host for HostState {
         key: String,
         condition: wit_store::Condition,
     ) -> Result<bool, wit_store::StoreError> {
-        let before = self.before_write(&key);
         let existed = self
             .shared
             .kv
             .delete(&key, from_wit_condition(condition))
             .map_err(to_wit_store_error)?;
-        if let (Some(journal), Some(Some(before)), true) = (self.journal.as_mut(), before, existed)
-        {
-            journal.push(Undo {
-                key,
-                before: Some(before),
-                written: None,
-            });
+        if let Some(last) = self.journal.as_mut().and_then(|j| j.get_mut(&key)) {
+            *last = None;
         }
         Ok(existed)
     }
@@ -606,11 +605,13 @@ impl Sandbox {
         self.call_with(false, f)
     }
 
-    /// [`Sandbox::call`] for a call that must be all-or-nothing, such as a
-    /// JMAP method (B9: nothing half-written): the store writes it made are
-    /// journaled and, if it traps or overruns its deadline, taken back
-    /// (each only if nobody wrote that key since; the generated VAPID key
-    /// is never taken back). Outbound pushes it sent cannot be taken back.
+    /// [`Sandbox::call`] for a JMAP method, which must leave nothing
+    /// half-made (B9): the keys the call creates are journaled and, if it
+    /// traps or overruns its deadline, deleted again (each only if nobody
+    /// wrote it since; the generated VAPID key is never taken back). A
+    /// create cut off between its writes (record, deviceClientId
+    /// reservation, owner index, due entries) so leaves nothing, and the
+    /// client can retry it. Outbound pushes cannot be taken back.
     pub(crate) fn call_undoable<R>(
         &self,
         f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -630,14 +631,14 @@ impl Sandbox {
         };
         let ticks = self.deadline_ticks();
         live.store.set_epoch_deadline(ticks);
-        live.store.data_mut().journal = undoable.then(Vec::new);
+        live.store.data_mut().journal = undoable.then(Journal::new);
         let result = f(&live.plugin, &mut live.store);
         // The WIT lets the host drop batches the call did not finish.
         live.store.data_mut().batches.clear();
         if result.is_err() {
             let undone = live.store.data_mut().undo();
             if undone > 0 {
-                tracing::warn!(undone, "store writes of the failed call taken back");
+                tracing::warn!(undone, "keys created by the failed call taken back");
             }
         }
         live.store.data_mut().journal = None;

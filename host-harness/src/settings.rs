@@ -7,6 +7,10 @@
 //! listen = "127.0.0.1:8080"              # address to serve JMAP on
 //! public_url = "https://mail.example.com" # base of the absolute apiUrl (default: http://<listen>)
 //! admin_token = "change-me"              # Bearer token for POST /events
+//! max_size_request = 1000000             # octets of one POST /jmap/api body (maxSizeRequest)
+//! max_concurrent_requests = 16           # API requests in flight per user (maxConcurrentRequests)
+//! # extra_capabilities = ["urn:ietf:params:jmap:mail"]  # advertised with no methods, for clients that send them
+//! # compat_push_subscription_get_state = true  # add "state" to PushSubscription/get (jmap-client 0.4)
 //!
 //! [store]
 //! kind = "embedded"                      # embedded | memory | postgres
@@ -37,6 +41,23 @@
 //!   { id = "phone", token_sha256 = "<hex sha256 of the token>" },  # Bearer
 //! ]
 //! ```
+//!
+//! The two limits are advertised in the Session's `urn:ietf:params:jmap:core`
+//! capability and enforced on `POST /jmap/api` with the RFC 8620 §3.6.1
+//! `urn:ietf:params:jmap:error:limit` problem (HTTP 400, `"limit"` naming
+//! the limit). `max_concurrent_requests` counts requests per authenticated
+//! user (all of a user's credentials together), not per connection or
+//! server-wide.
+//!
+//! `compat_push_subscription_get_state` is a compatibility switch, off by
+//! default: RFC 8620 §7.2.1 says `PushSubscription/get` returns no `state`
+//! (there is no `PushSubscription/changes`), but the `jmap-client` crate
+//! (0.4) fails to parse a /get response without one ("missing field
+//! `state`"). When on, `serve` adds `"state"` to each successful
+//! `PushSubscription/get` response: base64url (no padding) of the first 12
+//! octets of SHA-256 over the returned `list` (its JSON text), so it changes
+//! exactly when what the call returned changes. It is not a JMAP state
+//! string a client can pass to a /changes method.
 //!
 //! Environment overrides: `JMAP_WEB_PUSH__<SECTION>__<KEY>=<value>` (double
 //! underscores; the value is read as TOML, or as a string if it is not
@@ -84,6 +105,19 @@ pub struct ServerSettings {
     /// `urn:ietf:params:jmap:submission` with every request. Default none:
     /// only what is implemented is advertised.
     pub extra_capabilities: Vec<String>,
+    /// `maxSizeRequest`: the largest `POST /jmap/api` body accepted, in
+    /// octets (default 1 000 000). A larger one gets the
+    /// `urn:ietf:params:jmap:error:limit` problem.
+    pub max_size_request: u64,
+    /// `maxConcurrentRequests`: JMAP API requests one authenticated user
+    /// may have in flight at once (default 16); one more gets the
+    /// `urn:ietf:params:jmap:error:limit` problem at once (no queueing).
+    pub max_concurrent_requests: u32,
+    /// Adds a `state` member to `PushSubscription/get` responses (off by
+    /// default; RFC 8620 §7.2.1 has none) for clients that require one,
+    /// such as the `jmap-client` crate 0.4. See the module documentation
+    /// for its value.
+    pub compat_push_subscription_get_state: bool,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +127,9 @@ impl Default for ServerSettings {
             public_url: None,
             admin_token: None,
             extra_capabilities: Vec::new(),
+            max_size_request: 1_000_000,
+            max_concurrent_requests: 16,
+            compat_push_subscription_get_state: false,
         }
     }
 }
@@ -366,6 +403,15 @@ impl Settings {
                 );
             }
         }
+        if self.server.max_size_request == 0 {
+            return bad("server.max_size_request", "must be at least 1".into());
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return bad(
+                "server.max_concurrent_requests",
+                "must be at least 1".into(),
+            );
+        }
         for (i, user) in self.users.iter().enumerate() {
             if user.name.is_empty() {
                 return bad(&format!("users[{i}].name"), "must not be empty".into());
@@ -413,6 +459,34 @@ mod tests {
         assert_eq!(s.store.kind, StoreKind::Embedded);
         assert_eq!(s.plugin.max_subscriptions_per_owner, 50);
         assert!(s.http.extra_ca_files.is_empty());
+        assert_eq!(s.server.max_size_request, 1_000_000);
+        assert_eq!(s.server.max_concurrent_requests, 16);
+        assert!(!s.server.compat_push_subscription_get_state);
+    }
+
+    #[test]
+    fn server_limits_are_read_and_checked() {
+        let s = Settings::parse(
+            "[server]\nmax_size_request = 5000\nmax_concurrent_requests = 2\ncompat_push_subscription_get_state = true\n",
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(s.server.max_size_request, 5000);
+        assert_eq!(s.server.max_concurrent_requests, 2);
+        assert!(s.server.compat_push_subscription_get_state);
+        let e = Settings::parse("[server]\nmax_concurrent_requests = 0\n", Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("server.max_concurrent_requests"),
+            "{e}"
+        );
+        let e = Settings::parse("[server]\nmax_size_request = 0\n", Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("server.max_size_request"), "{e}");
+        let e =
+            Settings::parse("[server]\nmax_concurrent_requests = -1\n", Vec::new()).unwrap_err();
+        assert!(
+            e.to_string().contains("server.max_concurrent_requests"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -268,12 +268,20 @@ impl TestServer {
 
     /// Starts a server; `extra_capabilities` as `server.extra_capabilities`.
     pub fn start(extra_capabilities: Vec<String>) -> TestServer {
+        Self::start_configured(|s| s.server.extra_capabilities = extra_capabilities)
+    }
+
+    /// Starts a server with the test settings as `configure` changes them
+    /// (it sees the loopback address, memory store, test plugin
+    /// configuration and the one user already filled in).
+    pub fn start_configured(
+        configure: impl FnOnce(&mut jmap_web_push_host::settings::Settings),
+    ) -> TestServer {
         use jmap_web_push_host::server::{self, auth};
         use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.server.admin_token = Some(Self::ADMIN.into());
-        settings.server.extra_capabilities = extra_capabilities;
         settings.store.kind = StoreKind::Memory;
         settings.plugin = test_config();
         settings.sandbox.aot_cache_dir = Some(cache_dir());
@@ -292,6 +300,7 @@ impl TestServer {
                 },
             ],
         }];
+        configure(&mut settings);
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let running = rt.block_on(server::start(settings)).expect("server starts");
         TestServer {

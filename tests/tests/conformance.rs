@@ -2228,6 +2228,35 @@ fn replacing_at_the_quota_in_one_call_succeeds() {
 }
 
 #[test]
+fn replacing_a_subscription_created_earlier_in_the_request_by_reference() {
+    let f = fixture();
+    let mut ids = Vec::new();
+    let obj = |path: &str| json!({"deviceClientId": "phone", "url": f.gateway.url(path)});
+    call_with_ids(
+        &f.plugin,
+        &alice(),
+        "PushSubscription/set",
+        json!({"create": {"first": obj("p1")}}),
+        &mut ids,
+    )
+    .unwrap();
+    let r = call_with_ids(
+        &f.plugin,
+        &alice(),
+        "PushSubscription/set",
+        json!({"create": {"second": obj("p2")}, "destroy": ["#first"]}),
+        &mut ids,
+    )
+    .unwrap();
+    let second = r["created"]["second"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    assert_eq!(r["destroyed"].as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(ids_with_device(&f.plugin, &alice(), "phone"), vec![second]);
+}
+
+#[test]
 fn two_creates_of_one_device_in_one_call_still_fail() {
     let f = fixture();
     let r = set(
@@ -2405,18 +2434,38 @@ fn a_vapid_key_replaced_in_the_configuration_is_handled_as_a_rotation() {
     };
     let old = create_id(&f, &alice(), "p1", json!({}));
     let old_state = f.plugin.session().unwrap().unwrap().state;
+    // More subscriptions of the old key than one tick looks at (copies of
+    // the record under other ids).
+    let text = String::from_utf8(store.get(&format!("sub/{old}")).unwrap().unwrap().value).unwrap();
+    let copies = jmap_web_push_guest::lifecycle::RECONCILE_BUDGET + 100;
+    for i in 0..copies {
+        let id = format!("copy{i:05}");
+        let v = text.replace(&old, &id);
+        store
+            .put(&format!("sub/{id}"), v.as_bytes(), Condition::Absent)
+            .unwrap();
+    }
+    let count_subs = || {
+        dump(&store)
+            .iter()
+            .filter(|(k, _)| k.starts_with("sub/"))
+            .count()
+    };
+    assert_eq!(count_subs(), copies + 1);
     // Restarted with the same key: nothing happens.
     let same = plugin_with(store.clone(), with_key(&k1));
     same.tick().unwrap().unwrap();
     assert!(record(&store, &old).is_some());
-    // Restarted with another key: the old key's subscription goes at the
-    // first tick, the Session shows the new key and a new state.
+    assert_eq!(count_subs(), copies + 1);
+    // Restarted with another key: the old key's subscriptions go, a page
+    // per tick (the first tick asks to run again at once), the Session
+    // shows the new key and a new state.
     let second = plugin_with(store.clone(), with_key(&k2));
+    let report = second.tick().unwrap().unwrap();
+    assert_eq!(report.next_run_in_ms, Some(0), "{report:?}");
+    assert!(count_subs() > 0, "not all in one tick");
     second.tick().unwrap().unwrap();
-    assert!(
-        record(&store, &old).is_none(),
-        "old key's subscription kept"
-    );
+    assert_eq!(count_subs(), 0, "old key's subscriptions kept");
     assert!(get_list_of(&second, &alice()).is_empty());
     let session = second.session().unwrap().unwrap();
     assert_ne!(session.state, old_state);

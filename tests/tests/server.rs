@@ -13,27 +13,83 @@ const ADMIN: &str = TestServer::ADMIN;
 /// when `jmap_client_compat`.
 fn start(jmap_client_compat: bool) -> TestServer {
     let extra = if jmap_client_compat {
-        // jmap-client 0.4 puts these ten in `using` of every request; the
-        // server accepts in `using` only what its Session advertises.
-        [
-            "mail",
-            "submission",
-            "vacationresponse",
-            "contacts",
-            "calendars",
-            "websocket",
-            "sieve",
-            "blob",
-            "quota",
-            "principals",
-        ]
-        .iter()
-        .map(|c| format!("urn:ietf:params:jmap:{c}"))
-        .collect()
+        jmap_client_capabilities()
     } else {
         Vec::new()
     };
     TestServer::start(extra)
+}
+
+/// jmap-client 0.4 puts these ten in `using` of every request; the server
+/// accepts in `using` only what its Session advertises.
+fn jmap_client_capabilities() -> Vec<String> {
+    [
+        "mail",
+        "submission",
+        "vacationresponse",
+        "contacts",
+        "calendars",
+        "websocket",
+        "sieve",
+        "blob",
+        "quota",
+        "principals",
+    ]
+    .iter()
+    .map(|c| format!("urn:ietf:params:jmap:{c}"))
+    .collect()
+}
+
+/// RFC 8620 §1.2: 1-255 characters of the base64url alphabet.
+fn is_jmap_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+const ECHO: &str =
+    r#"{"using":["urn:ietf:params:jmap:core"],"methodCalls":[["Core/echo",{"n":1},"0"]]}"#;
+
+/// A `Core/echo` request body of exactly `len` octets (JSON whitespace
+/// after the object).
+fn echo_of_size(len: usize) -> String {
+    let mut body = ECHO.to_string();
+    assert!(len >= body.len());
+    body.push_str(&" ".repeat(len - body.len()));
+    body
+}
+
+/// Asserts the RFC 8620 §3.6.1 limit problem naming `limit`.
+fn assert_limit_problem(status: u16, v: &Value, ct: Option<&str>, limit: &str) {
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(ct, Some("application/problem+json"), "{v}");
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:limit", "{v}");
+    assert_eq!(v["limit"], limit, "{v}");
+    assert_eq!(v["status"], 400, "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+}
+
+/// POSTs `body` to the API with `auth` on the server's keep-alive client.
+fn post_api(
+    s: &TestServer,
+    auth: &str,
+    body: reqwest::blocking::Body,
+) -> (u16, Value, Option<String>) {
+    let r = s
+        .http
+        .post(format!("{}/jmap/api", s.base()))
+        .header("Authorization", auth)
+        .body(body)
+        .send()
+        .expect("API request");
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, r.json().unwrap_or(Value::Null), ct)
 }
 
 fn basic() -> String {
@@ -275,7 +331,11 @@ fn jmap_client_crate_against_serve() {
     use jmap_client::push_subscription::Keys;
     use jmap_client::DataType;
 
-    let s = start(true);
+    // jmap-client 0.4 requires `state` in PushSubscription/get responses.
+    let s = TestServer::start_configured(|settings| {
+        settings.server.extra_capabilities = jmap_client_capabilities();
+        settings.server.compat_push_subscription_get_state = true;
+    });
     let gateway = Gateway::start();
     let push = PushClient::new();
     let base = s.base();
@@ -298,12 +358,34 @@ fn jmap_client_crate_against_serve() {
         s.rt.block_on(client.push_subscription_create("jmap-client-device", &url, Some(keys)))
             .expect("push_subscription_create");
     let id = created.id().unwrap().to_string();
+    // The account jmap-client picked from the Session is a JMAP Id.
+    assert!(
+        is_jmap_id(client.default_account_id()),
+        "{}",
+        client.default_account_id()
+    );
+    let get = |id: &str| {
+        let mut request = client.build();
+        request.get_push_subscription().ids([id]);
+        let mut response =
+            s.rt.block_on(request.send_get_push_subscription())
+                .expect("PushSubscription/get through jmap-client");
+        assert!(response.not_found().is_empty());
+        assert!(!response.state().is_empty());
+        let mut list = response.take_list();
+        assert_eq!(list.len(), 1);
+        list.remove(0)
+    };
+    let read = get(&id);
+    assert_eq!(read.id(), Some(id.as_str()));
+    assert_eq!(read.device_client_id(), Some("jmap-client-device"));
+    assert_eq!(read.verification_code(), None, "not verified yet");
     let verification = push.decrypt_json(&received()[0].body).unwrap();
     assert_eq!(verification["pushSubscriptionId"], id.as_str());
-    s.rt.block_on(
-        client.push_subscription_verify(&id, verification["verificationCode"].as_str().unwrap()),
-    )
-    .expect("push_subscription_verify");
+    let code = verification["verificationCode"].as_str().unwrap();
+    s.rt.block_on(client.push_subscription_verify(&id, code))
+        .expect("push_subscription_verify");
+    assert_eq!(get(&id).verification_code(), Some(code));
     s.rt.block_on(client.push_subscription_update_types(&id, Some([DataType::Email])))
         .expect("push_subscription_update_types");
     let (status, v) = s.event(
@@ -390,4 +472,346 @@ fn a_missing_ca_file_stops_the_plugin_from_starting_and_is_named() {
         .err()
         .expect("a plugin without its CA file");
     assert!(e.to_string().contains("private-ca.pem"), "{e}");
+}
+
+#[test]
+fn an_oversized_request_gets_the_limit_problem_and_the_connection_stays_usable() {
+    let s = start(false);
+    let core = s.session()["capabilities"]["urn:ietf:params:jmap:core"].clone();
+    assert_eq!(core["maxSizeRequest"], 1_000_000);
+    assert_eq!(core["maxConcurrentRequests"], 16);
+    // One keep-alive client (the server's pooled reqwest client) throughout:
+    // each oversized request is followed by a normal one, which must not
+    // land on a connection the server dropped.
+    for round in 0..2 {
+        // 3 MB with Content-Length: beyond axum's 2 MB default too.
+        let (status, v, ct) = post_api(&s, &basic(), echo_of_size(3_000_000).into());
+        assert_limit_problem(status, &v, ct.as_deref(), "maxSizeRequest");
+        let (status, v, _) = s.api(Some(&basic()), ECHO);
+        assert_eq!(status, 200, "round {round}: {v}");
+        assert_eq!(v["methodResponses"][0][1]["n"], 1);
+        // 1.5 MB chunked (no Content-Length): counted while read.
+        let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(
+            echo_of_size(1_500_000).into_bytes(),
+        ));
+        let (status, v, ct) = post_api(&s, &bearer(), chunked);
+        assert_limit_problem(status, &v, ct.as_deref(), "maxSizeRequest");
+        let (status, v, _) = s.api(Some(&bearer()), ECHO);
+        assert_eq!(status, 200, "round {round}: {v}");
+    }
+}
+
+#[test]
+fn max_size_request_is_configurable_and_exact() {
+    let s = TestServer::start_configured(|settings| settings.server.max_size_request = 2000);
+    let core = s.session()["capabilities"]["urn:ietf:params:jmap:core"].clone();
+    assert_eq!(core["maxSizeRequest"], 2000);
+    let (status, v, _) = s.api(Some(&basic()), &echo_of_size(2000));
+    assert_eq!(status, 200, "a body of exactly maxSizeRequest octets: {v}");
+    let (status, v, ct) = s.api(Some(&basic()), &echo_of_size(2001));
+    assert_limit_problem(status, &v, ct.as_deref(), "maxSizeRequest");
+    // Without credentials the answer stays 401, whatever the size.
+    let (status, _, _) = s.api(None, &echo_of_size(5000));
+    assert_eq!(status, 401);
+    let (status, _, _) = s.api(Some(&basic()), ECHO);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn max_concurrent_requests_is_enforced_per_user() {
+    use jmap_web_push_host::settings::{Credential, User};
+    const BOB_TOKEN: &str = "bobs-token";
+    let s = TestServer::start_configured(|settings| {
+        settings.server.max_concurrent_requests = 1;
+        settings.users.push(User {
+            name: "bob@example.org".into(),
+            credentials: vec![Credential {
+                id: "bob-phone".into(),
+                password_hash: None,
+                token_sha256: Some(jmap_web_push_host::server::auth::token_sha256(BOB_TOKEN)),
+            }],
+        });
+    });
+    let core = s.session()["capabilities"]["urn:ietf:params:jmap:core"].clone();
+    assert_eq!(core["maxConcurrentRequests"], 1);
+    // Alice's first request stays in flight while the push service takes
+    // 1.5 s to answer its verification push.
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    gateway.script(
+        "slow",
+        [Answer::status(201).delayed(std::time::Duration::from_millis(1500))],
+    );
+    let create = json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [["PushSubscription/set",
+        {"create": {"k": {"deviceClientId": "d", "url": gateway.url("slow"), "keys": client.keys_json()}}}, "0"]]})
+    .to_string();
+    let http = s.http.clone();
+    let url = format!("{}/jmap/api", s.base());
+    let first = std::thread::spawn(move || {
+        let r = http
+            .post(url)
+            .header("Authorization", basic())
+            .body(create)
+            .send()
+            .expect("first request");
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while gateway.received_on("slow").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first request never reached the push service"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A second request of Alice's, with her other credential: refused at once.
+    let (status, v, ct) = s.api(Some(&bearer()), ECHO);
+    assert_limit_problem(status, &v, ct.as_deref(), "maxConcurrentRequests");
+    // The limit is per user: Bob is served meanwhile.
+    let (status, v, _) = s.api(Some(&format!("Bearer {BOB_TOKEN}")), ECHO);
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        !first.is_finished(),
+        "the first request was not in flight any more; the test proves nothing"
+    );
+    let (status, v) = first.join().expect("first request thread");
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["methodResponses"][0][1]["created"]["k"]["id"].is_string(),
+        "{v}"
+    );
+    // Once it was answered, Alice is served again.
+    let (status, v, _) = s.api(Some(&bearer()), ECHO);
+    assert_eq!(status, 200, "{v}");
+}
+
+#[test]
+fn account_ids_are_jmap_ids_and_stable() {
+    let account_of = |s: &TestServer, auth: String| -> String {
+        let session: Value = s
+            .http
+            .get(format!("{}/.well-known/jmap", s.base()))
+            .header("Authorization", auth)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let accounts = session["accounts"].as_object().unwrap();
+        assert_eq!(accounts.len(), 1, "{session}");
+        let (id, account) = accounts.iter().next().unwrap();
+        assert!(is_jmap_id(id), "{id:?} is not a JMAP Id");
+        assert!(
+            !id.starts_with(|c: char| c.is_ascii_digit() || c == '-'),
+            "{id}"
+        );
+        assert_eq!(account["name"], TestServer::USER);
+        let primary = session["primaryAccounts"].as_object().unwrap();
+        assert_eq!(primary.len(), 10, "{session}");
+        assert!(primary.values().all(|v| v == id.as_str()), "{session}");
+        id.clone()
+    };
+    let s = start(true);
+    let id = account_of(&s, basic());
+    assert_eq!(account_of(&s, basic()), id, "two fetches");
+    assert_eq!(account_of(&s, bearer()), id, "both credentials");
+    s.shutdown();
+    let restarted = start(true);
+    assert_eq!(account_of(&restarted, basic()), id, "after a restart");
+    assert_eq!(id, jmap_web_push_host::server::account_id(TestServer::USER));
+}
+
+#[test]
+fn push_subscription_get_has_state_only_with_the_compat_setting() {
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    for compat in [false, true] {
+        let s = TestServer::start_configured(|settings| {
+            settings.server.compat_push_subscription_get_state = compat
+        });
+        let path = format!("state-{compat}");
+        let created = s.call(
+            "PushSubscription/set",
+            json!({"create": {"k": {"deviceClientId": "d", "url": gateway.url(&path), "keys": client.keys_json()}}}),
+        );
+        let id = created["created"]["k"]["id"].as_str().unwrap().to_string();
+        assert!(created.get("state").is_none(), "/set: {created}");
+        let got = s.call("PushSubscription/get", json!({"ids": null}));
+        assert_eq!(got["list"][0]["id"], id.as_str());
+        assert!(got.get("accountId").is_none(), "{got}");
+        if !compat {
+            assert!(
+                got.get("state").is_none(),
+                "RFC 8620 §7.2.1: no state: {got}"
+            );
+            continue;
+        }
+        let state = got["state"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{got}"))
+            .to_string();
+        assert!(is_jmap_id(&state), "{state}");
+        let again = s.call("PushSubscription/get", json!({"ids": null}));
+        assert_eq!(again["state"], state.as_str(), "same list, same state");
+        s.call(
+            "PushSubscription/set",
+            json!({"update": {id.clone(): {"types": ["Email"]}}}),
+        );
+        let changed = s.call("PushSubscription/get", json!({"ids": null}));
+        assert_ne!(changed["state"], state.as_str(), "changed list, new state");
+        // A method error stays a plain error.
+        let forbidden = s.call("PushSubscription/get", json!({"properties": ["url"]}));
+        assert!(forbidden.get("state").is_none(), "{forbidden}");
+    }
+}
+
+/// Creates an encrypted subscription at `path` over HTTP and verifies it;
+/// returns its id.
+fn verified_over_http(
+    s: &TestServer,
+    gateway: &Gateway,
+    client: &PushClient,
+    path: &str,
+    device: &str,
+) -> String {
+    let before = gateway.received_on(path).len();
+    let r = s.call(
+        "PushSubscription/set",
+        json!({"create": {"c": {"deviceClientId": device, "url": gateway.url(path),
+                                "keys": client.keys_json()}}}),
+    );
+    let id = r["created"]["c"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not created: {r}"))
+        .to_string();
+    let code = client
+        .decrypt_json(&gateway.received_on(path)[before].body)
+        .unwrap()["verificationCode"]
+        .clone();
+    let r = s.call(
+        "PushSubscription/set",
+        json!({"update": {id.clone(): {"verificationCode": code}}}),
+    );
+    assert!(r["updated"].get(&id).is_some(), "{r}");
+    id
+}
+
+/// Posts one StateChange for the test user; returns the delivery result.
+fn post_state_change(s: &TestServer, email_state: &str) -> Value {
+    let event = json!({"type": "StateChange", "username": TestServer::USER,
+                       "changed": {"a1": {"Email": email_state}}});
+    let (status, v) = s.event(Some(&format!("Bearer {ADMIN}")), &event.to_string());
+    assert_eq!(status, 200, "{v}");
+    v["results"][0].clone()
+}
+
+/// Waits until `path` has received `n` requests (at most `timeout`).
+fn wait_for_pushes(gateway: &Gateway, path: &str, n: usize, timeout: std::time::Duration) {
+    let end = std::time::Instant::now() + timeout;
+    while gateway.received_on(path).len() < n && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_client_replaces_its_keys_in_one_call_and_pushes_decrypt_with_the_new_keys_only() {
+    let s = start(false);
+    let gateway = Gateway::start();
+    let old_client = PushClient::new();
+    let old = verified_over_http(&s, &gateway, &old_client, "old", "phone");
+    // One /set: destroy the old subscription, create the new one with the
+    // same deviceClientId and new keys (how browsers re-subscribe).
+    let new_client = PushClient::new();
+    let r = s.call(
+        "PushSubscription/set",
+        json!({"destroy": [old.clone()],
+               "create": {"n": {"deviceClientId": "phone", "url": gateway.url("new"),
+                                "keys": new_client.keys_json()}}}),
+    );
+    let new = r["created"]["n"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("replacement not created: {r}"))
+        .to_string();
+    assert_eq!(r["destroyed"], json!([old]), "{r}");
+    let verification = &gateway.received_on("new")[0];
+    assert!(
+        old_client.decrypt(&verification.body).is_err(),
+        "sealed for the old keys"
+    );
+    let code = new_client.decrypt_json(&verification.body).unwrap()["verificationCode"].clone();
+    let r = s.call(
+        "PushSubscription/set",
+        json!({"update": {new.clone(): {"verificationCode": code}}}),
+    );
+    assert!(r["updated"].get(&new).is_some(), "{r}");
+    let list = s.call("PushSubscription/get", json!({"ids": null}))["list"].clone();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], json!(new));
+
+    assert_eq!(post_state_change(&s, "s7")["delivered"], 1);
+    assert_eq!(gateway.received_on("old").len(), 1, "only its verification");
+    let push = gateway.received_on("new").last().cloned().unwrap();
+    assert!(old_client.decrypt(&push.body).is_err());
+    assert_eq!(
+        new_client.decrypt_json(&push.body).unwrap()["changed"]["a1"]["Email"],
+        "s7"
+    );
+}
+
+#[test]
+fn a_429_with_retry_after_is_retried_on_time_with_the_newer_state() {
+    let s = start(false);
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    verified_over_http(&s, &gateway, &client, "p", "phone");
+    // Let the tick task settle into its long sleep (nothing is due).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    gateway.script("p", [Answer::status(429).header("Retry-After", "2")]);
+    let t0 = std::time::Instant::now();
+    assert_eq!(post_state_change(&s, "s1")["deferred"], 1);
+    // A newer state arrives meanwhile: merged, not sent before Retry-After.
+    post_state_change(&s, "s2");
+    // verification + the 429'd push + the merged retry
+    wait_for_pushes(&gateway, "p", 3, std::time::Duration::from_secs(10));
+    let got = gateway.received_on("p");
+    assert_eq!(got.len(), 3, "the retry came");
+    let after = got[2].at.duration_since(t0);
+    assert!(
+        after >= std::time::Duration::from_millis(1900)
+            && after <= std::time::Duration::from_secs(4),
+        "retried after {after:?}, want 2-4 s"
+    );
+    assert_eq!(
+        client.decrypt_json(&got[2].body).unwrap()["changed"]["a1"]["Email"],
+        "s2"
+    );
+}
+
+#[test]
+fn a_503_is_retried_within_the_configured_backoff() {
+    let s = start(false);
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    verified_over_http(&s, &gateway, &client, "p", "phone");
+    // Let the tick task settle into its long sleep (nothing is due).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    gateway.script("p", [Answer::status(503)]);
+    let t0 = std::time::Instant::now();
+    assert_eq!(post_state_change(&s, "s1")["deferred"], 1);
+    wait_for_pushes(&gateway, "p", 3, std::time::Duration::from_secs(10));
+    let got = gateway.received_on("p");
+    assert_eq!(got.len(), 3, "the retry came");
+    // retry_initial_ms is 200 in the test configuration: the first retry
+    // is due 100-200 ms later; allow for the tick and the machine.
+    let after = got[2].at.duration_since(t0);
+    assert!(
+        after <= std::time::Duration::from_millis(1500),
+        "retried after {after:?}"
+    );
+    assert_eq!(
+        client.decrypt_json(&got[2].body).unwrap()["changed"]["a1"]["Email"],
+        "s1"
+    );
 }

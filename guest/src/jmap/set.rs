@@ -71,9 +71,24 @@ pub fn set(
     // keys), or one more create at the quota, succeeds. A destroy cannot
     // depend on a create or an update of the same call except through a
     // "#creationId" reference; those run last, after the creates.
+    // ("#creationId" references to creates of earlier calls of the request
+    // are existing ids too.)
     let mut destroy_results: Vec<Option<(String, Result<(), SetError>)>> = destroy
         .iter()
-        .map(|d| (!d.starts_with('#')).then(|| (d.clone(), destroy_one(env, owner, d))))
+        .map(|d| {
+            let existing = match d.strip_prefix('#') {
+                None => Some(d.clone()),
+                Some(cid) if create.iter().any(|(c, _)| c == cid) => None,
+                Some(cid) => created_ids
+                    .iter()
+                    .find(|(c, _)| c == cid)
+                    .map(|(_, id)| id.clone()),
+            };
+            existing.map(|id| {
+                let r = destroy_one(env, owner, &id);
+                (id, r)
+            })
+        })
         .collect();
 
     let mut created = Map::new();

@@ -32,6 +32,10 @@ pub struct RequestError {
     pub kind: &'static str,
     /// Details.
     pub detail: String,
+    /// For `limit`: the name of the limit applied (`maxSizeRequest`,
+    /// `maxConcurrentRequests`, `maxCallsInRequest`), which RFC 8620
+    /// §3.6.1 requires as the problem's `limit` member.
+    pub limit: Option<&'static str>,
 }
 
 impl RequestError {
@@ -39,16 +43,30 @@ impl RequestError {
         RequestError {
             kind,
             detail: detail.into(),
+            limit: None,
+        }
+    }
+
+    /// A `urn:ietf:params:jmap:error:limit` error for the limit `name`.
+    pub fn limit(name: &'static str, detail: impl Into<String>) -> Self {
+        RequestError {
+            kind: "limit",
+            detail: detail.into(),
+            limit: Some(name),
         }
     }
 
     /// The problem JSON.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "type": format!("urn:ietf:params:jmap:error:{}", self.kind),
             "status": 400,
             "detail": self.detail,
-        })
+        });
+        if let Some(limit) = self.limit {
+            v["limit"] = json!(limit);
+        }
+        v
     }
 }
 
@@ -107,8 +125,8 @@ pub fn parse(body: &[u8], supported: &[String]) -> Result<Request, RequestError>
         ));
     };
     if raw_calls.len() > MAX_CALLS {
-        return Err(RequestError::new(
-            "limit",
+        return Err(RequestError::limit(
+            "maxCallsInRequest",
             format!(
                 "{} method calls; maxCallsInRequest is {MAX_CALLS}",
                 raw_calls.len()
@@ -269,6 +287,14 @@ mod tests {
         .unwrap();
         assert_eq!(r.calls.len(), 1);
         assert_eq!(r.created_ids, Some(vec![("k".into(), "i".into())]));
+        let calls = vec![json!(["Core/echo", {}, "c"]); MAX_CALLS + 1];
+        let body = json!({"using": [], "methodCalls": calls}).to_string();
+        let e = parse(body.as_bytes(), &sup).unwrap_err();
+        assert_eq!(
+            e.to_json(),
+            json!({"type": "urn:ietf:params:jmap:error:limit", "limit": "maxCallsInRequest",
+                   "status": 400, "detail": e.detail})
+        );
     }
 
     #[test]

@@ -10,22 +10,38 @@
 //!
 //! Plugin calls block, so they run on tokio's blocking pool; a background
 //! task calls `tick` when the plugin asks for it (at least every 30 s).
+//!
+//! `POST /jmap/api` enforces the limits the Session advertises
+//! (`server.max_size_request`, `server.max_concurrent_requests`; RFC 8620
+//! §3.6.1): the body is read by this module, not by axum's `Bytes`
+//! extractor and its 2 MB default, and a body over the limit is read to
+//! its end (at most [`DRAIN_MAX`] more octets, for at most
+//! [`DRAIN_TIMEOUT`]) before the problem is sent, so that an HTTP/1.1
+//! keep-alive connection stays usable; past those bounds the answer says
+//! `Connection: close`.
+//!
+//! Account ids: the Session names each user's one account by
+//! [`account_id`], a JMAP Id derived from the user name.
 
 pub mod api;
 pub mod auth;
 pub mod metrics;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
+use http_body_util::BodyExt as _;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::settings::{FlavourSetting, Settings, StoreKind};
 use crate::store::KvStore;
@@ -44,6 +60,78 @@ pub struct AppState {
     base_url: String,
     auth: Authenticator,
     metrics: Arc<Metrics>,
+    /// JMAP API requests in flight per user name (`maxConcurrentRequests`).
+    in_flight: Mutex<HashMap<String, u32>>,
+    /// Wakes the tick task early: a call may have left work due sooner
+    /// than the task's current sleep (a 429's Retry-After, a 5xx backoff,
+    /// a verification to re-send).
+    tick_wake: tokio::sync::Notify,
+}
+
+/// The JMAP account id of `username`'s account: `"a"` followed by the
+/// base64url (no padding) of the first 15 octets of SHA-256 of the UTF-8
+/// user name, 21 characters in all.
+///
+/// RFC 8620 §1.2 Ids are 1-255 characters of `A-Za-z0-9-_`; a user name
+/// such as `alice@example.com` is not one. The derivation depends on the
+/// user name only, so the id is the same in every Session, across restarts
+/// and on every process serving the user; the leading letter keeps it from
+/// starting with a digit or a dash, as §1.2 advises. 120 bits make
+/// collisions between users negligible.
+pub fn account_id(username: &str) -> String {
+    let digest = Sha256::digest(username.as_bytes());
+    format!(
+        "a{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..15])
+    )
+}
+
+/// How many octets past `maxSizeRequest` are read and discarded so that an
+/// HTTP/1.1 connection can be kept after the limit problem; a longer body
+/// gets `Connection: close` instead.
+pub const DRAIN_MAX: u64 = 16 << 20;
+
+/// How long reading and discarding an oversized body may take.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request counted in [`AppState::in_flight`]; uncounted when dropped
+/// (also when the client goes away mid-request).
+struct ApiSlot {
+    state: Arc<AppState>,
+    user: String,
+}
+
+impl ApiSlot {
+    /// Counts a request of `user`, or `None` when `user` already has
+    /// `server.max_concurrent_requests` in flight.
+    fn try_acquire(state: &Arc<AppState>, user: &str) -> Option<ApiSlot> {
+        let mut counts = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(user.to_string()).or_insert(0);
+        if *n >= state.settings.server.max_concurrent_requests {
+            return None;
+        }
+        *n += 1;
+        Some(ApiSlot {
+            state: state.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for ApiSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .state
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Opens the configured store backend.
@@ -157,6 +245,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         settings,
         base_url: base_url.clone(),
         metrics,
+        in_flight: Mutex::new(HashMap::new()),
+        tick_wake: tokio::sync::Notify::new(),
     });
     let app = axum::Router::new()
         .route("/.well-known/jmap", get(session))
@@ -188,11 +278,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 }
 
 /// Calls `tick` when due until shutdown.
+///
+/// The plugin's report says when due work is next; a `state-changed` that
+/// deferred pushes or a `PushSubscription/set` may leave work due sooner
+/// (a 429 with `Retry-After: 2`, a 5xx backoff, a verification retry), so
+/// those wake the task ([`AppState::tick_wake`]) and the tick it runs then
+/// sleeps exactly until the earliest due entry.
 async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut wait = Duration::from_millis(100);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = state.tick_wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let st = state.clone();
@@ -231,6 +328,90 @@ fn problem(status: StatusCode, kind: &str, detail: impl Into<String>) -> Respons
         HeaderValue::from_static("application/problem+json"),
     );
     r
+}
+
+/// A request-level error as RFC 7807 problem JSON (HTTP 400).
+fn request_error(e: &api::RequestError) -> Response {
+    let mut r = (StatusCode::BAD_REQUEST, e.to_json().to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r
+}
+
+/// Marks `r` as the last answer on its HTTP/1 connection (the request body
+/// was not read to its end, so the connection cannot carry another
+/// request). HTTP/2 has no such header, and needs none: a stream's unread
+/// body does not affect the others.
+fn close_connection(mut r: Response, version: Version) -> Response {
+    if version < Version::HTTP_2 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    /// Over `limit` octets; `drained` when it was read to its end anyway.
+    TooLarge {
+        /// The body was read (and discarded) to its end.
+        drained: bool,
+    },
+    /// The client's body failed (the connection broke).
+    Read(String),
+}
+
+/// Reads a request body of at most `limit` octets. An oversized body is
+/// read to its end and discarded when that takes at most [`DRAIN_MAX`]
+/// more octets and [`DRAIN_TIMEOUT`]; `declared` is the `Content-Length`.
+async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<Bytes, BodyError> {
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_MAX)) {
+        return Err(BodyError::TooLarge { drained: false });
+    }
+    let mut body = body;
+    let expected = declared.filter(|n| *n <= limit).unwrap_or(0);
+    let mut buf = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > limit {
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                let bound = limit.saturating_add(DRAIN_MAX);
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else {
+                        return false;
+                    };
+                    if let Ok(data) = frame.into_data() {
+                        total = total.saturating_add(data.len() as u64);
+                        if total > bound {
+                            return false;
+                        }
+                    }
+                }
+                true
+            })
+            .await
+            .unwrap_or(false);
+            return Err(BodyError::TooLarge { drained });
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The compatibility `state` of a `PushSubscription/get` response
+/// (`server.compat_push_subscription_get_state`): base64url of the first 12
+/// octets of SHA-256 over the JSON text of the returned `list`.
+fn push_get_state(arguments: &Value) -> String {
+    let list = arguments.get("list").unwrap_or(&Value::Null).to_string();
+    let digest = Sha256::digest(list.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
 fn unauthorized() -> Response {
@@ -320,8 +501,8 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         json!({
             "maxSizeUpload": 0,
             "maxConcurrentUpload": 1,
-            "maxSizeRequest": 1_000_000,
-            "maxConcurrentRequests": 16,
+            "maxSizeRequest": state.settings.server.max_size_request,
+            "maxConcurrentRequests": state.settings.server.max_concurrent_requests,
             "maxCallsInRequest": api::MAX_CALLS,
             "maxObjectsInGet": p.max_objects_in_get,
             "maxObjectsInSet": p.max_objects_in_set,
@@ -336,7 +517,7 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     for (uri, value) in &caps {
         capabilities.insert(uri.clone(), value.clone());
     }
-    let account_id = who.username.clone();
+    let account_id = account_id(&who.username);
     let mut primary = Map::new();
     for uri in &state.settings.server.extra_capabilities {
         primary.insert(uri.clone(), json!(account_id));
@@ -362,13 +543,65 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 async fn api_handler(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    let Some(who) = authenticate(&state, &headers) else {
-        return unauthorized();
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(who) = authenticate(&state, headers) else {
+        // The body is not read for a stranger: a connection that still
+        // carries some of it cannot be reused.
+        let has_body =
+            declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+        let r = unauthorized();
+        return if has_body {
+            close_connection(r, parts.version)
+        } else {
+            r
+        };
     };
     state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    let limit = state.settings.server.max_size_request;
+    let body = match read_body(body, limit, declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { drained }) => {
+            let r = request_error(&api::RequestError::limit(
+                "maxSizeRequest",
+                format!(
+                    "the request body is larger than maxSizeRequest ({limit} octets){}",
+                    declared.map_or(String::new(), |n| format!(": {n} octets"))
+                ),
+            ));
+            return if drained {
+                r
+            } else {
+                close_connection(r, parts.version)
+            };
+        }
+        Err(BodyError::Read(e)) => {
+            return close_connection(
+                problem(
+                    StatusCode::BAD_REQUEST,
+                    "about:blank",
+                    format!("the request body could not be read: {e}"),
+                ),
+                parts.version,
+            )
+        }
+    };
+    let max = state.settings.server.max_concurrent_requests;
+    let Some(_slot) = ApiSlot::try_acquire(&state, &who.username) else {
+        return request_error(&api::RequestError::limit(
+            "maxConcurrentRequests",
+            format!(
+                "{} already has {max} API requests in flight (maxConcurrentRequests); retry when one has been answered",
+                who.username
+            ),
+        ));
+    };
     let (caps, session_state) = match plugin_session(&state).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -376,14 +609,7 @@ async fn api_handler(
     let supported = supported_capabilities(&state, &caps);
     let request = match api::parse(&body, &supported) {
         Ok(r) => r,
-        Err(e) => {
-            let mut r = (StatusCode::BAD_REQUEST, e.to_json().to_string()).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            );
-            return r;
-        }
+        Err(e) => return request_error(&e),
     };
     let caller = Caller {
         username: who.username.clone(),
@@ -407,10 +633,20 @@ async fn api_handler(
                 let st = state.clone();
                 let (c, n, a, ids) = (caller.clone(), name.clone(), Value::Object(args).to_string(), created_ids.clone());
                 let result = tokio::task::spawn_blocking(move || st.plugin.call(&c, &n, &a, &ids)).await;
+                if name == "PushSubscription/set" {
+                    // A create may have left a verification retry due soon.
+                    state.tick_wake.notify_one();
+                }
                 match result {
                     Ok(Ok(Ok(r))) => {
                         created_ids = r.created_ids;
-                        let v = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
+                        let mut v = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
+                        if name == "PushSubscription/get" && state.settings.server.compat_push_subscription_get_state {
+                            let st = push_get_state(&v);
+                            if let Value::Object(m) = &mut v {
+                                m.entry("state").or_insert(Value::String(st));
+                            }
+                        }
                         responses.push((name, v, call_id));
                     }
                     Ok(Ok(Err(e))) => responses.push((
@@ -567,6 +803,11 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
                 Event::StateChange(e) => match st.plugin.state_changed(&e)? {
                     Ok(report) => {
                         st.metrics.record_report(&report);
+                        if report.deferred > 0 {
+                            // Retries are due, maybe before the tick
+                            // task's next run.
+                            st.tick_wake.notify_one();
+                        }
                         json!({"delivered": report.delivered, "deferred": report.deferred,
                                "dropped": report.dropped, "destroyed": report.destroyed})
                     }
@@ -626,4 +867,53 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_are_pinned_jmap_ids() {
+        // Pinned: a change would give every user a new account id.
+        assert_eq!(account_id("alice@example.com"), "a_42YGfwOEr8NJIkuRZh-");
+        for name in ["alice@example.com", "", "ü@例え.jp", &"x".repeat(1000)] {
+            let id = account_id(name);
+            assert_eq!(id.len(), 21);
+            assert!(id.starts_with('a'));
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        assert_ne!(account_id("alice"), account_id("Alice"));
+    }
+
+    fn chunked(chunks: Vec<usize>) -> Body {
+        let frames = chunks
+            .into_iter()
+            .map(|n| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b' '; n]))));
+        Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_limit_and_drained_beyond() {
+        let ok = read_body(chunked(vec![400, 600]), 1000, None).await;
+        assert!(matches!(ok, Ok(b) if b.len() == 1000));
+        let over = read_body(chunked(vec![400, 601]), 1000, None).await;
+        assert!(matches!(over, Err(BodyError::TooLarge { drained: true })));
+        // Far beyond the limit: not read at all when declared, given up
+        // after DRAIN_MAX when not.
+        let declared = 1000 + DRAIN_MAX + 1;
+        let huge = read_body(chunked(vec![10]), 1000, Some(declared)).await;
+        assert!(matches!(huge, Err(BodyError::TooLarge { drained: false })));
+        let chunk = 1 << 20;
+        let n = (DRAIN_MAX as usize) / chunk + 2;
+        let endless = read_body(chunked(vec![chunk; n]), 1000, None).await;
+        assert!(matches!(
+            endless,
+            Err(BodyError::TooLarge { drained: false })
+        ));
+    }
 }
