@@ -13,18 +13,15 @@
 //!
 //! `POST /jmap/api` enforces the limits the Session advertises
 //! (`server.max_size_request`, `server.max_concurrent_requests`; RFC 8620
-//! §3.6.1): the body is read by this module, not by axum's `Bytes`
-//! extractor and its 2 MB default, and a body over the limit is read to
-//! its end (at most [`DRAIN_MAX`] more octets, for at most
-//! [`DRAIN_TIMEOUT`]) before the problem is sent, so that an HTTP/1.1
-//! keep-alive connection stays usable; past those bounds the answer says
-//! `Connection: close`.
+//! §3.6.1), see [`limits`]; `POST /events` is in [`events`].
 //!
 //! Account ids: the Session names each user's one account by
 //! [`account_id`], a JMAP Id derived from the user name.
 
 pub mod api;
 pub mod auth;
+mod events;
+mod limits;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -33,23 +30,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::settings::{FlavourSetting, Settings, StoreKind};
 use crate::store::KvStore;
-use crate::{
-    AccountChanges, CallError, Caller, Flavour, HttpClient, HttpPolicy, PushPlugin, SandboxOptions,
-    StateChange, TypeState,
-};
+use crate::{CallError, Caller, Flavour, HttpClient, HttpPolicy, PushPlugin, SandboxOptions};
 use auth::Authenticator;
+use limits::{close_connection, read_body, ApiSlot, BodyError};
 use metrics::Metrics;
 
 /// Everything a request handler needs.
@@ -84,54 +77,6 @@ pub fn account_id(username: &str) -> String {
         "a{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..15])
     )
-}
-
-/// How many octets past `maxSizeRequest` are read and discarded so that an
-/// HTTP/1.1 connection can be kept after the limit problem; a longer body
-/// gets `Connection: close` instead.
-pub const DRAIN_MAX: u64 = 16 << 20;
-
-/// How long reading and discarding an oversized body may take.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One request counted in [`AppState::in_flight`]; uncounted when dropped
-/// (also when the client goes away mid-request).
-struct ApiSlot {
-    state: Arc<AppState>,
-    user: String,
-}
-
-impl ApiSlot {
-    /// Counts a request of `user`, or `None` when `user` already has
-    /// `server.max_concurrent_requests` in flight.
-    fn try_acquire(state: &Arc<AppState>, user: &str) -> Option<ApiSlot> {
-        let mut counts = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(user.to_string()).or_insert(0);
-        if *n >= state.settings.server.max_concurrent_requests {
-            return None;
-        }
-        *n += 1;
-        Some(ApiSlot {
-            state: state.clone(),
-            user: user.to_string(),
-        })
-    }
-}
-
-impl Drop for ApiSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .state
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.user) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.user);
-            }
-        }
-    }
 }
 
 /// Opens the configured store backend.
@@ -252,7 +197,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .route("/.well-known/jmap", get(session))
         .route("/jmap/session", get(session))
         .route("/jmap/api", post(api_handler))
-        .route("/events", post(events))
+        .route("/events", post(events::events))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state.clone());
@@ -316,7 +261,7 @@ async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
     }
 }
 
-fn problem(status: StatusCode, kind: &str, detail: impl Into<String>) -> Response {
+pub(super) fn problem(status: StatusCode, kind: &str, detail: impl Into<String>) -> Response {
     let body = json!({
         "type": kind,
         "status": status.as_u16(),
@@ -338,71 +283,6 @@ fn request_error(e: &api::RequestError) -> Response {
         HeaderValue::from_static("application/problem+json"),
     );
     r
-}
-
-/// Marks `r` as the last answer on its HTTP/1 connection (the request body
-/// was not read to its end, so the connection cannot carry another
-/// request). HTTP/2 has no such header, and needs none: a stream's unread
-/// body does not affect the others.
-fn close_connection(mut r: Response, version: Version) -> Response {
-    if version < Version::HTTP_2 {
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
-}
-
-/// Why a request body was not read.
-enum BodyError {
-    /// Over `limit` octets; `drained` when it was read to its end anyway.
-    TooLarge {
-        /// The body was read (and discarded) to its end.
-        drained: bool,
-    },
-    /// The client's body failed (the connection broke).
-    Read(String),
-}
-
-/// Reads a request body of at most `limit` octets. An oversized body is
-/// read to its end and discarded when that takes at most [`DRAIN_MAX`]
-/// more octets and [`DRAIN_TIMEOUT`]; `declared` is the `Content-Length`.
-async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<Bytes, BodyError> {
-    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_MAX)) {
-        return Err(BodyError::TooLarge { drained: false });
-    }
-    let mut body = body;
-    let expected = declared.filter(|n| *n <= limit).unwrap_or(0);
-    let mut buf = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total = total.saturating_add(data.len() as u64);
-        if total > limit {
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-                let bound = limit.saturating_add(DRAIN_MAX);
-                while let Some(frame) = body.frame().await {
-                    let Ok(frame) = frame else {
-                        return false;
-                    };
-                    if let Ok(data) = frame.into_data() {
-                        total = total.saturating_add(data.len() as u64);
-                        if total > bound {
-                            return false;
-                        }
-                    }
-                }
-                true
-            })
-            .await
-            .unwrap_or(false);
-            return Err(BodyError::TooLarge { drained });
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(Bytes::from(buf))
 }
 
 /// The compatibility `state` of a `PushSubscription/get` response
@@ -431,7 +311,7 @@ fn unauthorized() -> Response {
     r
 }
 
-fn json_response(v: Value) -> Response {
+pub(super) fn json_response(v: Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -445,7 +325,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<auth::Principal
     state.auth.check(h)
 }
 
-fn trap(state: &AppState, e: CallError) -> Response {
+pub(super) fn trap(state: &AppState, e: CallError) -> Response {
     state.metrics.traps.fetch_add(1, Ordering::Relaxed);
     tracing::error!(error = %e, "plugin call failed");
     problem(
@@ -684,164 +564,6 @@ async fn api_handler(
     json_response(out)
 }
 
-/// Parses one event of the intake format.
-fn parse_event(v: &Value) -> Result<Event, String> {
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("type is required (StateChange, CredentialRevoked, UserDeleted)")?;
-    let username = v
-        .get("username")
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
-        .ok_or("username (a non-empty string) is required")?
-        .to_string();
-    match kind {
-        "StateChange" => {
-            let changed = v
-                .get("changed")
-                .and_then(Value::as_object)
-                .ok_or("changed must be an object: accountId → {type → state}")?;
-            let mut accounts = Vec::new();
-            for (account, types) in changed {
-                let types = types
-                    .as_object()
-                    .ok_or_else(|| format!("changed.{account} must be an object: type → state"))?;
-                let mut changes = Vec::new();
-                for (t, s) in types {
-                    let s = s
-                        .as_str()
-                        .ok_or_else(|| format!("changed.{account}.{t} must be a state string"))?;
-                    changes.push(TypeState {
-                        type_name: t.clone(),
-                        state: s.to_string(),
-                    });
-                }
-                accounts.push(AccountChanges {
-                    account_id: account.clone(),
-                    changes,
-                });
-            }
-            Ok(Event::StateChange(StateChange {
-                username,
-                changed: accounts,
-            }))
-        }
-        "CredentialRevoked" => {
-            let c = v
-                .get("credentialId")
-                .and_then(Value::as_str)
-                .ok_or("credentialId is required")?;
-            Ok(Event::CredentialRevoked(username, c.to_string()))
-        }
-        "UserDeleted" => Ok(Event::UserDeleted(username)),
-        other => Err(format!("unknown event type {other:?}")),
-    }
-}
-
-enum Event {
-    StateChange(StateChange),
-    CredentialRevoked(String, String),
-    UserDeleted(String),
-}
-
-async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    if state.settings.server.admin_token.is_none() {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "about:blank",
-            "the event intake is disabled (no server.admin_token)",
-        );
-    }
-    if !Authenticator::is_admin(auth, state.settings.server.admin_token.as_deref()) {
-        let mut r = problem(
-            StatusCode::UNAUTHORIZED,
-            "about:blank",
-            "the admin token is required",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"events\""),
-        );
-        return r;
-    }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "about:blank",
-                format!("the body is not JSON: {e}"),
-            )
-        }
-    };
-    let items = match v {
-        Value::Array(a) => a,
-        single => vec![single],
-    };
-    let mut parsed = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match parse_event(item) {
-            Ok(e) => parsed.push(e),
-            Err(why) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "about:blank",
-                    format!("event {i}: {why}"),
-                )
-            }
-        }
-    }
-    let mut results = Vec::new();
-    for event in parsed {
-        let st = state.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<Value, CallError> {
-            Ok(match event {
-                Event::StateChange(e) => match st.plugin.state_changed(&e)? {
-                    Ok(report) => {
-                        st.metrics.record_report(&report);
-                        if report.deferred > 0 {
-                            // Retries are due, maybe before the tick
-                            // task's next run.
-                            st.tick_wake.notify_one();
-                        }
-                        json!({"delivered": report.delivered, "deferred": report.deferred,
-                               "dropped": report.dropped, "destroyed": report.destroyed})
-                    }
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-                Event::CredentialRevoked(u, c) => match st.plugin.credential_revoked(&u, &c)? {
-                    Ok(n) => json!({"destroyed": n}),
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-                Event::UserDeleted(u) => match st.plugin.user_deleted(&u)? {
-                    Ok(n) => json!({"destroyed": n}),
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-            })
-        })
-        .await;
-        match r {
-            Ok(Ok(v)) => {
-                state.metrics.events.fetch_add(1, Ordering::Relaxed);
-                results.push(v)
-            }
-            Ok(Err(e)) => return trap(&state, e),
-            Err(e) => {
-                return problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "about:blank",
-                    e.to_string(),
-                )
-            }
-        }
-    }
-    json_response(json!({ "results": results }))
-}
-
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
     let st = state.clone();
     let counts = tokio::task::spawn_blocking(move || {
@@ -886,34 +608,5 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         }
         assert_ne!(account_id("alice"), account_id("Alice"));
-    }
-
-    fn chunked(chunks: Vec<usize>) -> Body {
-        let frames = chunks
-            .into_iter()
-            .map(|n| Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![b' '; n]))));
-        Body::new(http_body_util::StreamBody::new(futures::stream::iter(
-            frames,
-        )))
-    }
-
-    #[tokio::test]
-    async fn bodies_are_read_up_to_the_limit_and_drained_beyond() {
-        let ok = read_body(chunked(vec![400, 600]), 1000, None).await;
-        assert!(matches!(ok, Ok(b) if b.len() == 1000));
-        let over = read_body(chunked(vec![400, 601]), 1000, None).await;
-        assert!(matches!(over, Err(BodyError::TooLarge { drained: true })));
-        // Far beyond the limit: not read at all when declared, given up
-        // after DRAIN_MAX when not.
-        let declared = 1000 + DRAIN_MAX + 1;
-        let huge = read_body(chunked(vec![10]), 1000, Some(declared)).await;
-        assert!(matches!(huge, Err(BodyError::TooLarge { drained: false })));
-        let chunk = 1 << 20;
-        let n = (DRAIN_MAX as usize) / chunk + 2;
-        let endless = read_body(chunked(vec![chunk; n]), 1000, None).await;
-        assert!(matches!(
-            endless,
-            Err(BodyError::TooLarge { drained: false })
-        ));
     }
 }
