@@ -106,6 +106,12 @@ pub fn classify_v6(ip: Ipv6Addr) -> Option<DeniedRange> {
     if s[0..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return classify_v4(embedded(s[6], s[7]));
     }
+    // NAT64 local-use prefix (RFC 8215): translated by a local NAT64 to
+    // IPv4 at a position that depends on its prefix length, so refused
+    // whole.
+    if s[0..3] == [0x64, 0xff9b, 0x0001] {
+        return Some(DeniedRange::Reserved);
+    }
     if s[0] == 0x2002 {
         return classify_v4(embedded(s[1], s[2]));
     }
@@ -427,6 +433,8 @@ mod tests {
         ("[fc00::1]", Some(DeniedRange::UniqueLocal)),
         ("[ff02::1]", Some(DeniedRange::Multicast)),
         ("[2001:db8::1]", Some(DeniedRange::Documentation)),
+        ("[64:ff9b:1::a00:1]", Some(DeniedRange::Reserved)),
+        ("[64:ff9b:1:ffff::1]", Some(DeniedRange::Reserved)),
         ("8.8.8.8", None),
         ("172.32.0.1", None),
         ("100.128.0.1", None),
