@@ -1238,10 +1238,9 @@ fn owner_isolation_same_user_other_credential() {
     assert_isolated(&fixture(), &caller("alice", None));
 }
 
-#[test]
-fn concurrent_duplicate_device_client_id_from_two_hosts() {
-    const ROUNDS: usize = 100;
-    let gateway = Gateway::start();
+/// Two plugins (two hosts) on one memory store, with room for many
+/// creates.
+fn two_hosts() -> (Arc<MemoryStore>, PushPlugin, PushPlugin) {
     let store = Arc::new(MemoryStore::new());
     let config = PluginConfig {
         max_creates_per_hour: 1000,
@@ -1250,29 +1249,42 @@ fn concurrent_duplicate_device_client_id_from_two_hosts() {
     };
     let p1 = plugin_with(store.clone(), config.clone());
     let p2 = plugin_with(store.clone(), config);
+    (store, p1, p2)
+}
+
+/// Runs `args(tag)` as `/set` for alice on both hosts at once (released
+/// together by a barrier); returns both responses.
+fn race_set(p1: &PushPlugin, p2: &PushPlugin, args: impl Fn(&str) -> Value + Sync) -> Vec<Value> {
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = [(p1, "a"), (p2, "b")]
+            .into_iter()
+            .map(|(p, tag)| {
+                let (barrier, args) = (&barrier, &args);
+                s.spawn(move || {
+                    let a = args(tag);
+                    barrier.wait();
+                    set(p, &alice(), a)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn concurrent_duplicate_device_client_id_from_two_hosts() {
+    const ROUNDS: usize = 100;
+    let gateway = Gateway::start();
+    let (store, p1, p2) = two_hosts();
     let who = alice();
     for round in 0..ROUNDS {
         let dcid = format!("phone-{round}");
-        let barrier = std::sync::Barrier::new(2);
-        let answers: Vec<Value> = std::thread::scope(|s| {
-            let handles: Vec<_> = [(&p1, "a"), (&p2, "b")]
-                .into_iter()
-                .map(|(p, tag)| {
-                    let (barrier, gateway, who, dcid) = (&barrier, &gateway, &who, &dcid);
-                    s.spawn(move || {
-                        barrier.wait();
-                        set(
-                            p,
-                            who,
-                            json!({"create": {"c": {
-                                "deviceClientId": dcid,
-                                "url": gateway.url(&format!("r{round}{tag}")),
-                            }}}),
-                        )
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let answers = race_set(&p1, &p2, |tag| {
+            json!({"create": {"c": {
+                "deviceClientId": dcid,
+                "url": gateway.url(&format!("r{round}{tag}")),
+            }}})
         });
         let winners: Vec<&Value> = answers
             .iter()
@@ -2285,14 +2297,7 @@ fn two_creates_of_one_device_in_one_call_still_fail() {
 fn racing_replacements_from_two_hosts_leave_one_subscription_per_device() {
     const ROUNDS: usize = 25;
     let gateway = Gateway::start();
-    let store = Arc::new(MemoryStore::new());
-    let config = PluginConfig {
-        max_creates_per_hour: 1000,
-        max_subscriptions_per_owner: 1000,
-        ..test_config()
-    };
-    let p1 = plugin_with(store.clone(), config.clone());
-    let p2 = plugin_with(store.clone(), config);
+    let (store, p1, p2) = two_hosts();
     let who = alice();
     for round in 0..ROUNDS {
         let dcid = format!("phone-{round}");
@@ -2302,27 +2307,11 @@ fn racing_replacements_from_two_hosts_leave_one_subscription_per_device() {
             json!({"create": {"c": {"deviceClientId": dcid, "url": gateway.url(&format!("r{round}"))}}}),
         );
         let old = first["created"]["c"]["id"].as_str().unwrap().to_string();
-        let barrier = std::sync::Barrier::new(2);
-        let answers: Vec<Value> = std::thread::scope(|s| {
-            let handles: Vec<_> = [(&p1, "a"), (&p2, "b")]
-                .into_iter()
-                .map(|(p, tag)| {
-                    let (barrier, gateway, who, dcid, old) =
-                        (&barrier, &gateway, &who, &dcid, &old);
-                    s.spawn(move || {
-                        barrier.wait();
-                        set(
-                            p,
-                            who,
-                            json!({"destroy": [old], "create": {"c": {
-                                "deviceClientId": dcid,
-                                "url": gateway.url(&format!("r{round}{tag}")),
-                            }}}),
-                        )
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let answers = race_set(&p1, &p2, |tag| {
+            json!({"destroy": [old], "create": {"c": {
+                "deviceClientId": dcid,
+                "url": gateway.url(&format!("r{round}{tag}")),
+            }}})
         });
         let winners = answers
             .iter()

@@ -760,58 +760,55 @@ fn a_client_replaces_its_keys_in_one_call_and_pushes_decrypt_with_the_new_keys_o
     );
 }
 
-#[test]
-fn a_429_with_retry_after_is_retried_on_time_with_the_newer_state() {
+/// A verified subscription whose push service answers the first
+/// StateChange (state `s1`) with `answer`; `meanwhile` more states follow
+/// at once. Returns how long after the first event the retry reached the
+/// push service, and the Email state it carried.
+fn retry_after_answer(answer: Answer, meanwhile: &[&str]) -> (std::time::Duration, Value) {
     let s = start(false);
     let gateway = Gateway::start();
     let client = PushClient::new();
     verified_over_http(&s, &gateway, &client, "p", "phone");
     // Let the tick task settle into its long sleep (nothing is due).
     std::thread::sleep(std::time::Duration::from_millis(600));
-    gateway.script("p", [Answer::status(429).header("Retry-After", "2")]);
+    gateway.script("p", [answer]);
     let t0 = std::time::Instant::now();
     assert_eq!(post_state_change(&s, "s1")["deferred"], 1);
-    // A newer state arrives meanwhile: merged, not sent before Retry-After.
-    post_state_change(&s, "s2");
-    // verification + the 429'd push + the merged retry
+    for state in meanwhile {
+        post_state_change(&s, state);
+    }
+    // verification + the refused push + the retry
     wait_for_pushes(&gateway, "p", 3, std::time::Duration::from_secs(10));
     let got = gateway.received_on("p");
     assert_eq!(got.len(), 3, "the retry came");
-    let after = got[2].at.duration_since(t0);
+    let m = client.decrypt_json(&got[2].body).unwrap();
+    (
+        got[2].at.duration_since(t0),
+        m["changed"]["a1"]["Email"].clone(),
+    )
+}
+
+#[test]
+fn a_429_with_retry_after_is_retried_on_time_with_the_newer_state() {
+    // A newer state arrives meanwhile: merged, not sent before Retry-After.
+    let (after, state) =
+        retry_after_answer(Answer::status(429).header("Retry-After", "2"), &["s2"]);
     assert!(
         after >= std::time::Duration::from_millis(1900)
             && after <= std::time::Duration::from_secs(4),
         "retried after {after:?}, want 2-4 s"
     );
-    assert_eq!(
-        client.decrypt_json(&got[2].body).unwrap()["changed"]["a1"]["Email"],
-        "s2"
-    );
+    assert_eq!(state, "s2");
 }
 
 #[test]
 fn a_503_is_retried_within_the_configured_backoff() {
-    let s = start(false);
-    let gateway = Gateway::start();
-    let client = PushClient::new();
-    verified_over_http(&s, &gateway, &client, "p", "phone");
-    // Let the tick task settle into its long sleep (nothing is due).
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    gateway.script("p", [Answer::status(503)]);
-    let t0 = std::time::Instant::now();
-    assert_eq!(post_state_change(&s, "s1")["deferred"], 1);
-    wait_for_pushes(&gateway, "p", 3, std::time::Duration::from_secs(10));
-    let got = gateway.received_on("p");
-    assert_eq!(got.len(), 3, "the retry came");
+    let (after, state) = retry_after_answer(Answer::status(503), &[]);
     // retry_initial_ms is 200 in the test configuration: the first retry
     // is due 100-200 ms later; allow for the tick and the machine.
-    let after = got[2].at.duration_since(t0);
     assert!(
         after <= std::time::Duration::from_millis(1500),
         "retried after {after:?}"
     );
-    assert_eq!(
-        client.decrypt_json(&got[2].body).unwrap()["changed"]["a1"]["Email"],
-        "s1"
-    );
+    assert_eq!(state, "s1");
 }
