@@ -6,12 +6,11 @@
 //! per hour, lives in this crate, built for size:
 //!
 //! * [`vapid`]: RFC 8292 VAPID signing keys, JWTs and the `Authorization`
-//!   header value, plus the RFC 9749 `applicationServerKey` (B8);
-//! * [`ecdsa`]: the ES256 signatures the tokens carry.
+//!   header value, plus the RFC 9749 `applicationServerKey` (B8), on the
+//!   `p256` crate's ECDSA (ES256, RFC 6979).
 
 pub use jmap_web_push_crypto::*;
 
-pub mod ecdsa;
 pub mod vapid;
 
 pub use vapid::{audience, VapidError, VapidKey, VapidSigner};

@@ -12,10 +12,18 @@
 //! `{"aud":<origin of the push URL>,"exp":<now + lifetime>,"sub":<contact>}`
 //! and the signature is the 64-octet raw `r || s` (JWS), computed
 //! deterministically (RFC 6979).
+//!
+//! Everything that touches the long-lived VAPID private key goes through
+//! the `p256` crate (RustCrypto): key import and range check
+//! (`SigningKey::from_slice`), the public key, and the ES256 signature
+//! (`p256::ecdsa`, RFC 6979 nonces). The key is zeroized on drop.
 
 use core::fmt;
 
-use super::{b64url_decode, b64url_encode, random_secret_key, SecretScalar};
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
+
+use super::{b64url_decode, b64url_encode, random_array};
 use super::{Base64UrlError, RandomError};
 
 /// Default token lifetime: 12 hours.
@@ -116,7 +124,7 @@ impl std::error::Error for VapidError {
 /// raw 32-octet secret scalar. `Debug` prints only the public key.
 #[derive(Clone)]
 pub struct VapidKey {
-    signing: SecretScalar,
+    signing: SigningKey,
     public: [u8; 65],
 }
 
@@ -136,11 +144,22 @@ impl VapidKey {
     /// # Errors
     /// [`VapidError::Random`] when the random source fails.
     pub fn generate() -> Result<Self, VapidError> {
-        let secret = random_secret_key().map_err(VapidError::Random)?;
-        Ok(Self {
-            public: secret.public_key().to_uncompressed(),
-            signing: secret,
-        })
+        // Rejection sampling: a draw outside [1, n-1] (probability about
+        // 2^-32) is drawn again; eight failures mean a broken source.
+        for _ in 0..8 {
+            let bytes = zeroize::Zeroizing::new(random_array::<32>().map_err(VapidError::Random)?);
+            if let Ok(signing) = SigningKey::from_slice(bytes.as_slice()) {
+                return Ok(Self::with_public(signing));
+            }
+        }
+        Err(VapidError::Random(RandomError::BrokenSource))
+    }
+
+    fn with_public(signing: SigningKey) -> Self {
+        let point = signing.verifying_key().to_sec1_point(false);
+        let mut public = [0u8; 65];
+        public.copy_from_slice(point.as_bytes());
+        Self { signing, public }
     }
 
     /// Restores a key from [`VapidKey::to_base64url`] output (base64url of the
@@ -150,21 +169,21 @@ impl VapidKey {
     /// [`VapidError::KeyNotBase64Url`], [`VapidError::KeyWrongLength`] or
     /// [`VapidError::KeyOutOfRange`].
     pub fn from_base64url(encoded: &str) -> Result<Self, VapidError> {
-        let raw = b64url_decode(encoded).map_err(VapidError::KeyNotBase64Url)?;
-        let bytes: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| VapidError::KeyWrongLength { len: raw.len() })?;
-        let signing = SecretScalar::from_bytes(&bytes).ok_or(VapidError::KeyOutOfRange)?;
-        let public = signing.public_key().to_uncompressed();
-        Ok(Self { signing, public })
+        let raw =
+            zeroize::Zeroizing::new(b64url_decode(encoded).map_err(VapidError::KeyNotBase64Url)?);
+        if raw.len() != 32 {
+            return Err(VapidError::KeyWrongLength { len: raw.len() });
+        }
+        let signing = SigningKey::from_slice(&raw).map_err(|_| VapidError::KeyOutOfRange)?;
+        Ok(Self::with_public(signing))
     }
 
     /// The stable serialized form: base64url (no padding) of the raw 32-octet
     /// secret scalar. Treat it as a secret.
     #[must_use]
     pub fn to_base64url(&self) -> String {
-        b64url_encode(&self.signing.to_bytes())
+        let bytes = zeroize::Zeroizing::new(self.signing.to_bytes());
+        b64url_encode(bytes.as_slice())
     }
 
     /// The 65-octet uncompressed public key (`0x04 || X || Y`).
@@ -413,9 +432,9 @@ impl VapidSigner {
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
         jwt.push_str(&b64url_encode(claims.as_bytes()));
-        let signature = super::ecdsa::sign(&self.key.signing, jwt.as_bytes());
+        let signature: Signature = self.key.signing.sign(jwt.as_bytes());
         jwt.push('.');
-        jwt.push_str(&b64url_encode(&signature));
+        jwt.push_str(&b64url_encode(&signature.to_bytes()));
         Ok(format!(
             "vapid t={jwt}, k={}",
             self.key.public_key_base64url()
@@ -839,6 +858,44 @@ mod tests {
             VapidSigner::new(key, &long, 0, false),
             Err(VapidError::InvalidContact(_))
         ));
+    }
+
+    /// RFC 6979 A.2.5 (P-256, SHA-256): the key imported through
+    /// [`VapidKey::from_base64url`] signs "sample" and "test" with exactly
+    /// the RFC's deterministic signatures (r, s).
+    #[test]
+    fn es256_signatures_are_the_rfc6979_a_2_5_vectors() {
+        fn hex(h: &str) -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        }
+        const X: &str = "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
+        const VECTORS: [(&[u8], &str, &str); 2] = [
+            (
+                b"sample",
+                "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716",
+                "f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8",
+            ),
+            (
+                b"test",
+                "f1abb023518351cd71d881567b1ea663ed3efcf6c5132b354f28d3b0b7d38367",
+                "019f4113742a2b14bd25926b49c649155f267e60d3814b4c0cc84250e46f0083",
+            ),
+        ];
+        let key = VapidKey::from_base64url(&b64url_encode(&hex(X))).unwrap();
+        // RFC 6979 A.2.5's public key Ux, Uy.
+        assert_eq!(
+            key.public_key_bytes()[1..33],
+            hex("60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6")[..]
+        );
+        for (message, r, s) in VECTORS {
+            let sig: Signature = key.signing.sign(message);
+            let bytes = sig.to_bytes();
+            assert_eq!(bytes[..32], hex(r)[..]);
+            assert_eq!(bytes[32..], hex(s)[..]);
+        }
     }
 
     #[test]
