@@ -37,10 +37,10 @@
 //! `a^(p-2)` along a fixed addition chain (255 squarings, 12
 //! multiplications), constant time.
 //!
-//! This module, with the plugin's `crypto::ecdsa`, is all of P-256 it ships: the
-//! `p256` crate is only a dev-dependency, against which the tests check
-//! every operation (random and edge scalars, random points, field
-//! operations near `p`).
+//! This module is the per-message ECDH of the hot path; the plugin's
+//! VAPID signing key uses the `p256` crate. The tests check every
+//! operation here against `p256` (random and edge scalars, random points,
+//! field operations near `p`).
 
 use core::fmt;
 
@@ -104,7 +104,7 @@ fn select4(mask: u64, a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
 }
 
 /// Reduces `t + hi·2^256` (known to be below `2m`) into `[0, m)` without
-/// branching. Used for p here and for the group order by the plugin's ECDSA.
+/// branching.
 #[inline(always)]
 pub fn reduce_below(t: [u64; 4], hi: u64, m: &[u64; 4]) -> [u64; 4] {
     let (r, borrow) = sub4(&t, m);

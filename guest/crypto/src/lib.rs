@@ -10,7 +10,7 @@
 //!   content coding, one record of 4096 octets (B7).
 //!
 //! This crate also holds the base64url helpers and the randomness source
-//! (and the P-256 scalar and point types the plugin's ECDSA signing uses). Randomness comes from `getrandom`, which uses
+//! (and the P-256 scalar and point types of the ECDH). Randomness comes from `getrandom`, which uses
 //! `wasi:random` on `wasm32-wasip2` and the operating system natively.
 
 use core::fmt;
@@ -241,7 +241,7 @@ pub fn random_array<const N: usize>() -> Result<[u8; N], RandomError> {
 /// How many 32-octet draws [`random_secret_key`] makes before giving up. A
 /// draw is rejected with probability about 2^-32, so giving up means the
 /// source is broken.
-const SCALAR_ATTEMPTS: usize = 8;
+pub const SCALAR_ATTEMPTS: usize = 8;
 
 /// A fresh uniformly random P-256 secret key (rejection sampling of 32 random
 /// octets into `[1, n-1]`).

@@ -146,7 +146,7 @@ impl VapidKey {
     pub fn generate() -> Result<Self, VapidError> {
         // Rejection sampling: a draw outside [1, n-1] (probability about
         // 2^-32) is drawn again; eight failures mean a broken source.
-        for _ in 0..8 {
+        for _ in 0..super::SCALAR_ATTEMPTS {
             let bytes = zeroize::Zeroizing::new(random_array::<32>().map_err(VapidError::Random)?);
             if let Ok(signing) = SigningKey::from_slice(bytes.as_slice()) {
                 return Ok(Self::with_public(signing));
@@ -704,6 +704,39 @@ mod tests {
         }
     }
 
+    /// The header is a known answer for a fixed key, contact, audience and
+    /// time: two signers (no shared cache) give byte-identical values, and
+    /// the signature is the RFC 6979 one `p256` computes over the JWS
+    /// signing input `header.claims`.
+    #[test]
+    fn authorization_is_deterministic_and_signed_over_the_jws_input() {
+        let key = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw";
+        let make = || {
+            VapidSigner::new(
+                VapidKey::from_base64url(key).unwrap(),
+                "mailto:push@example.com",
+                0,
+                false,
+            )
+            .unwrap()
+        };
+        let url = "https://push.example.net/push/abc";
+        let a = make().authorization(url, NOW).unwrap();
+        let b = make().authorization(url, NOW).unwrap();
+        assert_eq!(a, b);
+        let jwt = a
+            .strip_prefix("vapid t=")
+            .and_then(|r| r.split_once(", k="))
+            .map(|(t, _)| t)
+            .unwrap();
+        let (input, sig) = jwt.rsplit_once('.').unwrap();
+        let expected: Signature = VapidKey::from_base64url(key)
+            .unwrap()
+            .signing
+            .sign(input.as_bytes());
+        assert_eq!(b64url_decode(sig).unwrap(), expected.to_bytes().to_vec());
+    }
+
     #[test]
     fn token_cached_per_audience_and_resigned_near_expiry() {
         let mut s = signer();
@@ -885,10 +918,16 @@ mod tests {
             ),
         ];
         let key = VapidKey::from_base64url(&b64url_encode(&hex(X))).unwrap();
-        // RFC 6979 A.2.5's public key Ux, Uy.
+        // RFC 6979 A.2.5's public key 04 || Ux || Uy.
+        let public = key.public_key_bytes();
+        assert_eq!(public[0], 4);
         assert_eq!(
-            key.public_key_bytes()[1..33],
+            public[1..33],
             hex("60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6")[..]
+        );
+        assert_eq!(
+            public[33..],
+            hex("7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299")[..]
         );
         for (message, r, s) in VECTORS {
             let sig: Signature = key.signing.sign(message);
