@@ -171,9 +171,6 @@ pub fn is_local_name(domain: &str) -> bool {
 pub struct PushUrl {
     /// `https` or `http`, lower case.
     pub scheme: String,
-    /// Host, lower case, international names in punycode, IPv4 in dotted
-    /// decimal; IPv6 literals keep their brackets (RFC 5952 form).
-    pub host: String,
     /// The port, when it is not the scheme's default.
     pub port: Option<u16>,
     /// The host as parsed (domain, IPv4 or IPv6).
@@ -181,13 +178,19 @@ pub struct PushUrl {
 }
 
 impl PushUrl {
+    /// The host: lower case, international names in punycode, IPv4 in
+    /// dotted decimal, IPv6 in brackets (RFC 5952 form).
+    pub fn host(&self) -> String {
+        self.parsed_host.to_string()
+    }
+
     /// The origin (`scheme://host[:port]`, default port omitted), as VAPID's
     /// `aud` claim wants it.
     pub fn origin(&self) -> String {
         let default = if self.scheme == "https" { 443 } else { 80 };
         match self.port {
-            Some(p) if p != default => format!("{}://{}:{}", self.scheme, self.host, p),
-            _ => format!("{}://{}", self.scheme, self.host),
+            Some(p) if p != default => format!("{}://{}:{}", self.scheme, self.parsed_host, p),
+            _ => format!("{}://{}", self.scheme, self.parsed_host),
         }
     }
 }
@@ -352,7 +355,6 @@ pub fn parse_http_url(input: &str) -> Result<PushUrl, UrlSyntaxError> {
     }
     Ok(PushUrl {
         scheme: parsed.scheme().to_string(),
-        host: parsed.host_str().unwrap_or_default().to_string(),
         port: parsed.port(),
         parsed_host: host,
     })

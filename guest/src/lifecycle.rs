@@ -185,13 +185,16 @@ pub fn reconcile_vapid_key(
         return Ok((0, false));
     }
     let marker = env.store.get(repo::VAPID_IN_FORCE)?;
-    let recorded = marker
-        .as_ref()
-        .map(|e| String::from_utf8_lossy(&e.value).into_owned());
-    let (recorded_key, cursor) = match recorded.as_deref().map(|r| r.split_once('\n')) {
+    // `<key>` or `<key>\n<cursor>`.
+    let (recorded_key, cursor) = match &marker {
         None => (None, None),
-        Some(None) => (recorded.clone(), None),
-        Some(Some((k, c))) => (Some(k.to_string()), Some(c.to_string())),
+        Some(e) => {
+            let text = String::from_utf8_lossy(&e.value);
+            match text.split_once('\n') {
+                Some((k, c)) => (Some(k.to_string()), Some(c.to_string())),
+                None => (Some(text.into_owned()), None),
+            }
+        }
     };
     let (cursor, version) = if recorded_key.as_deref() == Some(current.as_str()) {
         match (cursor, &marker) {

@@ -336,10 +336,20 @@ impl TestServer {
 
     /// POSTs a raw body to the API; returns status, JSON body and content type.
     pub fn api(&self, auth: Option<&str>, body: &str) -> (u16, Value, Option<String>) {
+        self.api_body(auth, body.to_string().into())
+    }
+
+    /// [`TestServer::api`] with any body (streamed, chunked, binary), on
+    /// the server's keep-alive client.
+    pub fn api_body(
+        &self,
+        auth: Option<&str>,
+        body: reqwest::blocking::Body,
+    ) -> (u16, Value, Option<String>) {
         let mut req = self
             .http
             .post(format!("{}/jmap/api", self.base()))
-            .body(body.to_string());
+            .body(body);
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -387,9 +397,14 @@ impl TestServer {
 
     /// The Session object as the user sees it.
     pub fn session(&self) -> Value {
+        self.session_as(&Self::basic())
+    }
+
+    /// The Session object as seen with this `Authorization` value.
+    pub fn session_as(&self, auth: &str) -> Value {
         self.http
             .get(format!("{}/.well-known/jmap", self.base()))
-            .header("Authorization", Self::basic())
+            .header("Authorization", auth)
             .send()
             .expect("session request")
             .json()

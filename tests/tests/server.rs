@@ -70,28 +70,6 @@ fn assert_limit_problem(status: u16, v: &Value, ct: Option<&str>, limit: &str) {
     assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
 }
 
-/// POSTs `body` to the API with `auth` on the server's keep-alive client.
-fn post_api(
-    s: &TestServer,
-    auth: &str,
-    body: reqwest::blocking::Body,
-) -> (u16, Value, Option<String>) {
-    let r = s
-        .http
-        .post(format!("{}/jmap/api", s.base()))
-        .header("Authorization", auth)
-        .body(body)
-        .send()
-        .expect("API request");
-    let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (status, r.json().unwrap_or(Value::Null), ct)
-}
-
 fn basic() -> String {
     TestServer::basic()
 }
@@ -132,14 +110,7 @@ fn session_requires_auth_and_describes_the_server() {
     assert_eq!(bad.status().as_u16(), 401);
 
     for auth in [basic(), bearer()] {
-        let session: Value = s
-            .http
-            .get(format!("{}/.well-known/jmap", s.base()))
-            .header("Authorization", auth)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let session = s.session_as(&auth);
         assert_eq!(session["apiUrl"], format!("{}/jmap/api", s.base()));
         assert_eq!(session["username"], "alice@example.com");
         assert!(session["capabilities"]["urn:ietf:params:jmap:core"].is_object());
@@ -485,7 +456,7 @@ fn an_oversized_request_gets_the_limit_problem_and_the_connection_stays_usable()
     // land on a connection the server dropped.
     for round in 0..2 {
         // 3 MB with Content-Length: beyond axum's 2 MB default too.
-        let (status, v, ct) = post_api(&s, &basic(), echo_of_size(3_000_000).into());
+        let (status, v, ct) = s.api_body(Some(&basic()), echo_of_size(3_000_000).into());
         assert_limit_problem(status, &v, ct.as_deref(), "maxSizeRequest");
         let (status, v, _) = s.api(Some(&basic()), ECHO);
         assert_eq!(status, 200, "round {round}: {v}");
@@ -494,7 +465,7 @@ fn an_oversized_request_gets_the_limit_problem_and_the_connection_stays_usable()
         let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(
             echo_of_size(1_500_000).into_bytes(),
         ));
-        let (status, v, ct) = post_api(&s, &bearer(), chunked);
+        let (status, v, ct) = s.api_body(Some(&bearer()), chunked);
         assert_limit_problem(status, &v, ct.as_deref(), "maxSizeRequest");
         let (status, v, _) = s.api(Some(&bearer()), ECHO);
         assert_eq!(status, 200, "round {round}: {v}");
@@ -591,14 +562,7 @@ fn max_concurrent_requests_is_enforced_per_user() {
 #[test]
 fn account_ids_are_jmap_ids_and_stable() {
     let account_of = |s: &TestServer, auth: String| -> String {
-        let session: Value = s
-            .http
-            .get(format!("{}/.well-known/jmap", s.base()))
-            .header("Authorization", auth)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let session = s.session_as(&auth);
         let accounts = session["accounts"].as_object().unwrap();
         assert_eq!(accounts.len(), 1, "{session}");
         let (id, account) = accounts.iter().next().unwrap();

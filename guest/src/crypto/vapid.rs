@@ -278,7 +278,7 @@ fn contact_host(contact: &str) -> Result<String, VapidError> {
                 url.scheme,
             )));
         }
-        Ok(url.host)
+        Ok(url.host())
     } else {
         Err(VapidError::InvalidContact(
             "the scheme must be mailto: or https:",

@@ -65,6 +65,18 @@ pub fn set(
         ));
     }
 
+    // A "#creationId" reference names the id created under it (this call's
+    // or an earlier call's of the same request).
+    let resolve = |id: &str, created_ids: &[(String, String)]| -> Option<String> {
+        match id.strip_prefix('#') {
+            Some(cid) => created_ids
+                .iter()
+                .find(|(c, _)| c == cid)
+                .map(|(_, id)| id.clone()),
+            None => Some(id.to_string()),
+        }
+    };
+
     // RFC 8620 §5.3 judges the state after the whole call (B1, B3): the
     // destroys of existing subscriptions run first, so that `destroy: [old]`
     // with a create of the same deviceClientId (how a client replaces its
@@ -76,15 +88,13 @@ pub fn set(
     let mut destroy_results: Vec<Option<(String, Result<(), SetError>)>> = destroy
         .iter()
         .map(|d| {
-            let existing = match d.strip_prefix('#') {
-                None => Some(d.clone()),
-                Some(cid) if create.iter().any(|(c, _)| c == cid) => None,
-                Some(cid) => created_ids
-                    .iter()
-                    .find(|(c, _)| c == cid)
-                    .map(|(_, id)| id.clone()),
-            };
-            existing.map(|id| {
+            let created_here = d
+                .strip_prefix('#')
+                .is_some_and(|cid| create.iter().any(|(c, _)| c == cid));
+            if created_here {
+                return None;
+            }
+            resolve(d, created_ids).map(|id| {
                 let r = destroy_one(env, owner, &id);
                 (id, r)
             })
@@ -103,16 +113,8 @@ pub fn set(
         &mut not_created,
     )?;
 
-    // Resolve "#creationId" references now that this call's creates exist.
-    let resolve = |id: &str, created_ids: &[(String, String)]| -> Option<String> {
-        match id.strip_prefix('#') {
-            Some(cid) => created_ids
-                .iter()
-                .find(|(c, _)| c == cid)
-                .map(|(_, id)| id.clone()),
-            None => Some(id.to_string()),
-        }
-    };
+    // Resolve the other "#creationId" references now that this call's
+    // creates exist.
     let destroy_ids: Vec<(String, Option<String>)> = destroy
         .iter()
         .map(|d| (d.clone(), resolve(d, created_ids)))
