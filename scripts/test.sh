@@ -18,3 +18,6 @@ else
   echo "test: PostgreSQL at $JMAP_WEB_PUSH_TEST_PG (started in $(( ($(date +%s%N) - start) / 1000000 )) ms)"
 fi
 cargo test --workspace "$@"
+# A short differential run of the P-256 key agreement against `p256`
+# (the long run and its figures: BENCHMARKS.md).
+cargo run --release --quiet -p jmap-web-push-crypto --example ecdh_differential -- 30000 2

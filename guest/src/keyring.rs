@@ -5,13 +5,15 @@
 use std::fmt;
 
 use crate::crypto::vapid::{VapidError, VapidKey, VapidSigner};
-use crate::json::{ObjectWriter, RecordError, RecordReader};
+use serde::{Deserialize, Serialize};
+
+use crate::json::{self, RecordError};
 use crate::ports::{Condition, StoreError};
 use crate::repo::VAPID_KEY;
 use crate::Env;
 
 /// The stored form of a generated key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredKey {
     /// base64url 32-octet scalar.
     private: String,
@@ -20,31 +22,15 @@ struct StoredKey {
 }
 
 impl StoredKey {
-    /// The record's JSON text (`{"private":…,"public":…}`, the form earlier
-    /// versions wrote with `serde`).
+    /// The record's JSON text (`{"private":…,"public":…}`, the `serde`
+    /// form every version wrote).
     fn to_record(&self) -> Vec<u8> {
-        ObjectWriter::new()
-            .str("private", &self.private)
-            .str("public", &self.public)
-            .finish()
-            .into_bytes()
+        json::to_record(self)
     }
 
     /// Reads a record written by [`StoredKey::to_record`].
     fn from_record(bytes: &[u8]) -> Result<StoredKey, RecordError> {
-        let (mut private, mut public) = (None, None);
-        RecordReader::read(bytes, &mut |name, r| {
-            match name {
-                "private" => private = Some(r.string("private")?),
-                "public" => public = Some(r.string("public")?),
-                _ => r.skip()?,
-            }
-            Ok(())
-        })?;
-        Ok(StoredKey {
-            private: private.ok_or(RecordError::Missing("private"))?,
-            public: public.ok_or(RecordError::Missing("public"))?,
-        })
+        json::from_record(bytes)
     }
 }
 

@@ -74,7 +74,7 @@ pub fn session(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<SessionInfo, Pl
     if let Some(key) = plugin.keyring.public_key(env)? {
         capabilities.push((
             VAPID_CAPABILITY.to_string(),
-            json::object([("applicationServerKey", key.into())]).to_json(),
+            json::object([("applicationServerKey", key.into())]).to_string(),
         ));
     }
     let mut h = Sha256::new();

@@ -6,12 +6,14 @@ use std::fmt;
 use crate::addr::{check_push_url, UrlError};
 use crate::config::Config;
 use crate::crypto::keys::{parse_receiver_keys, KeyError, ReceiverKeys};
-use crate::json::{Map, ObjectWriter, RecordError, RecordReader, Value};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::json::{self, Map, RecordError, Value};
 use crate::utcdate;
 
 /// The principal a subscription belongs to: user name plus, when the host
 /// gives one, the credential id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Owner {
     /// User name.
     pub username: String,
@@ -21,7 +23,7 @@ pub struct Owner {
 
 /// The stored encryption keys of a subscription, as the client sent them
 /// (already validated).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredKeys {
     /// base64url of the 65-octet uncompressed P-256 point, as received.
     pub p256dh: String,
@@ -37,7 +39,7 @@ impl StoredKeys {
 }
 
 /// Verification progress of a subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct VerificationState {
     /// Whether the client has echoed the code.
     pub verified: bool,
@@ -50,7 +52,7 @@ pub struct VerificationState {
 }
 
 /// A stored PushSubscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Server-set id.
     pub id: String,
@@ -75,13 +77,17 @@ pub struct Subscription {
     /// Public key (base64url) of the VAPID key in force at creation, if any.
     pub vapid_key: Option<String>,
     /// Consecutive permanent refusals (400/401/403/other 4xx/3xx).
+    /// Absent or `null` in records of older versions.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub refusals: Refusals,
     /// When the last push was sent, Unix ms (for the minimum interval).
+    /// Absent in records of older versions.
+    #[serde(default)]
     pub last_push_ms: u64,
 }
 
 /// A run of permanent refusals by the push service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Refusals {
     /// How many in a row.
     pub count: u32,
@@ -134,166 +140,26 @@ impl Subscription {
         Value::Object(m)
     }
     /// The stored record's JSON text. Members are named and ordered as the
-    /// fields are declared (the form earlier versions wrote with `serde`, so
-    /// stores written by them stay readable).
+    /// fields are declared (the `serde` form every version wrote).
     pub fn to_record(&self) -> String {
-        let owner = ObjectWriter::new()
-            .str("username", &self.owner.username)
-            .opt_str("credential_id", self.owner.credential_id.as_deref())
-            .finish();
-        let keys = match &self.keys {
-            Some(k) => ObjectWriter::new()
-                .str("p256dh", &k.p256dh)
-                .str("auth", &k.auth)
-                .finish(),
-            None => "null".to_string(),
-        };
-        let v = &self.verification;
-        let verification = ObjectWriter::new()
-            .bool("verified", v.verified)
-            .bool("delivered", v.delivered)
-            .u64("attempts", u64::from(v.attempts))
-            .opt_u64("next_attempt_ms", v.next_attempt_ms)
-            .finish();
-        let refusals = ObjectWriter::new()
-            .u64("count", u64::from(self.refusals.count))
-            .u64("since_ms", self.refusals.since_ms)
-            .finish();
-        ObjectWriter::new()
-            .str("id", &self.id)
-            .raw("owner", &owner)
-            .str("device_client_id", &self.device_client_id)
-            .str("url", &self.url)
-            .raw("keys", &keys)
-            .str("verification_code", &self.verification_code)
-            .raw("verification", &verification)
-            .u64("expires", self.expires)
-            .value("types", &types_json(&self.types))
-            .u64("created", self.created)
-            .opt_str("vapid_key", self.vapid_key.as_deref())
-            .raw("refusals", &refusals)
-            .u64("last_push_ms", self.last_push_ms)
-            .finish()
+        String::from_utf8(json::to_record(self)).unwrap_or_default()
     }
 
     /// Reads a stored record written by [`Subscription::to_record`] (or by
-    /// the `serde` form of earlier versions). `refusals` and `last_push_ms`
-    /// default when absent; unknown members are ignored.
+    /// an earlier version). `refusals` and `last_push_ms` default when
+    /// absent; unknown members are ignored.
     pub fn from_record(bytes: &[u8]) -> Result<Subscription, RecordError> {
-        use RecordError::Missing;
-        let (mut id, mut username, mut credential_id) = (None, None, None);
-        let (mut device_client_id, mut url, mut verification_code) = (None, None, None);
-        let (mut keys, mut types, mut vapid_key) = (None, None, None);
-        let (mut expires, mut created, mut last_push_ms) = (None, None, 0);
-        let (mut verified, mut delivered, mut attempts, mut next_attempt_ms) =
-            (None, None, None, None);
-        let mut refusals = Refusals::default();
-        let (mut has_owner, mut has_verification) = (false, false);
-        RecordReader::read(bytes, &mut |name, r| {
-            match name {
-                "id" => id = Some(r.string("id")?),
-                "owner" => {
-                    has_owner = true;
-                    r.object("owner", &mut |name, r| {
-                        match name {
-                            "username" => username = Some(r.string("username")?),
-                            "credential_id" => credential_id = r.opt_string("credential_id")?,
-                            _ => r.skip()?,
-                        }
-                        Ok(())
-                    })?
-                }
-                "device_client_id" => device_client_id = Some(r.string("device_client_id")?),
-                "url" => url = Some(r.string("url")?),
-                "keys" => {
-                    keys = None;
-                    if !r.null()? {
-                        let (mut p256dh, mut auth) = (None, None);
-                        r.object("keys", &mut |name, r| {
-                            match name {
-                                "p256dh" => p256dh = Some(r.string("p256dh")?),
-                                "auth" => auth = Some(r.string("auth")?),
-                                _ => r.skip()?,
-                            }
-                            Ok(())
-                        })?;
-                        keys = Some(StoredKeys {
-                            p256dh: p256dh.ok_or(Missing("p256dh"))?,
-                            auth: auth.ok_or(Missing("auth"))?,
-                        });
-                    }
-                }
-                "verification_code" => verification_code = Some(r.string("verification_code")?),
-                "verification" => {
-                    has_verification = true;
-                    r.object("verification", &mut |name, r| {
-                        match name {
-                            "verified" => verified = Some(r.bool("verified")?),
-                            "delivered" => delivered = Some(r.bool("delivered")?),
-                            "attempts" => attempts = Some(r.u32("attempts")?),
-                            "next_attempt_ms" => next_attempt_ms = r.opt_u64("next_attempt_ms")?,
-                            _ => r.skip()?,
-                        }
-                        Ok(())
-                    })?
-                }
-                "expires" => expires = Some(r.u64("expires")?),
-                "types" => types = r.opt_strings("types")?,
-                "created" => created = Some(r.u64("created")?),
-                "vapid_key" => vapid_key = r.opt_string("vapid_key")?,
-                "refusals" => {
-                    refusals = Refusals::default();
-                    if !r.null()? {
-                        let (mut count, mut since_ms) = (None, None);
-                        r.object("refusals", &mut |name, r| {
-                            match name {
-                                "count" => count = Some(r.u32("count")?),
-                                "since_ms" => since_ms = Some(r.u64("since_ms")?),
-                                _ => r.skip()?,
-                            }
-                            Ok(())
-                        })?;
-                        refusals = Refusals {
-                            count: count.ok_or(Missing("count"))?,
-                            since_ms: since_ms.ok_or(Missing("since_ms"))?,
-                        };
-                    }
-                }
-                "last_push_ms" => last_push_ms = r.u64("last_push_ms")?,
-                _ => r.skip()?,
-            }
-            Ok(())
-        })?;
-        if !has_owner {
-            return Err(Missing("owner"));
-        }
-        if !has_verification {
-            return Err(Missing("verification"));
-        }
-        Ok(Subscription {
-            id: id.ok_or(Missing("id"))?,
-            owner: Owner {
-                username: username.ok_or(Missing("username"))?,
-                credential_id,
-            },
-            device_client_id: device_client_id.ok_or(Missing("device_client_id"))?,
-            url: url.ok_or(Missing("url"))?,
-            keys,
-            verification_code: verification_code.ok_or(Missing("verification_code"))?,
-            verification: VerificationState {
-                verified: verified.ok_or(Missing("verified"))?,
-                delivered: delivered.ok_or(Missing("delivered"))?,
-                attempts: attempts.ok_or(Missing("attempts"))?,
-                next_attempt_ms,
-            },
-            expires: expires.ok_or(Missing("expires"))?,
-            types,
-            created: created.ok_or(Missing("created"))?,
-            vapid_key,
-            refusals,
-            last_push_ms,
-        })
+        json::from_record(bytes)
     }
+}
+
+/// `null` as the type's default (records of older versions).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `types` as JSON.
@@ -925,37 +791,39 @@ mod tests {
         for (bad, want) in [
             (
                 SERDE_RECORDS[0].replace(r#""expires":1800000000,"#, ""),
-                RecordError::Missing("expires"),
+                "missing field `expires`",
             ),
             (
                 SERDE_RECORDS[0].replace(r#""expires":1800000000"#, r#""expires":"soon""#),
-                RecordError::WrongType("expires"),
+                "invalid type: string \"soon\", expected u64",
             ),
             (
                 SERDE_RECORDS[0].replace(r#""attempts":2"#, r#""attempts":4294967296"#),
-                RecordError::WrongType("attempts"),
+                "invalid value: integer `4294967296`, expected u32",
             ),
             (
                 SERDE_RECORDS[0]
                     .replace(r#""types":["Email","Mailbox"]"#, r#""types":["Email",1]"#),
-                RecordError::WrongType("types"),
+                "invalid type: integer `1`, expected a string",
             ),
             (
                 SERDE_RECORDS[0].replace(r#""keys":{"p256dh":"P","auth":"A"}"#, r#""keys":"PA""#),
-                RecordError::WrongType("keys"),
+                "invalid type: string \"PA\", expected struct StoredKeys",
             ),
-            ("[]".to_string(), RecordError::NotAnObject),
+            (
+                "[]".to_string(),
+                "invalid length 0, expected struct Subscription",
+            ),
         ] {
-            assert_eq!(
-                Subscription::from_record(bad.as_bytes()).unwrap_err(),
-                want,
-                "{bad}"
-            );
+            let e = Subscription::from_record(bad.as_bytes()).unwrap_err();
+            assert!(e.to_string().starts_with(want), "{bad}: {e}");
+            assert!(!e.is_syntax(), "{bad}: {e}");
         }
-        assert!(matches!(
-            Subscription::from_record(&SERDE_RECORDS[0].as_bytes()[..40]),
-            Err(RecordError::Syntax(_))
-        ));
+        assert!(
+            Subscription::from_record(&SERDE_RECORDS[0].as_bytes()[..40])
+                .unwrap_err()
+                .is_syntax()
+        );
     }
 
     #[test]

@@ -5,13 +5,16 @@
 use crate::json;
 
 use crate::config::Config;
-use crate::crypto::{b64url_encode, random_array};
+use crate::crypto::{b64url_encode, b64url_encode_secret, random_array};
 use crate::delivery::policy::Answer;
 use crate::delivery::push::OutgoingPush;
 
-/// A fresh verification code: 128 random bits, base64url (22 characters).
+/// A fresh verification code: 128 random bits, base64url (22 characters,
+/// encoded in constant time: the code is a secret until it is answered).
 pub fn new_code() -> Result<String, crate::crypto::RandomError> {
-    Ok(b64url_encode(&random_array::<16>()?))
+    Ok(b64url_encode_secret(&random_array::<16>()?)
+        .as_str()
+        .to_owned())
 }
 
 /// A fresh subscription id: 144 random bits, base64url (24 characters,
@@ -28,7 +31,7 @@ pub fn message(config: &Config, id: &str, code: &str) -> OutgoingPush {
         ("verificationCode", code.into()),
     ]);
     OutgoingPush {
-        payload: payload.to_json().into_bytes(),
+        payload: payload.to_string().into_bytes(),
         topic: None,
         urgency: config.default_urgency.max(crate::config::Urgency::Normal),
     }

@@ -1488,6 +1488,37 @@ fn invalid_arguments_for_malformed_arguments() {
         let e = plugin_call_raw(&f.plugin, &alice(), "PushSubscription/get", raw);
         assert_eq!(e.error_type, "invalidArguments", "{raw:?}");
     }
+    // I-JSON (RFC 7493 §2.3, RFC 8620 §3.1): a member name given twice is
+    // refused, naming it, at any depth, rather than one value winning.
+    for raw in [
+        r#"{"ids": null, "ids": []}"#,
+        r#"{"create": {"c": {"url": "https://a.example/1", "url": "https://b.example/2"}}}"#,
+    ] {
+        let method = if raw.contains("create") {
+            "PushSubscription/set"
+        } else {
+            "PushSubscription/get"
+        };
+        let e = plugin_call_raw(&f.plugin, &alice(), method, raw);
+        assert_eq!(e.error_type, "invalidArguments", "{raw}");
+        let d = e.description.unwrap_or_default();
+        assert!(d.contains("given twice"), "{raw}: {d}");
+    }
+    // Nesting: 127 levels parse inside the sandbox (no stack overflow on
+    // the component's 256 KiB stack; the unknown argument is ignored), 200
+    // are refused with a description.
+    let nested = |depth: usize| format!(r#"{{"x": {}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+    let deep_ok = f
+        .plugin
+        .call(&alice(), "PushSubscription/get", &nested(126), &[])
+        .expect("no trap");
+    assert!(deep_ok.is_ok(), "{deep_ok:?}");
+    let e = plugin_call_raw(&f.plugin, &alice(), "PushSubscription/get", &nested(200));
+    assert_eq!(e.error_type, "invalidArguments");
+    assert!(e
+        .description
+        .unwrap_or_default()
+        .contains("recursion limit"));
     // Nothing was changed by any of them.
     assert!(get_one(&f, &alice(), &id).is_some());
     assert_eq!(f.gateway.received().len(), 1);

@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use super::keys::{ReceiverKeys, P256DH_OCTETS};
 use super::{random_array, random_secret_key, RandomError};
-use super::{PublicPoint, SecretScalar};
+use super::{EcdhError, PublicPoint, SecretScalar};
 
 /// Largest plaintext that fits one 4096-octet push message (RFC 8291 §4):
 /// 4096 − 86 (header) − 16 (tag) − 1 (padding delimiter).
@@ -58,6 +58,9 @@ pub enum EceError {
     Random(RandomError),
     /// An injected ephemeral secret is not a valid P-256 scalar (tests only).
     InvalidEphemeralKey,
+    /// The key agreement refused its batch (a point at infinity, which
+    /// validated keys never give); every message of the batch fails.
+    KeyAgreement(EcdhError),
     /// A primitive failed where it cannot fail for valid inputs (a bug).
     Internal(&'static str),
 }
@@ -74,6 +77,7 @@ impl fmt::Display for EceError {
             Self::InvalidEphemeralKey => {
                 write!(f, "the ephemeral secret is not a valid P-256 scalar")
             }
+            Self::KeyAgreement(e) => write!(f, "cannot encrypt push: {e}"),
             Self::Internal(what) => write!(f, "internal encryption error: {what}"),
         }
     }
@@ -83,6 +87,7 @@ impl std::error::Error for EceError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Random(e) => Some(e),
+            Self::KeyAgreement(e) => Some(e),
             _ => None,
         }
     }
@@ -218,14 +223,18 @@ fn encrypt_with_ephemerals(
                 pairs.push((secret, keys.public_key()));
             }
         }
-        let mut agreements = super::ecdh::key_agreements(&pairs).into_iter();
+        let (mut agreements, refused) = match super::ecdh::key_agreements(&pairs) {
+            Ok(agreements) => (agreements.into_iter(), None),
+            Err(e) => (Vec::new().into_iter(), Some(e)),
+        };
         for ((plaintext, keys), ephemeral) in group.iter().zip(ephemerals) {
             out.push(match ephemeral {
-                Ok((_, salt)) => match agreements.next() {
-                    Some((as_public, shared)) => {
+                Ok((_, salt)) => match (refused, agreements.next()) {
+                    (Some(e), _) => Err(EceError::KeyAgreement(e)),
+                    (None, Some((as_public, shared))) => {
                         seal(plaintext, keys, &as_public, &shared, salt, max_plaintext)
                     }
-                    None => Err(EceError::Internal("no key agreement")),
+                    (None, None) => Err(EceError::Internal("no key agreement")),
                 },
                 Err(e) => Err(*e),
             });
@@ -576,7 +585,8 @@ pub mod receiver {
         let ua_public = ua.public_key().to_uncompressed();
         let as_public: [u8; 65] = h.keyid.try_into().map_err(|_| DecryptError::BadKeyId)?;
         let as_key = PublicPoint::from_uncompressed(&as_public).ok_or(DecryptError::BadKeyId)?;
-        let shared = crate::ecdh::shared_secret(&ua, &as_key);
+        let shared = crate::ecdh::shared_secret(&ua, &as_key)
+            .map_err(|e| DecryptError::Crypto(e.to_string()))?;
         let salt: [u8; 16] = h
             .salt
             .try_into()
@@ -661,7 +671,7 @@ mod tests {
         let as_key = SecretScalar::from_bytes(&arr::<32>(AS_PRIVATE)).unwrap();
         let as_public = as_key.public_key().to_uncompressed();
         let keys = rfc_keys();
-        let shared = crate::ecdh::shared_secret(&as_key, keys.public_key());
+        let shared = crate::ecdh::shared_secret(&as_key, keys.public_key()).unwrap();
         let got = derive(&shared, keys.auth(), keys.p256dh(), &as_public, &arr(SALT)).unwrap();
         let ki = key_info(keys.p256dh(), &as_public);
         let table: [(&str, &[u8], &str); 10] = [

@@ -8,7 +8,12 @@
 
 use core::fmt;
 
-use super::{b64url_decode, b64url_encode, Base64UrlError, PublicPoint};
+use zeroize::Zeroizing;
+
+use super::{
+    b64url_decode, b64url_decode_secret, b64url_encode, b64url_encode_secret, Base64UrlError,
+    PublicPoint,
+};
 
 /// Length of an uncompressed P-256 point: `0x04 || X (32) || Y (32)`.
 pub const P256DH_OCTETS: usize = 65;
@@ -70,10 +75,11 @@ impl ReceiverKeys {
         b64url_encode(&self.p256dh)
     }
 
-    /// `auth` as unpadded base64url (canonical form of the JMAP property).
+    /// `auth` as unpadded base64url (canonical form of the JMAP property),
+    /// encoded in constant time and wiped when dropped.
     #[must_use]
-    pub fn auth_base64url(&self) -> String {
-        b64url_encode(&self.auth)
+    pub fn auth_base64url(&self) -> Zeroizing<String> {
+        b64url_encode_secret(&self.auth)
     }
 }
 
@@ -216,7 +222,7 @@ pub fn parse_receiver_keys(p256dh: &str, auth: &str) -> Result<ReceiverKeys, Key
         error,
     })?;
     let (p256dh, public_key) = validate_p256dh(&p)?;
-    let a = b64url_decode(auth).map_err(|error| KeyError::NotBase64Url {
+    let a = b64url_decode_secret(auth).map_err(|error| KeyError::NotBase64Url {
         field: KeyField::Auth,
         error,
     })?;
@@ -291,7 +297,7 @@ mod tests {
         assert_eq!(k.p256dh().as_slice(), raw_ua_public().as_slice());
         assert_eq!(k.auth().as_slice(), b64url_decode(AUTH).unwrap().as_slice());
         assert_eq!(k.p256dh_base64url(), UA_PUBLIC);
-        assert_eq!(k.auth_base64url(), AUTH);
+        assert_eq!(*k.auth_base64url(), AUTH);
         // 65 octets -> 87 symbols + 1 '='; 16 octets -> 22 symbols + 2 '='.
         let padded = parse_receiver_keys(&format!("{UA_PUBLIC}="), &format!("{AUTH}==")).unwrap();
         assert_eq!(padded, k);

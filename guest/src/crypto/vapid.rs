@@ -23,7 +23,7 @@ use core::fmt;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 
-use super::{b64url_decode, b64url_encode, random_array};
+use super::{b64url_decode_secret, b64url_encode, b64url_encode_secret, random_array};
 use super::{Base64UrlError, RandomError};
 
 /// Default token lifetime: 12 hours.
@@ -169,8 +169,7 @@ impl VapidKey {
     /// [`VapidError::KeyNotBase64Url`], [`VapidError::KeyWrongLength`] or
     /// [`VapidError::KeyOutOfRange`].
     pub fn from_base64url(encoded: &str) -> Result<Self, VapidError> {
-        let raw =
-            zeroize::Zeroizing::new(b64url_decode(encoded).map_err(VapidError::KeyNotBase64Url)?);
+        let raw = b64url_decode_secret(encoded).map_err(VapidError::KeyNotBase64Url)?;
         if raw.len() != 32 {
             return Err(VapidError::KeyWrongLength { len: raw.len() });
         }
@@ -179,11 +178,11 @@ impl VapidKey {
     }
 
     /// The stable serialized form: base64url (no padding) of the raw 32-octet
-    /// secret scalar. Treat it as a secret.
+    /// secret scalar, encoded in constant time. Treat it as a secret.
     #[must_use]
     pub fn to_base64url(&self) -> String {
         let bytes = zeroize::Zeroizing::new(self.signing.to_bytes());
-        b64url_encode(bytes.as_slice())
+        b64url_encode_secret(bytes.as_slice()).as_str().to_owned()
     }
 
     /// The 65-octet uncompressed public key (`0x04 || X || Y`).
@@ -422,12 +421,19 @@ impl VapidSigner {
 
     /// Signs a fresh token and formats the header value.
     fn sign(&self, aud: &str, exp: u64) -> Result<String, VapidError> {
-        // JWT claims in the order RFC 8292 shows them.
-        let claims = crate::json::ObjectWriter::new()
-            .str("aud", aud)
-            .u64("exp", exp)
-            .str("sub", &self.contact)
-            .finish();
+        /// JWT claims (RFC 8292 §2), in the order RFC 8292 shows them.
+        #[derive(serde::Serialize)]
+        struct Claims<'a> {
+            aud: &'a str,
+            exp: u64,
+            sub: &'a str,
+        }
+        let claims = serde_json::to_string(&Claims {
+            aud,
+            exp,
+            sub: &self.contact,
+        })
+        .map_err(|_| VapidError::Internal("the JWT claims did not serialize"))?;
         let mut jwt = String::with_capacity(JWT_HEADER_B64.len() + claims.len() * 4 / 3 + 92);
         jwt.push_str(JWT_HEADER_B64);
         jwt.push('.');
@@ -446,7 +452,7 @@ impl VapidSigner {
 /// modules' tests may use it to check the pushes they build.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::*;
+    use super::super::b64url_decode;
     use p256::ecdsa::signature::Verifier as _;
     use p256::ecdsa::VerifyingKey;
 
@@ -529,6 +535,7 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::crypto::b64url_decode;
 
     const NOW: u64 = 1_700_000_000;
 

@@ -13,7 +13,6 @@ pub mod policy;
 pub mod push;
 
 use crate::crypto::keys::ReceiverKeys;
-use crate::json::ObjectWriter;
 use std::collections::BTreeMap;
 
 use crate::lifecycle::PluginError;
@@ -334,12 +333,18 @@ fn encode(p: &Pending) -> Vec<u8> {
 
 /// The StateChange JSON for `changed`.
 pub fn state_change_json(changed: &Changed) -> Vec<u8> {
-    // `@type` sorts before `changed`, as in every object this plugin writes.
-    ObjectWriter::new()
-        .str("@type", "StateChange")
-        .raw("changed", &pending::changed_json(changed))
-        .finish()
-        .into_bytes()
+    /// RFC 8620 §7.1.
+    #[derive(serde::Serialize)]
+    struct StateChange<'a> {
+        #[serde(rename = "@type")]
+        kind: &'static str,
+        changed: &'a Changed,
+    }
+    serde_json::to_vec(&StateChange {
+        kind: "StateChange",
+        changed,
+    })
+    .unwrap_or_default()
 }
 
 /// Splits `changed` into messages whose JSON fits in `max` octets: whole

@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::json::{self, ObjectWriter, RecordError, RecordReader};
+use serde::{Deserialize, Serialize};
+
+use crate::json::{self, RecordError};
 
 /// accountId → type name → state.
 pub type Changed = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The stored pending record of one subscription (`pending/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Pending {
     /// Changes not yet delivered.
     pub changed: Changed,
@@ -27,79 +29,21 @@ pub struct Pending {
 
 impl Pending {
     /// The stored record's JSON text (members in declaration order, the
-    /// form earlier versions wrote with `serde`).
+    /// `serde` form every version wrote).
     pub fn to_record(&self) -> Vec<u8> {
-        ObjectWriter::new()
-            .raw("changed", &changed_json(&self.changed))
-            .u64("first_ms", self.first_ms)
-            .u64("attempts", u64::from(self.attempts))
-            .u64("next_attempt_ms", self.next_attempt_ms)
-            .str("reason", &self.reason)
-            .finish()
-            .into_bytes()
+        json::to_record(self)
     }
 
     /// Reads a record written by [`Pending::to_record`].
     pub fn from_record(bytes: &[u8]) -> Result<Pending, RecordError> {
-        use RecordError::Missing;
-        let mut changed = None;
-        let (mut first_ms, mut attempts, mut next_attempt_ms, mut reason) =
-            (None, None, None, None);
-        RecordReader::read(bytes, &mut |name, r| {
-            match name {
-                "changed" => {
-                    let mut accounts = Changed::new();
-                    r.object("changed", &mut |account, r| {
-                        let mut types = BTreeMap::new();
-                        r.object("changed", &mut |t, r| {
-                            types.insert(t.to_string(), r.string("changed")?);
-                            Ok(())
-                        })?;
-                        accounts.insert(account.to_string(), types);
-                        Ok(())
-                    })?;
-                    changed = Some(accounts);
-                }
-                "first_ms" => first_ms = Some(r.u64("first_ms")?),
-                "attempts" => attempts = Some(r.u32("attempts")?),
-                "next_attempt_ms" => next_attempt_ms = Some(r.u64("next_attempt_ms")?),
-                "reason" => reason = Some(r.string("reason")?),
-                _ => r.skip()?,
-            }
-            Ok(())
-        })?;
-        Ok(Pending {
-            changed: changed.ok_or(Missing("changed"))?,
-            first_ms: first_ms.ok_or(Missing("first_ms"))?,
-            attempts: attempts.ok_or(Missing("attempts"))?,
-            next_attempt_ms: next_attempt_ms.ok_or(Missing("next_attempt_ms"))?,
-            reason: reason.ok_or(Missing("reason"))?,
-        })
+        json::from_record(bytes)
     }
 }
 
 /// `changed` as the JSON object of RFC 8620 §7.1 (accountId → type →
 /// state).
 pub fn changed_json(changed: &Changed) -> String {
-    let mut out = String::from("{");
-    for (i, (account, types)) in changed.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json::write_str(&mut out, account);
-        out.push_str(":{");
-        for (j, (t, state)) in types.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            json::write_str(&mut out, t);
-            out.push(':');
-            json::write_str(&mut out, state);
-        }
-        out.push('}');
-    }
-    out.push('}');
-    out
+    serde_json::to_string(changed).unwrap_or_default()
 }
 
 /// Key of a subscription's pending record.
@@ -145,14 +89,16 @@ mod tests {
         };
         assert_eq!(String::from_utf8(p.to_record()).unwrap(), SERDE);
         assert_eq!(Pending::from_record(SERDE.as_bytes()).unwrap(), p);
-        assert_eq!(
-            Pending::from_record(br#"{"changed":{"a":{"Email":1}},"first_ms":1,"attempts":3,"next_attempt_ms":4,"reason":""}"#),
-            Err(RecordError::WrongType("changed"))
-        );
-        assert_eq!(
-            Pending::from_record(br#"{"first_ms":1}"#),
-            Err(RecordError::Missing("changed"))
-        );
+        let wrong = Pending::from_record(br#"{"changed":{"a":{"Email":1}},"first_ms":1,"attempts":3,"next_attempt_ms":4,"reason":""}"#);
+        assert!(wrong
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid type: integer `1`, expected a string"));
+        let missing = Pending::from_record(br#"{"first_ms":1}"#);
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .starts_with("missing field `changed`"));
     }
 
     #[test]

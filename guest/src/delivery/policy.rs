@@ -125,41 +125,13 @@ pub fn parse_retry_after(value: &str, now_unix_secs: u64) -> Option<u64> {
     Some(at.saturating_sub(now_unix_secs))
 }
 
-fn month_number(m: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    MONTHS.iter().position(|x| *x == m).map(|i| i as u32 + 1)
-}
-
-/// Parses an HTTP-date into Unix seconds.
+/// Parses an HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, RFC 850, asctime)
+/// into Unix seconds, with the `httpdate` crate.
 pub fn parse_http_date(v: &str) -> Option<u64> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let (day, month, year, time) = match parts.as_slice() {
-        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [_, d, m, y, t, "GMT"] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
-        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [_, dmy, t, "GMT"] => {
-            let mut it = dmy.split('-');
-            let d = it.next()?.parse::<u32>().ok()?;
-            let m = it.next()?;
-            let y = it.next()?.parse::<i64>().ok()?;
-            let y = if y < 70 {
-                2000 + y
-            } else if y < 100 {
-                1900 + y
-            } else {
-                y
-            };
-            (d, m, y, *t)
-        }
-        // asctime: Sun Nov  6 08:49:37 1994
-        [_, m, d, t, y] => (d.parse::<u32>().ok()?, *m, y.parse::<i64>().ok()?, *t),
-        _ => return None,
-    };
-    let month = month_number(month)?;
-    let date = format!("{year:04}-{month:02}-{day:02}T{time}Z");
-    crate::utcdate::parse(&date).ok()
+    let at = httpdate::parse_http_date(v).ok()?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// Exponential backoff with jitter: `initial * 2^attempt`, capped at `max`,
@@ -280,6 +252,17 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", NOW),
             Some(0)
         );
+        // Not HTTP-dates (a wrong weekday, a one-digit day, other zones):
+        // the header is ignored and the usual backoff applies.
+        for v in [
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "06 Nov 1994",
+            "-5",
+        ] {
+            assert_eq!(parse_retry_after(v, NOW), None, "{v}");
+        }
     }
 
     #[test]

@@ -162,12 +162,12 @@ impl SetError {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), Value::from(self.kind.as_str()));
-        m.insert("description".into(), Value::from(&self.description));
+        m.insert("description".into(), Value::from(self.description.as_str()));
         if !self.properties.is_empty() {
             m.insert("properties".into(), Value::from(self.properties.clone()));
         }
         if let Some(id) = &self.existing_id {
-            m.insert("existingId".into(), Value::from(id));
+            m.insert("existingId".into(), Value::from(id.as_str()));
         }
         Value::Object(m)
     }

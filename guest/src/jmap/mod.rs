@@ -48,5 +48,5 @@ pub fn call(
             ))
         }
     };
-    Ok(response.to_json())
+    Ok(response.to_string())
 }

@@ -456,7 +456,7 @@ fn check_rate(env: &mut Env<'_>, owner: &Owner, now: u64) -> Result<(), SetError
         }
         times.push(now);
         let bytes = Value::Array(times.into_iter().map(Value::from).collect())
-            .to_json()
+            .to_string()
             .into_bytes();
         let cond = match &entry {
             Some(e) => Condition::Version(e.version),
@@ -571,7 +571,7 @@ fn finish_create(
         }
     }
     let mut value = Map::new();
-    value.insert("id".into(), Value::from(&sub.id));
+    value.insert("id".into(), Value::from(sub.id.as_str()));
     value.insert(
         "expires".into(),
         Value::from(crate::utcdate::format(sub.expires)),
