@@ -96,44 +96,27 @@ struct Http {
     base: String,
 }
 
-/// One request to the demo's own server on a new HTTP/1.1 connection (the
-/// harness's hyper, as its push client uses); the status and the JSON
-/// answer, or an error naming the request when the status is not 2xx.
+/// One request to the demo's own server (plain HTTP on loopback, no
+/// proxy); the JSON answer, or an error naming the request when the status
+/// is not 2xx.
 async fn request(
-    method: hyper::Method,
+    method: reqwest::Method,
     url: &str,
     authorization: &str,
     body: Option<String>,
 ) -> anyhow::Result<Value> {
-    use http_body_util::BodyExt as _;
     let what = format!("{method} {url}");
-    let uri: hyper::Uri = url.parse().with_context(|| what.clone())?;
-    let authority = uri
-        .authority()
-        .with_context(|| format!("{what}: no host"))?
-        .to_string();
-    let stream = tokio::net::TcpStream::connect(&authority)
-        .await
-        .with_context(|| what.clone())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(target)
-        .header(hyper::header::HOST, &authority)
-        .header(hyper::header::AUTHORIZATION, authorization)
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.unwrap_or_default(),
-        )))?;
-    let response = sender
-        .send_request(req)
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let response = client
+        .request(method, url)
+        .header(reqwest::header::AUTHORIZATION, authorization)
+        .body(body.unwrap_or_default())
+        .send()
         .await
         .with_context(|| what.clone())?;
     let status = response.status();
     ensure!(status.is_success(), "{what} answered {status}");
-    let answer = response.into_body().collect().await?.to_bytes();
+    let answer = response.bytes().await.with_context(|| what.clone())?;
     serde_json::from_slice(&answer).with_context(|| format!("{what}: the answer is not JSON"))
 }
 
@@ -148,7 +131,7 @@ impl Http {
 
     fn session(&self) -> anyhow::Result<Value> {
         self.rt.block_on(request(
-            hyper::Method::GET,
+            reqwest::Method::GET,
             &format!("{}/.well-known/jmap", self.base),
             &Self::basic(),
             None,
@@ -161,7 +144,7 @@ impl Http {
         let body =
             json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [[method, args, "c0"]]});
         let v = self.rt.block_on(request(
-            hyper::Method::POST,
+            reqwest::Method::POST,
             &self.api_url,
             &Self::basic(),
             Some(body.to_string()),
@@ -176,7 +159,7 @@ impl Http {
     fn event(&self, event: Value) -> anyhow::Result<Value> {
         show_json("mail server → POST /events", &event);
         let v = self.rt.block_on(request(
-            hyper::Method::POST,
+            reqwest::Method::POST,
             &format!("{}/events", self.base),
             &format!("Bearer {ADMIN}"),
             Some(event.to_string()),
