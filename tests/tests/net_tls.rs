@@ -213,6 +213,37 @@ fn an_https_push_service_offering_http2_gets_every_push_as_a_stream_on_one_conne
     );
 }
 
+/// After the shared HTTP/2 connection closed (here: idle past the idle
+/// timeout), the next burst again opens one connection, not one per
+/// request.
+#[test]
+fn a_burst_after_the_http2_connection_closed_opens_one_connection() {
+    let service = TlsPushService::start(&[b"h2", b"http/1.1"]);
+    let client = HttpClient::new(HttpPolicy {
+        allow_insecure_loopback: true,
+        max_connections_per_origin: 4,
+        extra_root_certificates: vec![service.certificate.clone()],
+        idle_timeout: std::time::Duration::from_millis(200),
+        ..HttpPolicy::default()
+    })
+    .unwrap();
+    push_in_rounds(&client, &service, 1, 60, Version::HTTP_2);
+    assert_eq!(service.connections.load(Ordering::SeqCst), 1);
+    // Idle for well past the idle timeout: the pool closes the connection.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let answers = client.send_batch(
+        (0..60)
+            .map(|i| push(service.url(&format!("again-{i}"))))
+            .collect(),
+    );
+    assert_all_created(&answers);
+    assert_eq!(
+        service.connections.load(Ordering::SeqCst),
+        2,
+        "one new TLS connection for the second burst"
+    );
+}
+
 #[test]
 fn an_https_push_service_without_http2_is_reached_over_reused_http1_connections() {
     let service = TlsPushService::start(&[b"http/1.1"]);

@@ -234,34 +234,40 @@ async fn send_limited(
     // waiting unbounded.
     let timeout =
         Duration::from_millis(u64::from(r.timeout_ms.max(1))).min(shared.policy.max_timeout);
-    let send = async {
-        let url = precheck(&shared.policy, &r)?;
-        // The origin's permit first: requests queued behind a slow push
-        // service hold none of the global permits.
-        let slot = shared.origins.slot(&origin_key(&url));
-        // The first request to an `https` origin goes alone: if the origin
-        // speaks HTTP/2, the others then share its connection.
-        let _first = if url.scheme() == "https" {
-            slot.first_contact().await
-        } else {
-            None
-        };
-        let _origin = slot.permits.clone().acquire_owned().await;
-        let _permit = shared.permits.clone().acquire_owned().await;
-        match exchange(shared, url, r).await {
-            Ok((answer, version)) => {
+    let result = match precheck(&shared.policy, &r) {
+        Err(e) => Err(e),
+        Ok(url) => {
+            let slot = shared.origins.slot(&origin_key(&url));
+            let send = async {
+                // The first request to an `https` origin (or the first after
+                // its HTTP/2 connection closed) goes alone, so that if the
+                // origin speaks HTTP/2 the others share its connection; the
+                // others wait for it at most the connect timeout.
+                let _first = if url.scheme() == "https" {
+                    tokio::time::timeout(shared.policy.connect_timeout, slot.first_contact())
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                // The origin's permit first: requests queued behind a slow
+                // push service hold none of the global permits.
+                let _origin = slot.permits.clone().acquire_owned().await;
+                let _permit = shared.permits.clone().acquire_owned().await;
+                let (answer, version) = exchange(shared, url, r).await?;
                 shared.origins.answered_with(&slot, version);
                 Ok(answer)
-            }
-            Err(e) => {
+            };
+            let result = tokio::time::timeout(timeout, send)
+                .await
+                .unwrap_or(Err(OutError::Timeout));
+            if result.is_err() {
                 slot.failed();
-                Err(e)
             }
+            result
         }
     };
-    let result = tokio::time::timeout(timeout, send)
-        .await
-        .unwrap_or(Err(OutError::Timeout));
     if let Some(o) = observer {
         o(start.elapsed(), &result);
     }
@@ -340,9 +346,11 @@ async fn exchange(
 
 /// A client failure as the plugin sees it (the WIT `http-out.error`): the
 /// guard's refusals and DNS failures by their own error types, a
-/// certificate or TLS protocol failure by `rustls::Error`, anything else
-/// on the way (refused, reset, closed, a reset during the TLS handshake)
-/// a connection error.
+/// certificate or TLS protocol failure by `rustls::Error` (or a host name
+/// TLS cannot use), a connect timeout, a wait for a connection slot or an
+/// HTTP/2 ping without answer as a timeout, anything else on the way
+/// (refused, reset, closed, a reset during the TLS handshake) a connection
+/// error.
 fn classify(e: &hyper_util::client::legacy::Error) -> OutError {
     let mut chain = Vec::new();
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
@@ -360,7 +368,14 @@ fn classify(e: &hyper_util::client::legacy::Error) -> OutError {
             if let Some(t) = c.downcast_ref::<rustls::Error>() {
                 return OutError::Tls(t.to_string());
             }
-            if c.is::<NoConnectionSlot>() || c.is::<ConnectTimedOut>() {
+            if c.is::<rustls::pki_types::InvalidDnsNameError>() {
+                return OutError::Tls(format!("not a valid TLS server name: {c}"));
+            }
+            if c.is::<NoConnectionSlot>()
+                || c.is::<ConnectTimedOut>()
+                || c.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+            {
                 return OutError::Timeout;
             }
             if c.downcast_ref::<std::io::Error>()

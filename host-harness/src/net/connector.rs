@@ -19,7 +19,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::limits::{uri_origin_key, OriginLimits};
+use super::limits::{uri_origin_key, OriginLimits, OriginSlot};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,7 +46,7 @@ pub(crate) struct NoConnectionSlot(String);
 impl<C> tower_service::Service<Uri> for OriginCapped<C>
 where
     C: tower_service::Service<Uri> + Clone + Send + 'static,
-    C::Response: Send,
+    C::Response: Connection + Send,
     C::Error: Into<BoxError>,
     C::Future: Send,
 {
@@ -64,10 +64,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let key = uri_origin_key(&uri);
-        let connections = self.limits.slot(&key).connections.clone();
+        let slot = self.limits.slot(&key);
         let wait = self.wait;
         Box::pin(async move {
-            let permit = tokio::time::timeout(wait, connections.acquire_owned())
+            let permit = tokio::time::timeout(wait, slot.connections.clone().acquire_owned())
                 .await
                 .map_err(|_| Box::new(NoConnectionSlot(key.clone())) as BoxError)?
                 .map_err(|e| Box::new(e) as BoxError)?;
@@ -78,8 +78,13 @@ where
                 .await
                 .map_err(|_| Box::new(ConnectTimedOut(key.clone())) as BoxError)?
                 .map_err(Into::into)?;
+            let http2 = io.connected().is_negotiated_h2();
+            if http2 {
+                slot.http2_opened();
+            }
             Ok(Capped {
                 io,
+                http2: http2.then_some(slot),
                 _permit: permit,
             })
         })
@@ -90,7 +95,17 @@ where
 /// dropped (closed).
 pub(crate) struct Capped<T> {
     io: T,
+    /// The origin, for an HTTP/2 connection (counted while it lives).
+    http2: Option<Arc<OriginSlot>>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl<T> Drop for Capped<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.http2 {
+            slot.http2_closed();
+        }
+    }
 }
 
 impl<T: Connection> Connection for Capped<T> {

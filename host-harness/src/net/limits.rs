@@ -6,15 +6,16 @@
 //! connection instead of opening one each.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::Version;
 use tokio::sync::Semaphore;
 
-/// One slot per origin, created on first use. Entries nobody holds are
-/// dropped when the map grows past [`OriginLimits::TRACKED`], so many
-/// distinct push hosts cannot grow it without bound.
+/// One slot per origin, created on first use. Entries no request and no
+/// open connection uses are dropped when the map grows past
+/// [`OriginLimits::TRACKED`], so many distinct push hosts cannot grow it
+/// without bound.
 pub(crate) struct OriginLimits {
     per_origin: usize,
     per_http2_origin: usize,
@@ -39,6 +40,8 @@ pub(crate) struct OriginSlot {
     http2: AtomicBool,
     /// `CONTACT_*`.
     contact: AtomicU8,
+    /// Open HTTP/2 connections.
+    http2_connections: AtomicUsize,
     /// Held by the one request that makes the first contact.
     first_contact: tokio::sync::Mutex<()>,
 }
@@ -55,6 +58,21 @@ impl OriginSlot {
         }
         let guard = self.first_contact.lock().await;
         (self.contact.load(Ordering::Acquire) == CONTACT_NONE).then_some(guard)
+    }
+
+    /// Counts an HTTP/2 connection opened to the origin.
+    pub(crate) fn http2_opened(&self) {
+        self.http2_connections.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts an HTTP/2 connection closed; when it was the last, the next
+    /// request makes a first contact again (alone), so that a burst after
+    /// the connection closed (idle, GOAWAY, a lost path) opens one
+    /// connection, not one per request.
+    pub(crate) fn http2_closed(&self) {
+        if self.http2_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.contact.store(CONTACT_NONE, Ordering::Release);
+        }
     }
 
     /// Records that a request to the origin failed before an answer.
@@ -88,13 +106,20 @@ impl OriginLimits {
             return s.clone();
         }
         if map.len() >= Self::TRACKED {
-            map.retain(|_, s| Arc::strong_count(s) > 1 || Arc::strong_count(&s.permits) > 1);
+            // Keep every slot still in use: held by a request, a permit in
+            // flight, or an open connection.
+            map.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || Arc::strong_count(&s.permits) > 1
+                    || Arc::strong_count(&s.connections) > 1
+            });
         }
         let s = Arc::new(OriginSlot {
             permits: Arc::new(Semaphore::new(self.per_origin.max(1))),
             connections: Arc::new(Semaphore::new(self.per_origin.max(1))),
             http2: AtomicBool::new(false),
             contact: AtomicU8::new(CONTACT_NONE),
+            http2_connections: AtomicUsize::new(0),
             first_contact: tokio::sync::Mutex::new(()),
         });
         map.insert(origin.to_string(), s.clone());

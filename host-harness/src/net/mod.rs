@@ -106,9 +106,11 @@ pub struct HttpPolicy {
     /// later answers over HTTP/1.x, its limit falls back to
     /// `max_connections_per_origin`.
     pub max_streams_per_http2_origin: usize,
-    /// Test only: speak HTTP/2 without TLS (h2c with prior knowledge), to
-    /// test against loopback HTTP/2 servers. Real push services negotiate
-    /// HTTP/2 over TLS (ALPN) without this.
+    /// Test only: speak HTTP/2 with prior knowledge (h2c), to test against
+    /// loopback HTTP/2 servers. It applies to every connection, `https`
+    /// ones included (which then fail against a server that picks
+    /// HTTP/1.1). Real push services negotiate HTTP/2 over TLS (ALPN)
+    /// without this.
     pub http2_prior_knowledge: bool,
     /// Most response body octets read (the rest is discarded).
     pub max_body_prefix: usize,
@@ -117,7 +119,9 @@ pub struct HttpPolicy {
     /// DER certificates trusted as roots besides the system's (a private
     /// push service's certificate authority; tests).
     pub extra_root_certificates: Vec<Vec<u8>>,
-    /// How long an unused keep-alive connection is kept for reuse.
+    /// How long an unused keep-alive connection is kept for reuse (closed
+    /// by the pool's idle check, which runs every `idle_timeout`, so
+    /// within about twice this).
     pub idle_timeout: Duration,
 }
 
