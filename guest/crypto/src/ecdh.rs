@@ -9,7 +9,7 @@
 //!   formally verified, the code BoringSSL and Go use); this module writes
 //!   no field arithmetic of its own;
 //! - Jacobian coordinates with the `a = -3` doubling (`dbl-2001-b`) and the
-//!   general addition (`add-2007-bl`) from the Explicit-Formulas Database;
+//!   mixed addition (`madd-2007-bl`) from the Explicit-Formulas Database;
 //! - a signed radix-16 fixed window over a table of `1·R … 8·R`;
 //! - for many messages at once ([`key_agreements`], a fan-out), the tables
 //!   and results of the whole batch made affine with one inversion each
@@ -381,31 +381,6 @@ impl Jacobian {
         }
     }
 
-    /// `add-2007-bl`: 11M + 5S. Correct when neither operand is the identity
-    /// and `self != other`; `self == -other` gives `Z = 0`.
-    #[inline(never)]
-    fn add_general(&self, other: &Jacobian) -> Jacobian {
-        let z1z1 = self.z.square();
-        let z2z2 = other.z.square();
-        let u1 = self.x.mul(&z2z2);
-        let u2 = other.x.mul(&z1z1);
-        let s1 = self.y.mul(&other.z).mul(&z2z2);
-        let s2 = other.y.mul(&self.z).mul(&z1z1);
-        let h = u2.sub(&u1);
-        let i = h.double().square();
-        let j = h.mul(&i);
-        let r = s2.sub(&s1).double();
-        let v = u1.mul(&i);
-        let x3 = r.square().sub(&j).sub(&v.double());
-        let y3 = r.mul(&v.sub(&x3)).sub(&s1.mul(&j).double());
-        let z3 = self.z.add(&other.z).square().sub(&z1z1).sub(&z2z2).mul(&h);
-        Jacobian {
-            x: x3,
-            y: y3,
-            z: z3,
-        }
-    }
-
     #[inline(always)]
     fn select(mask: u64, a: &Jacobian, b: &Jacobian) -> Jacobian {
         Jacobian {
@@ -435,36 +410,15 @@ fn radix16(scalar_be: &[u8; 32]) -> [i8; 65] {
     d
 }
 
-/// A table entry: a point with a masked select, a `y` to negate, and an
-/// addition to a Jacobian accumulator.
+/// A table entry (an affine point: the batch makes every table affine):
+/// a masked select, a `y` to negate, and an addition to a Jacobian
+/// accumulator.
 trait TableEntry: Copy {
     fn select(mask: u64, a: &Self, b: &Self) -> Self;
     fn y_mut(&mut self) -> &mut Fe;
-    /// `acc + self`, with the exceptional cases of [`Jacobian::add_general`].
+    /// `acc + self`, with the exceptional cases of [`Jacobian::add_affine`].
     fn added_to(&self, acc: &Jacobian) -> Jacobian;
     fn to_jacobian(&self) -> Jacobian;
-}
-
-impl TableEntry for Jacobian {
-    #[inline(always)]
-    fn select(mask: u64, a: &Self, b: &Self) -> Self {
-        Jacobian::select(mask, a, b)
-    }
-
-    #[inline(always)]
-    fn y_mut(&mut self) -> &mut Fe {
-        &mut self.y
-    }
-
-    #[inline(always)]
-    fn added_to(&self, acc: &Jacobian) -> Jacobian {
-        acc.add_general(self)
-    }
-
-    #[inline(always)]
-    fn to_jacobian(&self) -> Jacobian {
-        *self
-    }
 }
 
 /// The entry for digit `d` from a table of `1·P … 8·P` (`d·P`), read by
@@ -504,16 +458,12 @@ pub fn shared_secret(secret: &SecretScalar, public: &PublicPoint) -> Result<[u8;
 
 #[cfg_attr(feature = "p256-ecdh", allow(dead_code))]
 fn own_shared_secret(secret: &SecretScalar, public: &PublicPoint) -> Result<[u8; 32], EcdhError> {
-    let p = scalar_mul(&secret.0, &public.x, &public.y);
-    let z_inv = z_inverses(core::slice::from_ref(&p))?;
-    Ok(p.x.mul(&z_inv[0].square()).to_be_bytes())
-}
-
-/// `k·(x, y)` in Jacobian coordinates, for an on-curve, non-identity point
-/// and `k ∈ [1, n-1]` (so the result is not the identity: P-256 has prime
-/// order and cofactor 1).
-fn scalar_mul(scalar_be: &[u8; 32], x: &[u8; 32], y: &[u8; 32]) -> Jacobian {
-    window_mul(scalar_be, &point_table(x, y))
+    // A batch of one: the same code path as a fan-out's, with its checks.
+    let agreements = own_key_agreements(&[(secret, public)])?;
+    agreements
+        .first()
+        .map(|(_, shared)| *shared)
+        .ok_or(EcdhError::IdentityInBatch)
 }
 
 /// `[1·R, …, 8·R]` for `R = (x, y)`, in Jacobian coordinates. `R` is
@@ -536,7 +486,7 @@ fn point_table(x: &[u8; 32], y: &[u8; 32]) -> [Jacobian; 8] {
     table
 }
 
-/// `k·R` from the table `[1·R, …, 8·R]` (Jacobian, or affine for the cheaper
+/// `k·R` from the table `[1·R, …, 8·R]` (affine, for the cheaper
 /// mixed additions): signed radix-16 digits from the top, four doublings
 /// and one masked addition per digit. See the module docs for the
 /// exceptional cases.
