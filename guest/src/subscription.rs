@@ -142,7 +142,8 @@ impl Subscription {
     /// The stored record's JSON text. Members are named and ordered as the
     /// fields are declared (the `serde` form every version wrote).
     pub fn to_record(&self) -> String {
-        String::from_utf8(json::to_record(self)).unwrap_or_default()
+        // A plain struct of strings, integers and options: cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Reads a stored record written by [`Subscription::to_record`] (or by
