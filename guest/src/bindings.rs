@@ -203,6 +203,24 @@ impl ports::Log for HostLog {
         };
         host::log(level, message);
     }
+
+    fn push_outcome(&mut self, o: ports::PushOutcome) {
+        host::report_push(&host::PushOutcome {
+            subscription_id: o.subscription_id,
+            origin: o.origin,
+            kind: match o.kind {
+                ports::PushKind::Verification => host::PushKind::Verification,
+                ports::PushKind::StateChange => host::PushKind::StateChange,
+            },
+            answer: o.answer,
+            action: match o.action {
+                ports::PushAction::Delivered => host::PushAction::Delivered,
+                ports::PushAction::Deferred => host::PushAction::Deferred,
+                ports::PushAction::Dropped => host::PushAction::Dropped,
+                ports::PushAction::Destroyed => host::PushAction::Destroyed,
+            },
+        });
+    }
 }
 
 fn now_ms() -> u64 {
@@ -347,8 +365,13 @@ impl event_in::Guest for Component {
         with_env(|_, env| crate::lifecycle::user_deleted(env, &username)).map_err(plugin_error)
     }
 
-    fn rotate_vapid_key() -> Result<String, types::PluginError> {
-        with_env(crate::lifecycle::rotate_vapid_key).map_err(plugin_error)
+    fn rotate_vapid_key() -> Result<event_in::Rotation, types::PluginError> {
+        with_env(crate::lifecycle::rotate_vapid_key)
+            .map(|r| event_in::Rotation {
+                application_server_key: r.application_server_key,
+                destroyed: r.destroyed,
+            })
+            .map_err(plugin_error)
     }
 
     fn tick() -> Result<event_in::TickReport, types::PluginError> {

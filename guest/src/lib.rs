@@ -45,7 +45,7 @@ pub mod verification;
 mod bindings;
 
 use config::Config;
-use ports::{HttpOut, Log, LogLevel, Store};
+use ports::{HttpOut, Log, LogLevel, PushAction, PushKind, PushOutcome, Store};
 
 /// Everything one call may touch: the ports, the configuration and the
 /// current time.
@@ -71,6 +71,28 @@ impl Env<'_> {
     /// Logs a line.
     pub fn log(&mut self, level: LogLevel, message: &str) {
         self.log.log(level, message);
+    }
+
+    /// Reports what one push to `push_url` came to (the WIT
+    /// `host.report-push`): the URL's origin only, never its path.
+    pub fn push_outcome(
+        &mut self,
+        subscription_id: &str,
+        push_url: &str,
+        kind: PushKind,
+        answer: String,
+        action: PushAction,
+    ) {
+        let origin = addr::parse_http_url(push_url)
+            .map(|u| u.origin())
+            .unwrap_or_else(|_| "(not a URL)".to_owned());
+        self.log.push_outcome(PushOutcome {
+            subscription_id: subscription_id.to_owned(),
+            origin,
+            kind,
+            answer,
+            action,
+        });
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use crate::crypto::b64url_encode;
 use crate::delivery::{policy, push};
 use crate::keyring::KeyringError;
-use crate::ports::{Condition, LogLevel, StoreError};
+use crate::ports::{Condition, LogLevel, PushKind, StoreError};
 use crate::repo::{self, DueEntry, DueKind};
 use crate::subscription::{Owner, Subscription};
 use crate::verification::{self, VerificationOutcome};
@@ -125,9 +125,18 @@ pub fn user_deleted(env: &mut Env<'_>, username: &str) -> Result<u32, PluginErro
     erase_ids(env, &ids, |s| s.owner.username != username)
 }
 
+/// What [`rotate_vapid_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new public key (`applicationServerKey`), base64url.
+    pub application_server_key: String,
+    /// How many subscriptions of the old key were destroyed.
+    pub destroyed: u32,
+}
+
 /// Rotates the VAPID key and destroys the subscriptions created under the
-/// old one. Returns the new public key.
-pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<String, PluginError> {
+/// old one.
+pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<Rotation, PluginError> {
     // Make sure a key exists, so "old" is well defined.
     plugin.keyring.public_key(env)?;
     let (old, new) = plugin.keyring.rotate(env)?;
@@ -147,7 +156,10 @@ pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<String
     env.store
         .put(repo::VAPID_IN_FORCE, new.as_bytes(), Condition::Any)?;
     plugin.reconciled_key = Some(new.clone());
-    Ok(new)
+    Ok(Rotation {
+        application_server_key: new,
+        destroyed,
+    })
 }
 
 /// Most subscriptions one call of [`reconcile_vapid_key`] looks at; the
@@ -424,11 +436,18 @@ fn resend_verifications(
             VerificationOutcome::Refused("the verification push could not be built".into())
         } else {
             match answers.next() {
-                Some(a) => verification::outcome(&policy::classify(
-                    &a,
-                    now_secs,
-                    env.config.retry_after_cap_secs,
-                )),
+                Some(a) => {
+                    let answer = policy::classify(&a, now_secs, env.config.retry_after_cap_secs);
+                    let outcome = verification::outcome(&answer);
+                    env.push_outcome(
+                        &sub.id,
+                        &sub.url,
+                        PushKind::Verification,
+                        answer.reason(),
+                        outcome.action(),
+                    );
+                    outcome
+                }
                 None => VerificationOutcome::Retry(None),
             }
         };

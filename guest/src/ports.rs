@@ -235,10 +235,53 @@ pub enum LogLevel {
     Error,
 }
 
+/// Which push a [`PushOutcome`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// A `PushVerification`.
+    Verification,
+    /// A `StateChange`.
+    StateChange,
+}
+
+/// What the plugin did after a push service's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushAction {
+    /// The push service took the push.
+    Delivered,
+    /// Kept to be sent again later.
+    Deferred,
+    /// Given up for this push; the subscription stays.
+    Dropped,
+    /// The subscription was destroyed.
+    Destroyed,
+}
+
+/// One push sent and what came of it (the WIT `host.report-push`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// The PushSubscription id.
+    pub subscription_id: String,
+    /// The push service's origin; never the URL's path.
+    pub origin: String,
+    /// Verification or state change.
+    pub kind: PushKind,
+    /// The answer class (`2xx`, `410`, `429`, `timeout`...).
+    pub answer: String,
+    /// What the plugin did.
+    pub action: PushAction,
+}
+
 /// The host's logger.
 pub trait Log {
     /// Writes one line. MUST NOT be given secrets.
     fn log(&mut self, level: LogLevel, message: &str);
+
+    /// Reports one push's outcome (once per push request acted on). The
+    /// default drops it.
+    fn push_outcome(&mut self, outcome: PushOutcome) {
+        let _ = outcome;
+    }
 }
 
 /// A logger that drops everything.
@@ -247,6 +290,21 @@ pub struct NoLog;
 
 impl Log for NoLog {
     fn log(&mut self, _level: LogLevel, _message: &str) {}
+}
+
+/// A logger that keeps every push outcome (and drops log lines), for tests.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingLog {
+    /// The outcomes reported so far, in order.
+    pub outcomes: Vec<PushOutcome>,
+}
+
+impl Log for RecordingLog {
+    fn log(&mut self, _level: LogLevel, _message: &str) {}
+
+    fn push_outcome(&mut self, outcome: PushOutcome) {
+        self.outcomes.push(outcome);
+    }
 }
 
 /// An in-memory [`Store`] for native tests and examples. Not shared between

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::crypto::{b64url_encode, b64url_encode_secret, random_array};
 use crate::delivery::policy::Answer;
 use crate::delivery::push::OutgoingPush;
+use crate::ports::PushAction;
 
 /// A fresh verification code: 128 random bits, base64url (22 characters,
 /// encoded in constant time: the code is a secret until it is answered).
@@ -47,6 +48,18 @@ pub enum VerificationOutcome {
     Refused(String),
     /// Try again later; the optional delay was asked for by the service.
     Retry(Option<u64>),
+}
+
+impl VerificationOutcome {
+    /// What the plugin does with the subscription, as `host.report-push`
+    /// reports it: a refused verification destroys it (or fails its create).
+    pub fn action(&self) -> PushAction {
+        match self {
+            VerificationOutcome::Delivered => PushAction::Delivered,
+            VerificationOutcome::Refused(_) => PushAction::Destroyed,
+            VerificationOutcome::Retry(_) => PushAction::Deferred,
+        }
+    }
 }
 
 /// Maps a classified answer to a verification outcome (B4: 404, 410, 400,

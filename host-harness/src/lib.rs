@@ -46,7 +46,7 @@ pub mod store;
 use std::sync::Arc;
 
 pub use bindings::exports::jmap::web_push::event_in::{
-    AccountChanges, DeliveryReport, OutcomeCount, StateChange, TickReport, TypeState,
+    AccountChanges, DeliveryReport, OutcomeCount, Rotation, StateChange, TickReport, TypeState,
 };
 pub use bindings::exports::jmap::web_push::jmap::{MethodError, MethodResponse, SessionInfo};
 pub use bindings::jmap::web_push::types::{Caller, PluginError};
@@ -300,8 +300,13 @@ impl PushPlugin {
             .call(|p, s| p.jmap_web_push_event_in().call_user_deleted(s, username))
     }
 
-    /// Rotates the generated VAPID key (B8).
-    pub fn rotate_vapid_key(&self) -> Result<Result<String, PluginError>, CallError> {
+    /// Rotates the generated VAPID key: a new key replaces the stored one,
+    /// every subscription of the old key is destroyed (its push service
+    /// accepts only pushes signed with the key it was subscribed with) and
+    /// the Session state changes. Every process sharing the store signs
+    /// with the new key from its next push. Fails with `bad-config` when the
+    /// configuration supplies the key.
+    pub fn rotate_vapid_key(&self) -> Result<Result<Rotation, PluginError>, CallError> {
         self.sandbox
             .call(|p, s| p.jmap_web_push_event_in().call_rotate_vapid_key(s))
     }

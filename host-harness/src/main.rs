@@ -1,5 +1,6 @@
 //! `jmap-web-push`: the command-line tool around the plugin.
 
+mod admin_client;
 mod demo;
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use jmap_web_push_host::server;
-use jmap_web_push_host::settings::Settings;
+use jmap_web_push_host::settings::{LogFormat, Settings};
 
 /// JMAP Web Push: push notifications for JMAP clients, served by a
 /// WebAssembly plugin.
@@ -24,21 +25,40 @@ enum Command {
     /// Runs the plugin end to end on this machine (a local push service, a
     /// subscription created as a client would, verification, state
     /// changes, 429 and 410 answers) and prints a step-by-step trace.
+    #[command(after_help = "Example:\n  jmap-web-push demo")]
     Demo,
     /// Serves JMAP (Session, API with PushSubscription/*, event intake,
-    /// metrics) as the configuration file says.
+    /// metrics, admin routes) as the configuration file says.
+    ///
+    /// SIGHUP re-reads the configuration file (users, credentials, limits,
+    /// plugin settings); SIGINT or SIGTERM stop after in-flight requests.
+    #[command(
+        after_help = "Examples:\n  jmap-web-push serve -c /etc/jmap-web-push/push.toml\n  jmap-web-push serve -c push.toml --log-format json\n  kill -HUP $(pidof jmap-web-push)   # reload the configuration file"
+    )]
     Serve {
-        /// The TOML configuration file (default: built-in defaults).
+        /// The TOML configuration file (default: built-in defaults; then
+        /// SIGHUP has nothing to reload).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Log line format on stderr (default: `server.log_format`, else
+        /// text). `RUST_LOG` sets the levels, for example
+        /// `RUST_LOG=info,jmap_web_push::push=warn`.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// VAPID key management (RFC 8292, RFC 9749).
+    #[command(
+        after_help = "Examples:\n  jmap-web-push vapid generate\n  jmap-web-push vapid show -c push.toml\n  jmap-web-push vapid rotate -c push.toml"
+    )]
     Vapid {
         #[command(subcommand)]
         command: VapidCommand,
     },
     /// Prints an Argon2id hash of a password (or the SHA-256 of a bearer
     /// token) for the `[[users]]` section.
+    #[command(
+        after_help = "Examples:\n  jmap-web-push hash-password            # reads the password from stdin\n  jmap-web-push hash-password --token \"$TOKEN\""
+    )]
     HashPassword {
         /// The password or token (read from stdin when omitted).
         secret: Option<String>,
@@ -49,6 +69,9 @@ enum Command {
     /// Writes the plugin as one component for other runtimes: by default
     /// composed with the adapters so that it imports only WASI
     /// (`wasi:http`, `wasi:keyvalue@0.2.0-draft`, `wasi:cli`...).
+    #[command(
+        after_help = "Examples:\n  jmap-web-push compose -o plugin-on-wasi.wasm\n  jmap-web-push compose --into mail-server.wasm -o mail-server-with-push.wasm\n  jmap-web-push compose --no-adapters -o plugin.wasm"
+    )]
     Compose {
         /// Where to write the component.
         #[arg(long, short)]
@@ -71,6 +94,9 @@ enum Command {
     /// Checks that a component conforms to a world of a WIT directory (its
     /// imports within the world's, its exports covering the world's), as
     /// `wasm-tools component targets` does.
+    #[command(
+        after_help = "Example:\n  jmap-web-push targets plugin-on-wasi.wasm --wit wit/ --world plugin-on-wasi"
+    )]
     Targets {
         /// The component file.
         component: PathBuf,
@@ -82,6 +108,9 @@ enum Command {
         world: String,
     },
     /// Checks a configuration file and prints it with every default filled in.
+    #[command(
+        after_help = "Example:\n  jmap-web-push check-config -c /etc/jmap-web-push/push.toml"
+    )]
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
@@ -92,20 +121,45 @@ enum Command {
 #[derive(Subcommand)]
 enum VapidCommand {
     /// Generates a new key pair and prints it (for `plugin.vapid_private_key`).
+    #[command(
+        after_help = "Example:\n  jmap-web-push vapid generate >> push.toml   # then move the line under [plugin]"
+    )]
     Generate,
     /// Prints the applicationServerKey in force for this configuration
     /// (generating and storing one on first use).
+    ///
+    /// When a server started with this configuration is running, it is
+    /// asked (`GET /admin/vapid` with `server.admin_token`); otherwise the
+    /// store is opened directly.
+    #[command(after_help = "Example:\n  jmap-web-push vapid show -c /etc/jmap-web-push/push.toml")]
     Show {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The running server's base URL (default: `server.listen`).
+        #[arg(long)]
+        server: Option<String>,
     },
-    /// Replaces the stored key, destroys the subscriptions of the old one
-    /// (B8) and prints the new applicationServerKey.
+    /// Replaces the generated key with a new one and prints it. Every
+    /// subscription made under the old key is destroyed (its push service
+    /// only accepts pushes signed with that key; clients subscribe again
+    /// with the new one) and the Session state changes.
+    ///
+    /// When a server started with this configuration is running, it does
+    /// the rotation (`POST /admin/vapid/rotate` with `server.admin_token`),
+    /// so push keeps running; otherwise the store is opened directly. A
+    /// key set in `plugin.vapid_private_key` cannot be rotated here: change
+    /// it in the file.
+    #[command(
+        after_help = "Example:\n  jmap-web-push vapid rotate -c /etc/jmap-web-push/push.toml"
+    )]
     Rotate {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The running server's base URL (default: `server.listen`).
+        #[arg(long)]
+        server: Option<String>,
     },
 }
 
@@ -113,27 +167,68 @@ fn load(config: Option<PathBuf>) -> anyhow::Result<Settings> {
     Ok(Settings::load(config.as_deref(), std::env::vars())?)
 }
 
-fn plugin_for(settings: &Settings) -> anyhow::Result<jmap_web_push_host::PushPlugin> {
-    let store = server::open_store(settings)?;
-    server::build_plugin(settings, store, Default::default())
+/// Filters for `serve` when `RUST_LOG` is not set: this project's events
+/// (push outcomes, admin actions, the plugin's log lines) from `info`,
+/// everything else from `warn`.
+const SERVE_LOG_FILTER: &str = "warn,jmap_web_push=info,jmap_web_push_host=info";
+
+/// Installs the stderr logger: `RUST_LOG` when set, else `default_filter`.
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+/// Runs `serve` until SIGINT or SIGTERM; SIGHUP reloads.
+async fn serve(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let running = server::start_with_file(settings, config).await?;
+    println!(
+        "jmap-web-push serving on {} ({})",
+        running.addr, running.base_url
+    );
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => { r?; break; }
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    // The reload logs what it did or why it did not.
+                    let _ = running.reload().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.shutdown().await
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run(),
-        Command::Serve { config } => {
-            let settings = load(config)?;
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async {
-                let running = server::start(settings).await?;
-                println!(
-                    "jmap-web-push serving on {} ({})",
-                    running.addr, running.base_url
-                );
-                tokio::signal::ctrl_c().await?;
-                eprintln!("shutting down: finishing in-flight requests");
-                running.shutdown().await
-            })
+        Command::Serve { config, log_format } => {
+            let settings = load(config.clone())?;
+            init_logging(
+                log_format.unwrap_or(settings.server.log_format),
+                SERVE_LOG_FILTER,
+            );
+            tokio::runtime::Runtime::new()?.block_on(serve(settings, config))
         }
         Command::Vapid { command } => match command {
             VapidCommand::Generate => {
@@ -142,13 +237,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("# applicationServerKey: {}", key.public_key_base64url());
                 Ok(())
             }
-            VapidCommand::Show { config } => {
+            VapidCommand::Show { config, server } => {
                 let settings = load(config)?;
                 anyhow::ensure!(
                     settings.plugin.vapid_contact.is_some(),
                     "plugin.vapid_contact is not set: VAPID is off"
                 );
-                let info = plugin_for(&settings)?
+                if let Some(answer) =
+                    admin_client::ask(&settings, server.as_deref(), admin_client::Ask::ShowVapid)?
+                {
+                    println!(
+                        "{}",
+                        serde_json::json!({"applicationServerKey": answer.body["applicationServerKey"]})
+                    );
+                    return Ok(());
+                }
+                let info = admin_client::plugin_for(&settings)?
                     .session()?
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let cap = info
@@ -159,12 +263,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", cap.value);
                 Ok(())
             }
-            VapidCommand::Rotate { config } => {
+            VapidCommand::Rotate { config, server } => {
                 let settings = load(config)?;
-                let key = plugin_for(&settings)?
+                if let Some(answer) =
+                    admin_client::ask(&settings, server.as_deref(), admin_client::Ask::RotateVapid)?
+                {
+                    println!(
+                        "new applicationServerKey: {}",
+                        answer.body["applicationServerKey"].as_str().unwrap_or("?")
+                    );
+                    println!(
+                        "destroyed {} subscriptions of the old key",
+                        answer.body["destroyed"]
+                    );
+                    println!("(rotated by the server running at {})", answer.server);
+                    return Ok(());
+                }
+                let rotation = admin_client::plugin_for(&settings)?
                     .rotate_vapid_key()?
                     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                println!("new applicationServerKey: {key}");
+                println!(
+                    "new applicationServerKey: {}",
+                    rotation.application_server_key
+                );
+                println!(
+                    "destroyed {} subscriptions of the old key",
+                    rotation.destroyed
+                );
                 Ok(())
             }
         },
@@ -239,14 +364,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logging(LogFormat::Text, "warn");
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -402,13 +402,43 @@ impl host::Host for HostState {
 
     fn log(&mut self, level: host::Level, message: String) {
         match level {
-            host::Level::Debug => tracing::debug!(target: "plugin", "{message}"),
-            host::Level::Info => tracing::info!(target: "plugin", "{message}"),
-            host::Level::Warn => tracing::warn!(target: "plugin", "{message}"),
-            host::Level::Error => tracing::error!(target: "plugin", "{message}"),
+            host::Level::Debug => tracing::debug!(target: "jmap_web_push::plugin", "{message}"),
+            host::Level::Info => tracing::info!(target: "jmap_web_push::plugin", "{message}"),
+            host::Level::Warn => tracing::warn!(target: "jmap_web_push::plugin", "{message}"),
+            host::Level::Error => tracing::error!(target: "jmap_web_push::plugin", "{message}"),
         }
     }
+
+    fn report_push(&mut self, o: host::PushOutcome) {
+        let kind = match o.kind {
+            host::PushKind::Verification => "verification",
+            host::PushKind::StateChange => "state-change",
+        };
+        let action = match o.action {
+            host::PushAction::Delivered => "delivered",
+            host::PushAction::Deferred => "deferred",
+            host::PushAction::Dropped => "dropped",
+            host::PushAction::Destroyed => "destroyed",
+        };
+        tracing::info!(
+            target: PUSH_LOG_TARGET,
+            subscription_id = %o.subscription_id,
+            origin = %o.origin,
+            kind,
+            answer = %o.answer,
+            action,
+            "push {action}"
+        );
+    }
 }
+
+/// The `tracing` target of the one event logged per push
+/// (`host.report-push`): fields `subscription_id`, `origin`, `kind`
+/// (`verification`, `state-change`), `answer` (the answer class: `2xx`,
+/// `410`, `429`, `timeout`...) and `action` (`delivered`, `deferred`,
+/// `dropped`, `destroyed`). Filter it with `RUST_LOG`, for example
+/// `jmap_web_push::push=warn` to silence it.
+pub const PUSH_LOG_TARGET: &str = "jmap_web_push::push";
 
 impl types::Host for HostState {}
 

@@ -6,7 +6,8 @@
 //! [server]
 //! listen = "127.0.0.1:8080"              # address to serve JMAP on
 //! public_url = "https://mail.example.com" # base of the absolute apiUrl (default: http://<listen>)
-//! admin_token = "change-me"              # Bearer token for POST /events
+//! admin_token = "change-me"              # Bearer token for POST /events and /admin/*
+//! log_format = "text"                    # text | json (one JSON object per line)
 //! max_size_request = 1000000             # octets of one POST /jmap/api body (maxSizeRequest)
 //! max_concurrent_requests = 16           # API requests in flight per user (maxConcurrentRequests)
 //! # extra_capabilities = ["urn:ietf:params:jmap:mail"]  # advertised with no methods, for clients that send them
@@ -96,8 +97,8 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Public base URL (for the absolute `apiUrl`); default `http://<listen>`.
     pub public_url: Option<String>,
-    /// Bearer token for the event intake (`POST /events`); without it the
-    /// intake is disabled.
+    /// Bearer token for the event intake (`POST /events`) and the admin
+    /// routes (`/admin/...`); without it both are disabled.
     pub admin_token: Option<String>,
     /// Capabilities to advertise (and accept in `using`) although this
     /// server has no methods for them, for clients that always send them:
@@ -118,6 +119,21 @@ pub struct ServerSettings {
     /// such as the `jmap-client` crate 0.4. See the module documentation
     /// for its value.
     pub compat_push_subscription_get_state: bool,
+    /// How `serve` writes its log lines to stderr: `text` (default) or
+    /// `json` (one JSON object per line). `serve --log-format` overrides it.
+    pub log_format: LogFormat,
+}
+
+/// The log line format of `serve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, the
+    /// message as `message`, and every field at the top level).
+    Json,
 }
 
 impl Default for ServerSettings {
@@ -126,6 +142,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             admin_token: None,
+            log_format: LogFormat::Text,
             extra_capabilities: Vec::new(),
             max_size_request: 1_000_000,
             max_concurrent_requests: 16,

@@ -1,5 +1,9 @@
-//! The `jmap-web-push` binary: key management, configuration checks and
-//! `--help` on every subcommand.
+//! The `jmap-web-push` binary: key management, configuration checks,
+//! `--help` on every subcommand, and operating a running server
+//! ([`operating`]).
+
+#[path = "cli/operating.rs"]
+mod operating;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -56,7 +60,16 @@ fn every_subcommand_has_help() {
     ] {
         let o = run(&args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
-        assert!(text(&o).contains("Usage:"), "{args:?}");
+        let help = text(&o);
+        assert!(help.contains("Usage:"), "{args:?}");
+        if args.len() > 1 {
+            assert!(help.contains("Example"), "{args:?} has no example:\n{help}");
+        }
+        // Operators do not know the project's internal behaviour codes.
+        let internal = help
+            .match_indices("(B")
+            .any(|(i, _)| help[i + 2..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(!internal, "{args:?} names an internal spec code:\n{help}");
     }
 }
 

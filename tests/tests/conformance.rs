@@ -2020,7 +2020,9 @@ fn rotate_vapid_key_changes_key_and_state_and_destroys_old_subscriptions() {
     let (old_key, old_state) = vapid_capability(&f.plugin);
     let old = create_id(&f, &alice(), "p1", json!({}));
     let other = create_id(&f, &bob(), "p2", json!({}));
-    let new_key = f.plugin.rotate_vapid_key().unwrap().unwrap();
+    let rotation = f.plugin.rotate_vapid_key().unwrap().unwrap();
+    assert_eq!(rotation.destroyed, 2, "both subscriptions of the old key");
+    let new_key = rotation.application_server_key;
     assert_ne!(new_key, old_key);
     let (cap_key, new_state) = vapid_capability(&f.plugin);
     assert_eq!(cap_key, new_key);

@@ -16,7 +16,9 @@ use crate::crypto::keys::ReceiverKeys;
 use std::collections::BTreeMap;
 
 use crate::lifecycle::PluginError;
-use crate::ports::{Condition, HttpRequest, LogLevel, StartedBatch, StoreError};
+use crate::ports::{
+    Condition, HttpRequest, LogLevel, PushAction, PushKind, StartedBatch, StoreError,
+};
 use crate::repo::{self, DueEntry, DueKind};
 use crate::subscription::Subscription;
 use crate::{Env, Plugin};
@@ -628,6 +630,17 @@ fn build_failed(
     report.count("dropped", "build");
 }
 
+/// Reports each request's outcome for `sub` (`host.report-push`).
+fn report_outcomes(
+    env: &mut Env<'_>,
+    sub: &Subscription,
+    outcomes: Vec<(String, PushAction, bool)>,
+) {
+    for (answer, action, _) in outcomes {
+        env.push_outcome(&sub.id, &sub.url, PushKind::StateChange, answer, action);
+    }
+}
+
 /// Applies the answer table to one subscription's results.
 fn apply_answers(
     env: &mut Env<'_>,
@@ -642,7 +655,18 @@ fn apply_answers(
     let mut gone = None;
     let mut refused: Option<String> = None;
     let mut delivered = false;
+    // Per request sent: its answer class and what is done about it (a
+    // refusal becomes `Destroyed` if it ends the subscription's run).
+    let mut outcomes: Vec<(String, PushAction, bool)> = Vec::with_capacity(parts.len());
     for (part, answer) in parts {
+        let action = match &answer {
+            Answer::Delivered(_) => PushAction::Delivered,
+            Answer::Gone(_) => PushAction::Destroyed,
+            Answer::TooLarge | Answer::Refused { .. } => PushAction::Dropped,
+            Answer::RateLimited { .. } | Answer::Transient { .. } => PushAction::Deferred,
+        };
+        let is_refusal = matches!(answer, Answer::Refused { .. });
+        outcomes.push((answer.reason(), action, is_refusal));
         match &answer {
             Answer::Delivered(_) => {
                 delivered = true;
@@ -690,6 +714,7 @@ fn apply_answers(
     let pkey = pending_key(&sub.id);
     if let Some(status) = gone {
         repo::erase(env.store, &sub)?;
+        report_outcomes(env, &sub, outcomes);
         report.count("destroyed", &status.to_string());
         return Ok(());
     }
@@ -705,6 +730,12 @@ fn apply_answers(
             && now - sub.refusals.since_ms > 24 * 3600 * 1000
         {
             repo::erase(env.store, &sub)?;
+            for (_, action, is_refusal) in &mut outcomes {
+                if *is_refusal {
+                    *action = PushAction::Destroyed;
+                }
+            }
+            report_outcomes(env, &sub, outcomes);
             report.count("destroyed", "refused");
             return Ok(());
         }
@@ -716,6 +747,7 @@ fn apply_answers(
         sub.last_push_ms = now;
         sub_dirty = true;
     }
+    report_outcomes(env, &sub, outcomes);
     if sub_dirty {
         match repo::save(env.store, &sub, Condition::Version(job.sub_version)) {
             Ok(_) | Err(StoreError::Conflict) => {}
@@ -1028,6 +1060,68 @@ mod engine_tests {
                 assert_eq!(r.destroyed, 1, "third refusal after 25 h: {r:?}");
             }
         }
+        assert!(repo::load(&mut store, "sub1").unwrap().is_none());
+    }
+
+    #[test]
+    fn every_push_reports_its_origin_answer_and_action_without_the_path() {
+        use crate::ports::RecordingLog;
+        let config = Config {
+            permanent_failure_limit: 1,
+            ..Config::default()
+        };
+        let mut store = MemoryStore::new();
+        let mut http = Scripted::default();
+        let t0 = 1_800_000_000_000;
+        subscription(&mut store, t0);
+        let mut log = RecordingLog::default();
+        let mut run = |store: &mut MemoryStore, http: &mut Scripted, at: u64, state: &str| {
+            let mut env = Env {
+                store,
+                http,
+                log: &mut log,
+                config: &config,
+                now_ms: at,
+            };
+            state_changed(&mut Plugin::new(), &mut env, &event(state)).unwrap();
+        };
+        for (i, status) in [201u16, 429, 503, 403].into_iter().enumerate() {
+            http.answers.push_back(status);
+            run(
+                &mut store,
+                &mut http,
+                t0 + i as u64 * 60_000,
+                &format!("s{i}"),
+            );
+        }
+        // A refusal that ends a run of refusals (limit 1, after 24 h).
+        http.answers.push_back(400);
+        run(&mut store, &mut http, t0 + 30 * HOUR_MS, "late");
+        let got: Vec<(&str, &str, PushKind, &str, PushAction)> = log
+            .outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.subscription_id.as_str(),
+                    o.origin.as_str(),
+                    o.kind,
+                    o.answer.as_str(),
+                    o.action,
+                )
+            })
+            .collect();
+        let origin = "https://push.example.net";
+        let k = PushKind::StateChange;
+        assert_eq!(
+            got,
+            [
+                ("sub1", origin, k, "2xx", PushAction::Delivered),
+                ("sub1", origin, k, "429", PushAction::Deferred),
+                ("sub1", origin, k, "503", PushAction::Deferred),
+                ("sub1", origin, k, "403", PushAction::Dropped),
+                ("sub1", origin, k, "400", PushAction::Destroyed),
+            ]
+        );
         assert!(repo::load(&mut store, "sub1").unwrap().is_none());
     }
 

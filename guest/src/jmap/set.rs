@@ -5,7 +5,7 @@ use crate::json::{self, Map, Value};
 use super::errors::{MethodError, MethodErrorType, SetError, SetErrorType};
 use crate::delivery::policy;
 use crate::delivery::push;
-use crate::ports::{Condition, StoreError};
+use crate::ports::{Condition, PushKind, StoreError};
 use crate::repo::{self, DueKind};
 use crate::subscription::{
     self, check_create, check_expires, check_types, NewSubscription, Owner, Subscription,
@@ -287,11 +287,18 @@ fn create_all(
     for (p, ok) in prepared.into_iter().zip(sendable) {
         let outcome = if ok {
             match answers.next() {
-                Some(a) => verification::outcome(&policy::classify(
-                    &a,
-                    now,
-                    env.config.retry_after_cap_secs,
-                )),
+                Some(a) => {
+                    let answer = policy::classify(&a, now, env.config.retry_after_cap_secs);
+                    let outcome = verification::outcome(&answer);
+                    env.push_outcome(
+                        &p.sub.id,
+                        &p.sub.url,
+                        PushKind::Verification,
+                        answer.reason(),
+                        outcome.action(),
+                    );
+                    outcome
+                }
                 None => VerificationOutcome::Retry(None),
             }
         } else {

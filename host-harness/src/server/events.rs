@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::auth::Authenticator;
 use super::{json_response, problem, trap, AppState};
 use crate::{AccountChanges, CallError, StateChange, TypeState};
 
@@ -81,27 +80,9 @@ pub(super) async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok());
-    if state.settings.server.admin_token.is_none() {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "about:blank",
-            "the event intake is disabled (no server.admin_token)",
-        );
-    }
-    if !Authenticator::is_admin(auth, state.settings.server.admin_token.as_deref()) {
-        let mut r = problem(
-            StatusCode::UNAUTHORIZED,
-            "about:blank",
-            "the admin token is required",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"events\""),
-        );
-        return r;
+    let current = state.current();
+    if let Some(refused) = super::admin::admin_refusal(&current, &headers, "events") {
+        return refused;
     }
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -133,9 +114,10 @@ pub(super) async fn events(
     let mut results = Vec::new();
     for event in parsed {
         let st = state.clone();
+        let plugin = current.plugin.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<Value, CallError> {
             Ok(match event {
-                Event::StateChange(e) => match st.plugin.state_changed(&e)? {
+                Event::StateChange(e) => match plugin.state_changed(&e)? {
                     Ok(report) => {
                         st.metrics.record_report(&report);
                         if report.deferred > 0 {
@@ -148,11 +130,11 @@ pub(super) async fn events(
                     }
                     Err(e) => json!({"error": format!("{e:?}")}),
                 },
-                Event::CredentialRevoked(u, c) => match st.plugin.credential_revoked(&u, &c)? {
+                Event::CredentialRevoked(u, c) => match plugin.credential_revoked(&u, &c)? {
                     Ok(n) => json!({"destroyed": n}),
                     Err(e) => json!({"error": format!("{e:?}")}),
                 },
-                Event::UserDeleted(u) => match st.plugin.user_deleted(&u)? {
+                Event::UserDeleted(u) => match plugin.user_deleted(&u)? {
                     Ok(n) => json!({"destroyed": n}),
                     Err(e) => json!({"error": format!("{e:?}")}),
                 },

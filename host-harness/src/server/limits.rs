@@ -35,10 +35,10 @@ pub(super) struct ApiSlot {
 impl ApiSlot {
     /// Counts a request of `user`, or `None` when `user` already has
     /// `server.max_concurrent_requests` in flight.
-    pub(super) fn try_acquire(state: &Arc<AppState>, user: &str) -> Option<ApiSlot> {
+    pub(super) fn try_acquire(state: &Arc<AppState>, user: &str, max: u32) -> Option<ApiSlot> {
         let mut counts = state.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(user.to_string()).or_insert(0);
-        if *n >= state.settings.server.max_concurrent_requests {
+        if *n >= max {
             return None;
         }
         *n += 1;

@@ -7,6 +7,13 @@
 //! | `POST /events` | the mail server's event intake (admin token) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | liveness |
+//! | `POST /admin/vapid/rotate`, `GET /admin/vapid`, `POST /admin/reload` | operations (admin token), see [`admin`] |
+//!
+//! A reload ([`Running::reload`], SIGHUP in the binary, `POST
+//! /admin/reload`) re-reads the configuration file and swaps in what the
+//! requests see ([`Current`]): users and credentials, server limits and,
+//! when `[plugin]`, `[http]` or `[sandbox]` changed, a plugin built anew
+//! on the same store.
 //!
 //! Plugin calls block, so they run on tokio's blocking pool; a background
 //! task calls `tick` when the plugin asks for it (at least every 30 s).
@@ -18,6 +25,7 @@
 //! Account ids: the Session names each user's one account by
 //! [`account_id`], a JMAP Id derived from the user name.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 mod events;
@@ -26,8 +34,9 @@ pub mod metrics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -45,13 +54,27 @@ use auth::Authenticator;
 use limits::{close_connection, read_body, ApiSlot, BodyError};
 use metrics::Metrics;
 
+/// What a reload replaces: the settings in force and what is built from
+/// them. A request takes one snapshot ([`AppState::current`]) and uses it
+/// throughout, so it never sees half of a reload.
+pub struct Current {
+    settings: Settings,
+    auth: Authenticator,
+    plugin: Arc<PushPlugin>,
+    http: Arc<HttpClient>,
+    base_url: String,
+}
+
 /// Everything a request handler needs.
 pub struct AppState {
-    plugin: Arc<PushPlugin>,
+    current: RwLock<Arc<Current>>,
     store: Arc<dyn KvStore>,
-    settings: Settings,
-    base_url: String,
-    auth: Authenticator,
+    /// The bound address (the default base URL).
+    addr: SocketAddr,
+    /// The file a reload re-reads; `None`: reloads are refused.
+    config_file: Option<PathBuf>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
     /// JMAP API requests in flight per user name (`maxConcurrentRequests`).
     in_flight: Mutex<HashMap<String, u32>>,
@@ -97,12 +120,46 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn KvStore>> {
     })
 }
 
+impl AppState {
+    /// The settings, users and plugin in force now.
+    pub fn current(&self) -> Arc<Current> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn replace_current(&self, next: Arc<Current>) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+    }
+}
+
+/// The base URL clients use: `server.public_url`, or `http://<bound address>`.
+fn base_url(settings: &Settings, addr: SocketAddr) -> String {
+    settings
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// Builds the plugin as the settings say, with metered outbound HTTP.
 pub fn build_plugin(
     settings: &Settings,
     store: Arc<dyn KvStore>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<PushPlugin> {
+    let http = build_http(settings, &metrics)?;
+    build_plugin_on(settings, store, http)
+}
+
+/// The outbound HTTP client as `[http]` says, reporting to `metrics`.
+fn build_http(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<HttpClient>> {
     let policy = HttpPolicy {
         allow_insecure_loopback: settings.plugin.insecure_test_mode,
         connect_timeout: Duration::from_millis(settings.http.connect_timeout_ms),
@@ -120,7 +177,17 @@ pub fn build_plugin(
             .concat(),
         ..HttpPolicy::default()
     };
-    let http = Arc::new(HttpClient::new(policy)?.with_observer(metrics.http_observer()));
+    Ok(Arc::new(
+        HttpClient::new(policy)?.with_observer(metrics.http_observer()),
+    ))
+}
+
+/// The plugin as `[plugin]` and `[sandbox]` say, on `store` and `http`.
+fn build_plugin_on(
+    settings: &Settings,
+    store: Arc<dyn KvStore>,
+    http: Arc<HttpClient>,
+) -> anyhow::Result<PushPlugin> {
     let defaults = SandboxOptions::default();
     PushPlugin::builder()
         .config(settings.plugin.clone())
@@ -151,9 +218,15 @@ pub struct Running {
     pub base_url: String,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    state: Arc<AppState>,
 }
 
 impl Running {
+    /// Re-reads the configuration file and applies it (see [`admin::reload`]).
+    pub async fn reload(&self) -> Result<admin::ReloadReport, admin::ReloadError> {
+        admin::reload(&self.state).await
+    }
+
     /// Stops accepting, finishes in-flight requests (and their pushes) and
     /// the current tick, then returns.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -162,33 +235,47 @@ impl Running {
     }
 }
 
-/// Binds and starts the server in the current tokio runtime.
+/// Binds and starts the server in the current tokio runtime. Reloads are
+/// refused: there is no file to re-read (see [`start_with_file`]).
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    start_with_file(settings, None).await
+}
+
+/// Binds and starts the server; `config_file` is the file `settings` were
+/// read from, which a reload re-reads.
+pub async fn start_with_file(
+    settings: Settings,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
     let s1 = settings.clone();
     // The sync PostgreSQL client must not run on an async worker.
     let store = tokio::task::spawn_blocking(move || open_store(&s1)).await??;
+    let http = build_http(&settings, &metrics)?;
     let s2 = settings.clone();
-    let (st2, m2) = (store.clone(), metrics.clone());
-    let plugin = Arc::new(tokio::task::spawn_blocking(move || build_plugin(&s2, st2, m2)).await??);
+    let (st2, http2) = (store.clone(), http.clone());
+    let plugin =
+        Arc::new(tokio::task::spawn_blocking(move || build_plugin_on(&s2, st2, http2)).await??);
     let listener = tokio::net::TcpListener::bind(settings.server.listen).await?;
     let addr = listener.local_addr()?;
-    let base_url = settings
-        .server
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_string();
+    let base_url = base_url(&settings, addr);
     if settings.server.admin_token.is_none() {
-        tracing::warn!("no server.admin_token: the event intake (POST /events) is disabled");
+        tracing::warn!(
+            "no server.admin_token: the event intake (POST /events) and /admin routes are disabled"
+        );
     }
     let state = Arc::new(AppState {
-        plugin,
+        current: RwLock::new(Arc::new(Current {
+            auth: Authenticator::new(settings.users.clone()),
+            settings,
+            plugin,
+            http,
+            base_url: base_url.clone(),
+        })),
         store,
-        auth: Authenticator::new(settings.users.clone()),
-        settings,
-        base_url: base_url.clone(),
+        addr,
+        config_file,
+        reloading: tokio::sync::Mutex::new(()),
         metrics,
         in_flight: Mutex::new(HashMap::new()),
         tick_wake: tokio::sync::Notify::new(),
@@ -200,6 +287,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .route("/events", post(events::events))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/admin/vapid", get(admin::vapid_show))
+        .route("/admin/vapid/rotate", post(admin::vapid_rotate))
+        .route("/admin/reload", post(admin::reload_handler))
         .with_state(state.clone());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(tick_loop(state.clone(), rx.clone()));
@@ -219,6 +309,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         base_url,
         shutdown: tx,
         task,
+        state,
     })
 }
 
@@ -237,8 +328,8 @@ async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
             _ = state.tick_wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let st = state.clone();
-        let result = tokio::task::spawn_blocking(move || st.plugin.tick()).await;
+        let plugin = state.current().plugin.clone();
+        let result = tokio::task::spawn_blocking(move || plugin.tick()).await;
         wait = match result {
             Ok(Ok(Ok(report))) => {
                 state.metrics.record_report(&report.delivery);
@@ -320,9 +411,9 @@ pub(super) fn json_response(v: Value) -> Response {
     r
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<auth::Principal> {
+fn authenticate(current: &Current, headers: &HeaderMap) -> Option<auth::Principal> {
     let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    state.auth.check(h)
+    current.auth.check(h)
 }
 
 pub(super) fn trap(state: &AppState, e: CallError) -> Response {
@@ -335,16 +426,19 @@ pub(super) fn trap(state: &AppState, e: CallError) -> Response {
     )
 }
 
-fn supported_capabilities(state: &AppState, plugin_caps: &[(String, Value)]) -> Vec<String> {
+fn supported_capabilities(current: &Current, plugin_caps: &[(String, Value)]) -> Vec<String> {
     let mut v = vec![api::CORE.to_string()];
-    v.extend(state.settings.server.extra_capabilities.iter().cloned());
+    v.extend(current.settings.server.extra_capabilities.iter().cloned());
     v.extend(plugin_caps.iter().map(|(u, _)| u.clone()));
     v
 }
 
-async fn plugin_session(state: &Arc<AppState>) -> Result<(Vec<(String, Value)>, String), Response> {
-    let st = state.clone();
-    match tokio::task::spawn_blocking(move || st.plugin.session()).await {
+async fn plugin_session(
+    state: &AppState,
+    current: &Current,
+) -> Result<(Vec<(String, Value)>, String), Response> {
+    let plugin = current.plugin.clone();
+    match tokio::task::spawn_blocking(move || plugin.session()).await {
         Ok(Ok(Ok(info))) => Ok((
             info.capabilities
                 .into_iter()
@@ -367,22 +461,23 @@ async fn plugin_session(state: &Arc<AppState>) -> Result<(Vec<(String, Value)>, 
 }
 
 async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some(who) = authenticate(&state, &headers) else {
+    let current = state.current();
+    let Some(who) = authenticate(&current, &headers) else {
         return unauthorized();
     };
-    let (caps, plugin_state) = match plugin_session(&state).await {
+    let (caps, plugin_state) = match plugin_session(&state, &current).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let p = &state.settings.plugin;
+    let p = &current.settings.plugin;
     let mut capabilities = Map::new();
     capabilities.insert(
         api::CORE.into(),
         json!({
             "maxSizeUpload": 0,
             "maxConcurrentUpload": 1,
-            "maxSizeRequest": state.settings.server.max_size_request,
-            "maxConcurrentRequests": state.settings.server.max_concurrent_requests,
+            "maxSizeRequest": current.settings.server.max_size_request,
+            "maxConcurrentRequests": current.settings.server.max_concurrent_requests,
             "maxCallsInRequest": api::MAX_CALLS,
             "maxObjectsInGet": p.max_objects_in_get,
             "maxObjectsInSet": p.max_objects_in_set,
@@ -390,7 +485,7 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         }),
     );
     let mut account_caps = Map::new();
-    for uri in &state.settings.server.extra_capabilities {
+    for uri in &current.settings.server.extra_capabilities {
         capabilities.insert(uri.clone(), json!({}));
         account_caps.insert(uri.clone(), api::placeholder_account_capability(uri));
     }
@@ -399,10 +494,10 @@ async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     }
     let account_id = account_id(&who.username);
     let mut primary = Map::new();
-    for uri in &state.settings.server.extra_capabilities {
+    for uri in &current.settings.server.extra_capabilities {
         primary.insert(uri.clone(), json!(account_id));
     }
-    let base = &state.base_url;
+    let base = &current.base_url;
     json_response(json!({
         "capabilities": capabilities,
         "accounts": {account_id.clone(): {
@@ -425,13 +520,14 @@ async fn api_handler(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
 ) -> Response {
+    let current = state.current();
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(who) = authenticate(&state, headers) else {
+    let Some(who) = authenticate(&current, headers) else {
         // The body is not read for a stranger: a connection that still
         // carries some of it cannot be reused.
         let has_body =
@@ -444,7 +540,7 @@ async fn api_handler(
         };
     };
     state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
-    let limit = state.settings.server.max_size_request;
+    let limit = current.settings.server.max_size_request;
     let body = match read_body(body, limit, declared).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { drained }) => {
@@ -472,8 +568,8 @@ async fn api_handler(
             )
         }
     };
-    let max = state.settings.server.max_concurrent_requests;
-    let Some(_slot) = ApiSlot::try_acquire(&state, &who.username) else {
+    let max = current.settings.server.max_concurrent_requests;
+    let Some(_slot) = ApiSlot::try_acquire(&state, &who.username, max) else {
         return request_error(&api::RequestError::limit(
             "maxConcurrentRequests",
             format!(
@@ -482,11 +578,11 @@ async fn api_handler(
             ),
         ));
     };
-    let (caps, session_state) = match plugin_session(&state).await {
+    let (caps, session_state) = match plugin_session(&state, &current).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let supported = supported_capabilities(&state, &caps);
+    let supported = supported_capabilities(&current, &caps);
     let request = match api::parse(&body, &supported) {
         Ok(r) => r,
         Err(e) => return request_error(&e),
@@ -510,9 +606,9 @@ async fn api_handler(
         match name.as_str() {
             "Core/echo" => responses.push((name, Value::Object(args), call_id)),
             "PushSubscription/get" | "PushSubscription/set" => {
-                let st = state.clone();
+                let plugin = current.plugin.clone();
                 let (c, n, a, ids) = (caller.clone(), name.clone(), Value::Object(args).to_string(), created_ids.clone());
-                let result = tokio::task::spawn_blocking(move || st.plugin.call(&c, &n, &a, &ids)).await;
+                let result = tokio::task::spawn_blocking(move || plugin.call(&c, &n, &a, &ids)).await;
                 if name == "PushSubscription/set" {
                     // A create may have left a verification retry due soon.
                     state.tick_wake.notify_one();
@@ -521,7 +617,7 @@ async fn api_handler(
                     Ok(Ok(Ok(r))) => {
                         created_ids = r.created_ids;
                         let mut v = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
-                        if name == "PushSubscription/get" && state.settings.server.compat_push_subscription_get_state {
+                        if name == "PushSubscription/get" && current.settings.server.compat_push_subscription_get_state {
                             let st = push_get_state(&v);
                             if let Value::Object(m) = &mut v {
                                 m.entry("state").or_insert(Value::String(st));

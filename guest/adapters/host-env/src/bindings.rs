@@ -91,4 +91,21 @@ impl wit_host::Guest for Component {
         };
         write_stderr(&format!("{level} jmap-web-push: {message}\n"));
     }
+
+    fn report_push(o: wit_host::PushOutcome) {
+        let kind = match o.kind {
+            wit_host::PushKind::Verification => "verification",
+            wit_host::PushKind::StateChange => "state-change",
+        };
+        let action = match o.action {
+            wit_host::PushAction::Delivered => "delivered",
+            wit_host::PushAction::Deferred => "deferred",
+            wit_host::PushAction::Dropped => "dropped",
+            wit_host::PushAction::Destroyed => "destroyed",
+        };
+        write_stderr(&format!(
+            "INFO jmap-web-push: push {action}: subscription {} at {} ({kind}, answer {})\n",
+            o.subscription_id, o.origin, o.answer
+        ));
+    }
 }
