@@ -8,6 +8,10 @@
 //! public_url = "https://mail.example.com" # base of the absolute apiUrl (default: http://<listen>)
 //! admin_token = "change-me"              # Bearer token for POST /events and /admin/*
 //! log_format = "text"                    # text | json (one JSON object per line)
+//! max_auth_failures = 10                 # failed logins per client address / user name per window, then 429 (0: off)
+//! auth_failure_window_secs = 60
+//! password_check_threads = 0             # Argon2 verifications at once (0: half the cores)
+//! # trusted_proxies = ["127.0.0.1"]      # whose X-Forwarded-For names the client address
 //! max_size_request = 1000000             # octets of one POST /jmap/api body (maxSizeRequest)
 //! max_concurrent_requests = 16           # API requests in flight per user (maxConcurrentRequests)
 //! # extra_capabilities = ["urn:ietf:params:jmap:mail"]  # advertised with no methods, for clients that send them
@@ -119,6 +123,21 @@ pub struct ServerSettings {
     /// such as the `jmap-client` crate 0.4. See the module documentation
     /// for its value.
     pub compat_push_subscription_get_state: bool,
+    /// Failed authentications (a wrong password or token, an unknown user)
+    /// from one client address (IPv6: its /64) or for one user name within
+    /// `auth_failure_window_secs` after which further attempts get 429 with
+    /// `Retry-After` until the window ends (default 10; 0 turns it off).
+    /// Requests with a valid token or an already verified password are
+    /// not refused.
+    pub max_auth_failures: u32,
+    /// The window of `max_auth_failures`, in seconds (default 60).
+    pub auth_failure_window_secs: u64,
+    /// Threads that verify passwords (Argon2) at once (default 0: half the
+    /// cores, at least 1); more wait, up to 5 s, then get 503.
+    pub password_check_threads: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client address
+    /// for `max_auth_failures` (default none: the peer is the client).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How `serve` writes its log lines to stderr: `text` (default) or
     /// `json` (one JSON object per line). `serve --log-format` overrides it.
     pub log_format: LogFormat,
@@ -143,6 +162,10 @@ impl Default for ServerSettings {
             public_url: None,
             admin_token: None,
             log_format: LogFormat::Text,
+            max_auth_failures: 10,
+            auth_failure_window_secs: 60,
+            password_check_threads: 0,
+            trusted_proxies: Vec::new(),
             extra_capabilities: Vec::new(),
             max_size_request: 1_000_000,
             max_concurrent_requests: 16,

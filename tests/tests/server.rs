@@ -132,6 +132,63 @@ fn session_requires_auth_and_describes_the_server() {
 }
 
 #[test]
+fn failed_logins_are_throttled_per_address_and_per_user_name_with_retry_after() {
+    let s = TestServer::start_configured(|settings| {
+        settings.server.max_auth_failures = 3;
+        settings.server.auth_failure_window_secs = 60;
+        // Addresses come from X-Forwarded-For, as behind a reverse proxy.
+        settings.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    });
+    let basic_for = |user: &str, password: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let session = |auth: &str, from: &str| {
+        let r = s
+            .http
+            .get(format!("{}/.well-known/jmap", s.base()))
+            .header("Authorization", auth)
+            .header("X-Forwarded-For", from)
+            .send()
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (r.status().as_u16(), retry)
+    };
+    let wrong = basic_for(TestServer::USER, "wrong");
+    // A password verified before the attack keeps working through it.
+    assert_eq!(session(&basic(), "198.51.100.1").0, 200);
+    for _ in 0..3 {
+        assert_eq!(session(&wrong, "198.51.100.1").0, 401);
+    }
+    let (status, retry) = session(&wrong, "198.51.100.1");
+    assert_eq!(status, 429, "the fourth try from the address");
+    assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{retry:?}");
+    assert_eq!(session(&basic(), "198.51.100.1").0, 200, "verified before");
+    assert_eq!(session(&bearer(), "198.51.100.1").0, 200, "a valid token");
+    // The user name is blocked from everywhere for new passwords...
+    // (The scheme in lower case: the same password, a header not seen
+    // before.)
+    let fresh = basic().replacen("Basic", "basic", 1);
+    assert_eq!(session(&fresh, "203.0.113.5").0, 429);
+    // ...other names and addresses are not.
+    assert_eq!(session(&basic_for("mallory", "x"), "203.0.113.6").0, 401);
+    // A wrong bearer token counts for its address too.
+    for _ in 0..3 {
+        assert_eq!(session("Bearer nope", "203.0.113.7").0, 401);
+    }
+    assert_eq!(session("Bearer nope", "203.0.113.7").0, 429);
+    // Every client behind the proxy counts apart: another address's first
+    // wrong password is a plain 401.
+    assert_eq!(session(&basic_for("bob", "x"), "203.0.113.8").0, 401);
+}
+
+#[test]
 fn request_level_errors_are_problem_json() {
     let s = start(false);
     let cases: &[(&str, &str)] = &[

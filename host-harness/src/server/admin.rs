@@ -224,6 +224,15 @@ pub enum ReloadError {
     },
 }
 
+/// Settings read once at start: a change needs a restart (besides
+/// `store.*`).
+const RESTART_ONLY: &[&str] = &[
+    "server.listen",
+    "server.max_auth_failures",
+    "server.auth_failure_window_secs",
+    "server.password_check_threads",
+];
+
 /// The dotted keys of `a` and `b` (both JSON objects of settings) whose
 /// values differ, to the depth of `section.key`.
 fn changed_keys(a: &Value, b: &Value) -> Vec<String> {
@@ -303,7 +312,7 @@ pub async fn reload(state: &AppState) -> Result<ReloadReport, ReloadError> {
     let as_json = |s: &Settings| serde_json::to_value(s).unwrap_or(Value::Null);
     let mut report = ReloadReport::default();
     for key in changed_keys(&as_json(old), &as_json(&next)) {
-        if key == "server.listen" || key.starts_with("store.") || key == "store" {
+        if RESTART_ONLY.contains(&key.as_str()) || key.starts_with("store.") || key == "store" {
             report.restart_required.push(key);
         } else {
             report.changed.push(key);
@@ -311,6 +320,9 @@ pub async fn reload(state: &AppState) -> Result<ReloadReport, ReloadError> {
     }
     // What cannot change at run time keeps its running value.
     next.server.listen = old.server.listen;
+    next.server.max_auth_failures = old.server.max_auth_failures;
+    next.server.auth_failure_window_secs = old.server.auth_failure_window_secs;
+    next.server.password_check_threads = old.server.password_check_threads;
     next.store = old.store.clone();
 
     let section_changed = |section: &str| {
@@ -347,7 +359,7 @@ pub async fn reload(state: &AppState) -> Result<ReloadReport, ReloadError> {
         .into_iter()
         .collect();
     state.replace_current(Arc::new(Current {
-        auth: Authenticator::new(next.users.clone()),
+        auth: Arc::new(Authenticator::new(next.users.clone())),
         base_url: base_url(&next, state.addr),
         settings: next,
         plugin: plugin.clone(),

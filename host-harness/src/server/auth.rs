@@ -20,11 +20,43 @@ pub struct Principal {
 }
 
 /// Checks `Authorization` headers against the configured users.
+///
+/// Bearer tokens and Basic headers verified before are checked at once
+/// ([`Authenticator::quick`]); a new Basic header needs an Argon2
+/// verification ([`Authenticator::verify_password`]), which takes tens of
+/// milliseconds of CPU by design and belongs off the async runtime.
 pub struct Authenticator {
     users: Vec<User>,
     /// SHA-256 of a verified Basic header → principal (Argon2 is slow by
     /// design; a verified header is not verified again).
     verified: Mutex<HashMap<[u8; 32], Principal>>,
+    /// An Argon2id hash of a random password, verified in place of a
+    /// missing one, so that an unknown user name takes as long to refuse
+    /// as a wrong password.
+    decoy: String,
+}
+
+/// What [`Authenticator::quick`] could tell without Argon2.
+#[derive(Debug)]
+pub enum Quick {
+    /// Authenticated (a bearer token, or a Basic header verified before).
+    Known(Principal),
+    /// A Basic header never verified: [`Authenticator::verify_password`].
+    NeedsPassword(PasswordCheck),
+    /// Refused (malformed, unknown scheme, or a token nobody has).
+    Refused {
+        /// The Basic user name, when the header carried one.
+        username: Option<String>,
+    },
+}
+
+/// A Basic header waiting for its Argon2 verification.
+#[derive(Debug)]
+pub struct PasswordCheck {
+    /// The user name as given.
+    pub username: String,
+    password: String,
+    key: [u8; 32],
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -49,52 +81,58 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl Authenticator {
     /// An authenticator for `users`.
     pub fn new(users: Vec<User>) -> Self {
+        let random: [u8; 16] = jmap_web_push_guest::crypto::random_array().unwrap_or([7; 16]);
+        let decoy = hash_password(&base64::engine::general_purpose::STANDARD.encode(random))
+            .unwrap_or_default();
         Authenticator {
             users,
             verified: Mutex::new(HashMap::new()),
+            decoy,
         }
     }
 
-    /// The principal of an `Authorization` header value, or `None`.
+    /// The principal of an `Authorization` header value, or `None`;
+    /// verifies a new Basic password in the calling thread (blocking).
     pub fn check(&self, header: &str) -> Option<Principal> {
-        let (scheme, value) = header.split_once(' ')?;
+        match self.quick(header) {
+            Quick::Known(p) => Some(p),
+            Quick::NeedsPassword(c) => self.verify_password(&c),
+            Quick::Refused { .. } => None,
+        }
+    }
+
+    /// What can be decided about `header` without Argon2.
+    pub fn quick(&self, header: &str) -> Quick {
+        let refused = Quick::Refused { username: None };
+        let Some((scheme, value)) = header.split_once(' ') else {
+            return refused;
+        };
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("basic") {
             let key = sha256(header.as_bytes());
-            if let Some(p) = self.verified.lock().ok()?.get(&key) {
-                return Some(p.clone());
+            if let Some(p) = self
+                .verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
+                return Quick::Known(p.clone());
             }
-            let decoded = base64::engine::general_purpose::STANDARD
+            let Some(decoded) = base64::engine::general_purpose::STANDARD
                 .decode(value)
-                .ok()?;
-            let decoded = String::from_utf8(decoded).ok()?;
-            let (name, password) = decoded.split_once(':')?;
-            let user = self.users.iter().find(|u| u.name == name)?;
-            for c in &user.credentials {
-                let Some(hash) = &c.password_hash else {
-                    continue;
-                };
-                let Ok(parsed) = PasswordHash::new(hash) else {
-                    continue;
-                };
-                if Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-                {
-                    let p = Principal {
-                        username: user.name.clone(),
-                        credential_id: c.id.clone(),
-                    };
-                    if let Ok(mut v) = self.verified.lock() {
-                        if v.len() > 10_000 {
-                            v.clear();
-                        }
-                        v.insert(key, p.clone());
-                    }
-                    return Some(p);
-                }
-            }
-            None
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+            else {
+                return refused;
+            };
+            let Some((name, password)) = decoded.split_once(':') else {
+                return refused;
+            };
+            Quick::NeedsPassword(PasswordCheck {
+                username: name.to_string(),
+                password: password.to_string(),
+                key,
+            })
         } else if scheme.eq_ignore_ascii_case("bearer") {
             let digest = token_sha256(value);
             let mut found = None;
@@ -110,10 +148,48 @@ impl Authenticator {
                     }
                 }
             }
-            found
+            found.map_or(refused, Quick::Known)
         } else {
-            None
+            refused
         }
+    }
+
+    /// Verifies a Basic password with Argon2 (blocking: tens of
+    /// milliseconds). A user name nobody has, or a user without a
+    /// password, is refused after verifying the decoy hash, so the answer
+    /// takes as long as for a wrong password.
+    pub fn verify_password(&self, check: &PasswordCheck) -> Option<Principal> {
+        let verify = |hash: &str| {
+            PasswordHash::new(hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(check.password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        };
+        let user = self.users.iter().find(|u| u.name == check.username);
+        let hashes: Vec<(&str, &str)> = user
+            .map(|u| {
+                u.credentials
+                    .iter()
+                    .filter_map(|c| c.password_hash.as_deref().map(|h| (c.id.as_str(), h)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(user) = user.filter(|_| !hashes.is_empty()) else {
+            let _ = verify(&self.decoy);
+            return None;
+        };
+        let id = hashes.into_iter().find(|(_, h)| verify(h))?.0;
+        let p = Principal {
+            username: user.name.clone(),
+            credential_id: id.to_string(),
+        };
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(check.key, p.clone());
+        Some(p)
     }
 
     /// Whether `header` carries the admin token.
@@ -140,6 +216,27 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use crate::settings::Credential;
+
+    #[test]
+    fn an_unknown_user_is_refused_after_a_decoy_argon2_verification() {
+        let a = Authenticator::new(Vec::new());
+        // The decoy is a real Argon2id hash with the parameters of every
+        // configured password (`hash-password`), so verifying it costs
+        // what verifying a wrong password costs.
+        let decoy = PasswordHash::new(&a.decoy).expect("a PHC string");
+        let real_hash = hash_password("x").unwrap();
+        let real = PasswordHash::new(&real_hash).unwrap();
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(
+            decoy.params.iter().collect::<Vec<_>>(),
+            real.params.iter().collect::<Vec<_>>()
+        );
+        let Quick::NeedsPassword(check) = a.quick("Basic bWFsbG9yeTpndWVzcw==") else {
+            panic!("a Basic header needs a password check");
+        };
+        assert_eq!(check.username, "mallory");
+        assert_eq!(a.verify_password(&check), None);
+    }
 
     #[test]
     fn basic_and_bearer() {

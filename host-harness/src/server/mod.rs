@@ -31,9 +31,10 @@ pub mod auth;
 mod events;
 mod limits;
 pub mod metrics;
+pub mod throttle;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -59,7 +60,7 @@ use metrics::Metrics;
 /// throughout, so it never sees half of a reload.
 pub struct Current {
     settings: Settings,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     plugin: Arc<PushPlugin>,
     http: Arc<HttpClient>,
     base_url: String,
@@ -75,6 +76,10 @@ pub struct AppState {
     config_file: Option<PathBuf>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// Failed authentications per client address and user name.
+    limiter: throttle::FailureLimiter,
+    /// Where Argon2 verifications run.
+    passwords: throttle::PasswordPool,
     metrics: Arc<Metrics>,
     /// JMAP API requests in flight per user name (`maxConcurrentRequests`).
     in_flight: Mutex<HashMap<String, u32>>,
@@ -265,8 +270,13 @@ pub async fn start_with_file(
         );
     }
     let state = Arc::new(AppState {
+        limiter: throttle::FailureLimiter::new(
+            settings.server.max_auth_failures,
+            Duration::from_secs(settings.server.auth_failure_window_secs),
+        ),
+        passwords: throttle::PasswordPool::new(settings.server.password_check_threads),
         current: RwLock::new(Arc::new(Current {
-            auth: Authenticator::new(settings.users.clone()),
+            auth: Arc::new(Authenticator::new(settings.users.clone())),
             settings,
             plugin,
             http,
@@ -295,11 +305,14 @@ pub async fn start_with_file(
     let ticker = tokio::spawn(tick_loop(state.clone(), rx.clone()));
     let mut rx2 = rx.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx2.wait_for(|stop| *stop).await;
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx2.wait_for(|stop| *stop).await;
+        })
+        .await?;
         ticker.await?;
         Ok(())
     });
@@ -411,9 +424,114 @@ pub(super) fn json_response(v: Value) -> Response {
     r
 }
 
-fn authenticate(current: &Current, headers: &HeaderMap) -> Option<auth::Principal> {
-    let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    current.auth.check(h)
+/// Why a request was not authenticated.
+enum AuthFailure {
+    /// No credentials, or wrong ones: 401.
+    Unauthorized,
+    /// Too many failures from this address or for this user name: 429.
+    Throttled(Duration),
+    /// Every password-check thread stayed busy: 503.
+    Busy,
+}
+
+impl AuthFailure {
+    fn response(&self) -> Response {
+        let (status, detail, wait) = match self {
+            AuthFailure::Unauthorized => return unauthorized(),
+            AuthFailure::Throttled(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentication attempts from this address or for this user name",
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            ),
+            AuthFailure::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "every password check is busy",
+                1,
+            ),
+        };
+        let mut r = problem(
+            status,
+            "about:blank",
+            format!("{detail}; retry after {wait} s"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+        r
+    }
+}
+
+/// The client's address: the peer, or, when the peer is one of
+/// `server.trusted_proxies`, the nearest address in `X-Forwarded-For` that
+/// is not a trusted proxy.
+fn client_address(trusted: &[IpAddr], headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => return peer,
+        }
+    }
+    peer
+}
+
+/// Authenticates a request: bearer tokens and Basic headers verified
+/// before at once; a new Basic password on the password pool, unless too
+/// many failures came from the client's address or for that user name.
+async fn authenticate(
+    state: &AppState,
+    current: &Current,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<auth::Principal, AuthFailure> {
+    let Some(h) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return Err(AuthFailure::Unauthorized);
+    };
+    let address = client_address(&current.settings.server.trusted_proxies, headers, peer);
+    match current.auth.quick(h) {
+        auth::Quick::Known(p) => Ok(p),
+        auth::Quick::Refused { username } => {
+            if let Some(wait) = state.limiter.blocked(address, username.as_deref()) {
+                return Err(AuthFailure::Throttled(wait));
+            }
+            state.limiter.failed(address, username.as_deref());
+            Err(AuthFailure::Unauthorized)
+        }
+        auth::Quick::NeedsPassword(check) => {
+            let username = check.username.clone();
+            if let Some(wait) = state.limiter.blocked(address, Some(&username)) {
+                return Err(AuthFailure::Throttled(wait));
+            }
+            match state.passwords.verify(current.auth.clone(), check).await {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => {
+                    state.limiter.failed(address, Some(&username));
+                    Err(AuthFailure::Unauthorized)
+                }
+                Err(throttle::PoolError::Busy) => Err(AuthFailure::Busy),
+            }
+        }
+    }
+}
+
+/// The peer address axum recorded for the connection.
+fn peer_of(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }
 
 pub(super) fn trap(state: &AppState, e: CallError) -> Response {
@@ -460,10 +578,15 @@ async fn plugin_session(
     }
 }
 
-async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+async fn session(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+) -> Response {
     let current = state.current();
-    let Some(who) = authenticate(&current, &headers) else {
-        return unauthorized();
+    let who = match authenticate(&state, &current, &headers, peer_of(&extensions)).await {
+        Ok(who) => who,
+        Err(failure) => return failure.response(),
     };
     let (caps, plugin_state) = match plugin_session(&state, &current).await {
         Ok(x) => x,
@@ -527,17 +650,20 @@ async fn api_handler(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(who) = authenticate(&current, headers) else {
-        // The body is not read for a stranger: a connection that still
-        // carries some of it cannot be reused.
-        let has_body =
-            declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
-        let r = unauthorized();
-        return if has_body {
-            close_connection(r, parts.version)
-        } else {
-            r
-        };
+    let who = match authenticate(&state, &current, headers, peer_of(&parts.extensions)).await {
+        Ok(who) => who,
+        Err(failure) => {
+            // The body is not read for a stranger: a connection that still
+            // carries some of it cannot be reused.
+            let has_body =
+                declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+            let r = failure.response();
+            return if has_body {
+                close_connection(r, parts.version)
+            } else {
+                r
+            };
+        }
     };
     state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
     let limit = current.settings.server.max_size_request;
@@ -690,6 +816,29 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwards() {
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Not trusted: the header is the client's own claim, ignored.
+        assert_eq!(client_address(&[], &h, Some(peer)), proxy);
+        assert_eq!(client_address(&[proxy], &h, Some(peer)), ip("198.51.100.7"));
+        // The nearest untrusted hop wins; what the client wrote further
+        // left does not.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 203.0.113.9, 10.0.0.6"),
+        );
+        let both = [proxy, ip("10.0.0.6")];
+        assert_eq!(client_address(&both, &h, Some(peer)), ip("203.0.113.9"));
+        // Garbage stops the walk at the proxy itself.
+        h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
+        assert_eq!(client_address(&[proxy], &h, Some(peer)), proxy);
+    }
 
     #[test]
     fn account_ids_are_pinned_jmap_ids() {
