@@ -218,6 +218,7 @@ impl ports::Log for HostLog {
                 ports::PushAction::Deferred => host::PushAction::Deferred,
                 ports::PushAction::Dropped => host::PushAction::Dropped,
                 ports::PushAction::Destroyed => host::PushAction::Destroyed,
+                ports::PushAction::Split => host::PushAction::Split,
             },
         });
     }

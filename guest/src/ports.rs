@@ -255,6 +255,8 @@ pub enum PushAction {
     Dropped,
     /// The subscription was destroyed.
     Destroyed,
+    /// Answered 413 and re-sent as one push per account.
+    Split,
 }
 
 /// One push sent and what came of it (the WIT `host.report-push`).

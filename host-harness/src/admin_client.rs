@@ -71,33 +71,90 @@ pub fn ask(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let ours = server::store_fingerprint(settings);
     rt.block_on(async move {
         let client = reqwest::Client::builder()
+            // The admin token must not go to a proxy from the environment.
+            .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(120))
             .build()?;
-        let request = match what {
-            Ask::ShowVapid => client.get(format!("{base}/admin/vapid")),
-            Ask::RotateVapid => client.post(format!("{base}/admin/vapid/rotate")),
-        };
-        let response = match request.bearer_auth(&token).send().await {
-            Ok(r) => r,
+        // Which store does the server there use? (Nothing changes yet.)
+        let shown = match get_json(client.get(format!("{base}/admin/vapid")), &token, &base).await {
+            Ok(v) => v,
             // Nothing listens there: no server runs with this configuration.
-            Err(e) if e.is_connect() && !explicit => return Ok(None),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("asking the server at {base}")))
-            }
+            Err(Failed::Unreachable(e)) if e.is_connect() && !explicit => return Ok(None),
+            Err(e) => return Err(e.into_error(&base)),
         };
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        let body: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("the answer of {base} is not JSON (is it jmap-web-push?)"))?;
-        if !status.is_success() {
-            let detail = body["detail"].as_str().unwrap_or("no detail");
-            anyhow::bail!("the server at {base} answered {status}: {detail}");
+        if shown["store"] != ours.as_str() && !explicit {
+            anyhow::bail!(
+                "the server at {base} uses another store than this configuration names \
+                 (it may have been started with other settings); pass --server {base} to use \
+                 it anyway, or stop it"
+            );
         }
+        let body = match what {
+            Ask::ShowVapid => shown,
+            Ask::RotateVapid => get_json(
+                client.post(format!("{base}/admin/vapid/rotate")),
+                &token,
+                &base,
+            )
+            .await
+            .map_err(|e| match e {
+                Failed::Unreachable(e) if e.is_timeout() => anyhow::Error::new(e).context(format!(
+                    "the server at {base} did not answer in time; the key may have \
+                                 been rotated all the same: check with `vapid show` before \
+                                 trying again"
+                )),
+                e => e.into_error(&base),
+            })?,
+        };
         Ok(Some(Answer { server: base, body }))
     })
+}
+
+/// Why a request to the server failed.
+enum Failed {
+    /// No answer (connection refused, timeout...).
+    Unreachable(reqwest::Error),
+    /// An answer that is not a success.
+    Refused(anyhow::Error),
+}
+
+impl Failed {
+    fn into_error(self, base: &str) -> anyhow::Error {
+        match self {
+            Failed::Unreachable(e) => {
+                anyhow::Error::new(e).context(format!("asking the server at {base}"))
+            }
+            Failed::Refused(e) => e,
+        }
+    }
+}
+
+async fn get_json(
+    request: reqwest::RequestBuilder,
+    token: &str,
+    base: &str,
+) -> Result<Value, Failed> {
+    let response = request
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(Failed::Unreachable)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(Failed::Unreachable)?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("the answer of {base} is not JSON (is it jmap-web-push?)"))
+        .map_err(Failed::Refused)?;
+    if !status.is_success() {
+        let detail = body["detail"].as_str().unwrap_or("no detail");
+        return Err(Failed::Refused(anyhow::anyhow!(
+            "the server at {base} answered {status}: {detail}"
+        )));
+    }
+    Ok(body)
 }
 
 /// The plugin on the configured store, opened by this process. An embedded

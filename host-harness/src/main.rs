@@ -176,8 +176,10 @@ const SERVE_LOG_FILTER: &str = "warn,jmap_web_push=info,jmap_web_push_host=info"
 fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only for a terminal: not in files, journald or pipes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -190,30 +192,43 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     }
 }
 
-/// Runs `serve` until SIGINT or SIGTERM; SIGHUP reloads.
+/// Runs `serve` until SIGINT or SIGTERM; SIGHUP reloads. The handlers are
+/// installed before the server starts, so a SIGHUP during start-up (the
+/// store opening, the plugin compiling) does not kill the process; it
+/// reloads once the server runs.
+#[cfg(unix)]
+async fn serve(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let running = server::start_with_file(settings, config).await?;
+    println!(
+        "jmap-web-push serving on {} ({})",
+        running.addr, running.base_url
+    );
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                // `reload` logs what it did, or why it did not.
+                let _ = running.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.shutdown().await
+}
+
+/// Runs `serve` until Ctrl-C.
+#[cfg(not(unix))]
 async fn serve(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<()> {
     let running = server::start_with_file(settings, config).await?;
     println!(
         "jmap-web-push serving on {} ({})",
         running.addr, running.base_url
     );
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = signal(SignalKind::hangup())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => { r?; break; }
-                _ = terminate.recv() => break,
-                _ = hangup.recv() => {
-                    // The reload logs what it did or why it did not.
-                    let _ = running.reload().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await

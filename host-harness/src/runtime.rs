@@ -419,6 +419,7 @@ impl host::Host for HostState {
             host::PushAction::Deferred => "deferred",
             host::PushAction::Dropped => "dropped",
             host::PushAction::Destroyed => "destroyed",
+            host::PushAction::Split => "split",
         };
         tracing::info!(
             target: PUSH_LOG_TARGET,
@@ -436,7 +437,7 @@ impl host::Host for HostState {
 /// (`host.report-push`): fields `subscription_id`, `origin`, `kind`
 /// (`verification`, `state-change`), `answer` (the answer class: `2xx`,
 /// `410`, `429`, `timeout`...) and `action` (`delivered`, `deferred`,
-/// `dropped`, `destroyed`). Filter it with `RUST_LOG`, for example
+/// `dropped`, `destroyed`, `split`). Filter it with `RUST_LOG`, for example
 /// `jmap_web_push::push=warn` to silence it.
 pub const PUSH_LOG_TARGET: &str = "jmap_web_push::push";
 

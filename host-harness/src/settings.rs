@@ -333,6 +333,24 @@ pub enum SettingsError {
     },
 }
 
+/// A TOML syntax error as `line L, column C: message`, without the
+/// offending line itself (which may hold a token or a database password,
+/// and reaches logs and the `/admin/reload` answer).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(
+                "TOML syntax error at line {line}, column {column}: {}",
+                e.message()
+            )
+        }
+        None => format!("TOML syntax error: {}", e.message()),
+    }
+}
+
 impl Settings {
     /// Reads `path` (or defaults when `None`), applies the environment
     /// overrides from `env`, and validates.
@@ -357,7 +375,7 @@ impl Settings {
     ) -> Result<Settings, SettingsError> {
         let mut table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| SettingsError::Syntax(e.to_string()))?;
+            .map_err(|e: toml::de::Error| SettingsError::Syntax(syntax_error(text, &e)))?;
         for (name, value) in env {
             let Some(path) = name.strip_prefix("JMAP_WEB_PUSH__") else {
                 continue;
@@ -491,6 +509,14 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syntax_error_names_the_place_but_not_the_text() {
+        let text = "[server]\nadmin_token = \"s3cr3t-token\nlisten = \"x\"\n";
+        let e = Settings::parse(text, Vec::new()).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

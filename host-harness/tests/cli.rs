@@ -171,7 +171,7 @@ fn compose_writes_a_wasi_only_component_that_targets_its_world() {
     let bare = dir.join("plugin.wasm");
     let o = run(&["compose", "--no-adapters", "-o", bare.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("jmap:web-push/store@0.1.0"));
+    assert!(text(&o).contains("jmap:web-push/store@0.2.0"));
     let o = run(&[
         "targets",
         bare.to_str().unwrap(),

@@ -371,11 +371,16 @@ fn a_push_service_closing_during_the_handshake_is_a_connection_error_not_a_tls_e
         ..HttpPolicy::default()
     })
     .unwrap();
-    let answers = client.send_batch(vec![push(format!("https://localhost:{port}/p"))]);
-    assert!(
-        matches!(&answers[0], Err(OutError::Connection(why)) if why.contains("TLS handshake")),
-        "{answers:?}"
-    );
+    // Whether the reset reaches the client while it writes its hello (a
+    // plain reset) or while the handshake reads (a "TLS handshake" reset)
+    // depends on timing; both are connection errors.
+    for _ in 0..5 {
+        let answers = client.send_batch(vec![push(format!("https://localhost:{port}/p"))]);
+        assert!(
+            matches!(&answers[0], Err(OutError::Connection(_))),
+            "{answers:?}"
+        );
+    }
 }
 
 /// A file under the system's temporary directory, unique to this process.

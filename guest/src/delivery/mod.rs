@@ -555,6 +555,13 @@ fn send_jobs(
             let mut keep = Vec::new();
             for (part, a) in parts.drain(..) {
                 if a == Answer::TooLarge && part.len() > 1 {
+                    env.push_outcome(
+                        &jobs[i].sub.id,
+                        &jobs[i].sub.url,
+                        PushKind::StateChange,
+                        a.reason(),
+                        PushAction::Split,
+                    );
                     for (account, types) in &part {
                         let mut one = Changed::new();
                         one.insert(account.clone(), types.clone());
@@ -630,13 +637,20 @@ fn build_failed(
     report.count("dropped", "build");
 }
 
+/// The outcomes of a subscription that was just erased: whatever was not
+/// delivered is gone with it (nothing of it will be sent again).
+fn erased(mut outcomes: Vec<(String, PushAction)>) -> Vec<(String, PushAction)> {
+    for (_, action) in &mut outcomes {
+        if *action != PushAction::Delivered {
+            *action = PushAction::Destroyed;
+        }
+    }
+    outcomes
+}
+
 /// Reports each request's outcome for `sub` (`host.report-push`).
-fn report_outcomes(
-    env: &mut Env<'_>,
-    sub: &Subscription,
-    outcomes: Vec<(String, PushAction, bool)>,
-) {
-    for (answer, action, _) in outcomes {
+fn report_outcomes(env: &mut Env<'_>, sub: &Subscription, outcomes: Vec<(String, PushAction)>) {
+    for (answer, action) in outcomes {
         env.push_outcome(&sub.id, &sub.url, PushKind::StateChange, answer, action);
     }
 }
@@ -655,9 +669,10 @@ fn apply_answers(
     let mut gone = None;
     let mut refused: Option<String> = None;
     let mut delivered = false;
-    // Per request sent: its answer class and what is done about it (a
-    // refusal becomes `Destroyed` if it ends the subscription's run).
-    let mut outcomes: Vec<(String, PushAction, bool)> = Vec::with_capacity(parts.len());
+    // Per request sent: its answer class and what is done about it
+    // (`Destroyed` for all that was not delivered if the subscription is
+    // erased).
+    let mut outcomes: Vec<(String, PushAction)> = Vec::with_capacity(parts.len());
     for (part, answer) in parts {
         let action = match &answer {
             Answer::Delivered(_) => PushAction::Delivered,
@@ -665,8 +680,7 @@ fn apply_answers(
             Answer::TooLarge | Answer::Refused { .. } => PushAction::Dropped,
             Answer::RateLimited { .. } | Answer::Transient { .. } => PushAction::Deferred,
         };
-        let is_refusal = matches!(answer, Answer::Refused { .. });
-        outcomes.push((answer.reason(), action, is_refusal));
+        outcomes.push((answer.reason(), action));
         match &answer {
             Answer::Delivered(_) => {
                 delivered = true;
@@ -714,7 +728,7 @@ fn apply_answers(
     let pkey = pending_key(&sub.id);
     if let Some(status) = gone {
         repo::erase(env.store, &sub)?;
-        report_outcomes(env, &sub, outcomes);
+        report_outcomes(env, &sub, erased(outcomes));
         report.count("destroyed", &status.to_string());
         return Ok(());
     }
@@ -730,12 +744,7 @@ fn apply_answers(
             && now - sub.refusals.since_ms > 24 * 3600 * 1000
         {
             repo::erase(env.store, &sub)?;
-            for (_, action, is_refusal) in &mut outcomes {
-                if *is_refusal {
-                    *action = PushAction::Destroyed;
-                }
-            }
-            report_outcomes(env, &sub, outcomes);
+            report_outcomes(env, &sub, erased(outcomes));
             report.count("destroyed", "refused");
             return Ok(());
         }
@@ -1122,6 +1131,48 @@ mod engine_tests {
                 ("sub1", origin, k, "400", PushAction::Destroyed),
             ]
         );
+        assert!(repo::load(&mut store, "sub1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_413_split_and_a_410_are_reported_per_request() {
+        use crate::ports::RecordingLog;
+        let config = Config::default();
+        let mut store = MemoryStore::new();
+        let mut http = Scripted::default();
+        let t0 = 1_800_000_000_000;
+        subscription(&mut store, t0);
+        let mut log = RecordingLog::default();
+        let mut two_accounts = event("s1");
+        two_accounts
+            .changed
+            .entry("a2".into())
+            .or_default()
+            .insert("Mailbox".into(), "m1".into());
+        // 413 for both accounts together, then 201 and 410 for each alone.
+        http.answers.extend([413, 201, 410]);
+        let mut env = Env {
+            store: &mut store,
+            http: &mut http,
+            log: &mut log,
+            config: &config,
+            now_ms: t0,
+        };
+        state_changed(&mut Plugin::new(), &mut env, &two_accounts).unwrap();
+        let got: Vec<(&str, PushAction)> = log
+            .outcomes
+            .iter()
+            .map(|o| (o.answer.as_str(), o.action))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("413", PushAction::Split),
+                ("2xx", PushAction::Delivered),
+                ("410", PushAction::Destroyed),
+            ]
+        );
+        assert_eq!(http.sent.len(), 3);
         assert!(repo::load(&mut store, "sub1").unwrap().is_none());
     }
 

@@ -49,8 +49,18 @@ impl Answer {
     }
 }
 
-/// Largest part of a refusal body kept for logs.
-pub const MAX_LOGGED_BODY: usize = 1024;
+/// Largest part of a refusal body kept for logs and error descriptions.
+pub const MAX_LOGGED_BODY: usize = 200;
+
+/// A push service's body as one line of text for a log or an error
+/// description: lossy UTF-8, control characters (line breaks included) as
+/// spaces, so a hostile body cannot forge log lines.
+fn printable(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
 
 /// Classifies one result of `http-out`. `now_unix_secs` resolves HTTP-date
 /// `Retry-After` values; `cap_secs` bounds them.
@@ -107,7 +117,7 @@ pub fn classify(
             let body = &resp.body_prefix[..resp.body_prefix.len().min(MAX_LOGGED_BODY)];
             Answer::Refused {
                 status: s,
-                detail: format!("status {s}: {}", String::from_utf8_lossy(body)),
+                detail: format!("status {s}: {}", printable(body)),
             }
         }
     }
@@ -205,6 +215,30 @@ mod tests {
             classify(&Err(HttpError::DeniedByPolicy("x".into())), NOW, 3600),
             Answer::Refused { status: 0, .. }
         ));
+    }
+
+    #[test]
+    fn a_refusal_body_is_kept_short_and_on_one_line() {
+        let mut body = b"bad\r\nINFO forged line\x1b[31m ".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 5000));
+        let r = Ok(HttpResponse {
+            status: 400,
+            headers: Vec::new(),
+            body_prefix: body,
+        });
+        let Answer::Refused { detail, .. } = classify(&r, NOW, 3600) else {
+            panic!("400 is a refusal");
+        };
+        assert!(
+            detail.starts_with("status 400: bad  INFO forged line [31m "),
+            "{detail}"
+        );
+        assert!(!detail.chars().any(char::is_control), "{detail}");
+        assert!(
+            detail.len() <= "status 400: ".len() + MAX_LOGGED_BODY,
+            "{}",
+            detail.len()
+        );
     }
 
     #[test]

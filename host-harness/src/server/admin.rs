@@ -12,7 +12,8 @@
 //! changed, never with a secret.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,7 +26,7 @@ use super::{
     base_url, build_http, build_plugin_on, json_response, plugin_session, problem, trap, AppState,
     Current,
 };
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Settings, SettingsError, User};
 use crate::PluginError;
 
 /// The `tracing` target of admin actions.
@@ -68,8 +69,9 @@ pub(super) fn admin_refusal(
     Some(r)
 }
 
-/// `GET /admin/vapid`: `{"applicationServerKey": ...}` (`null` when VAPID
-/// is off).
+/// `GET /admin/vapid`: `{"applicationServerKey", "sessionState",
+/// "store"}` (the key `null` when VAPID is off; `store` is
+/// [`super::store_fingerprint`]).
 pub(super) async fn vapid_show(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let current = state.current();
     if let Some(r) = admin_refusal(&current, &headers, "admin") {
@@ -84,7 +86,11 @@ pub(super) async fn vapid_show(State(state): State<Arc<AppState>>, headers: Head
         .find(|(uri, _)| uri == "urn:ietf:params:jmap:webpush-vapid")
         .and_then(|(_, v)| v.get("applicationServerKey").cloned())
         .unwrap_or(Value::Null);
-    json_response(json!({"applicationServerKey": key, "sessionState": session_state}))
+    json_response(json!({
+        "applicationServerKey": key,
+        "sessionState": session_state,
+        "store": super::store_fingerprint(&current.settings),
+    }))
 }
 
 /// `POST /admin/vapid/rotate`: `{"applicationServerKey", "destroyed",
@@ -137,11 +143,13 @@ pub(super) async fn vapid_rotate(
         "applicationServerKey": rotation.application_server_key,
         "destroyed": rotation.destroyed,
         "sessionState": session_state,
+        "store": super::store_fingerprint(&current.settings),
     }))
 }
 
 /// `POST /admin/reload`: the [`ReloadReport`], or 400 naming what is wrong
-/// with the file (the running configuration stays).
+/// with the file (the running configuration stays). The reload runs in a
+/// task of its own: a client that goes away does not cut it short.
 pub(super) async fn reload_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -149,11 +157,17 @@ pub(super) async fn reload_handler(
     if let Some(r) = admin_refusal(&state.current(), &headers, "admin") {
         return r;
     }
-    match reload(&state).await {
-        Ok(report) => json_response(serde_json::to_value(report).unwrap_or(Value::Null)),
-        Err(e @ (ReloadError::Invalid(_) | ReloadError::NoConfigFile)) => {
+    let task = tokio::spawn(async move { reload(&state).await });
+    match task.await {
+        Ok(Ok(report)) => json_response(serde_json::to_value(report).unwrap_or(Value::Null)),
+        Ok(Err(e @ (ReloadError::Invalid(_) | ReloadError::NoConfigFile))) => {
             problem(StatusCode::BAD_REQUEST, "about:blank", e.to_string())
         }
+        Ok(Err(e)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "about:blank",
+            e.to_string(),
+        ),
         Err(e) => problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "about:blank",
@@ -171,14 +185,14 @@ pub struct ReloadReport {
     /// any change of users or credentials).
     pub changed: Vec<String>,
     /// Dotted keys that changed in the file but need a restart
-    /// (`server.listen`, `store.*`): the running values stay.
+    /// (`server.listen`, `store.*`...): the running values stay.
     pub restart_required: Vec<String>,
-    /// Whether the plugin was built anew (`[plugin]`, `[http]` or
-    /// `[sandbox]` changed).
-    pub plugin_rebuilt: bool,
-    /// Credentials no longer in the file (or whose secret changed), each
-    /// revoked: its subscriptions destroyed.
+    /// Credentials revoked: no longer in the file or with another secret
+    /// (and those a failed revocation left, done now).
     pub revoked: Vec<RevokedCredential>,
+    /// Revocations that failed; they are tried again on every tick and
+    /// reload until they succeed.
+    pub revocation_failed: Vec<FailedRevocation>,
 }
 
 /// One credential a reload revoked.
@@ -194,8 +208,20 @@ pub struct RevokedCredential {
     pub destroyed: u32,
 }
 
-/// Why a reload did not happen (the running configuration stays) or did
-/// not finish.
+/// One revocation that failed (it stays due).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct FailedRevocation {
+    /// The user.
+    pub username: String,
+    /// The credential id.
+    pub credential_id: String,
+    /// What failed.
+    pub error: String,
+}
+
+/// Why a reload did not happen; the running configuration stays.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReloadError {
@@ -205,29 +231,17 @@ pub enum ReloadError {
     /// The file is unreadable or invalid; names the key.
     #[error(transparent)]
     Invalid(#[from] SettingsError),
-    /// The plugin could not be built with the new settings.
-    #[error("the new plugin settings cannot be used: {0:#}")]
-    Plugin(anyhow::Error),
-    /// The new configuration is in force, but revoking a removed
-    /// credential failed; a later reload or a `CredentialRevoked` event
-    /// can finish it.
-    #[error(
-        "the configuration is in force, but revoking {username}/{credential_id} failed: {reason}"
-    )]
-    Revocation {
-        /// The user.
-        username: String,
-        /// The credential id.
-        credential_id: String,
-        /// What failed.
-        reason: String,
-    },
+    /// The HTTP client or the plugin could not be built with the new
+    /// settings (for example a CA file that cannot be read).
+    #[error("the new settings cannot be used: {0:#}")]
+    Build(anyhow::Error),
 }
 
 /// Settings read once at start: a change needs a restart (besides
 /// `store.*`).
 const RESTART_ONLY: &[&str] = &[
     "server.listen",
+    "server.log_format",
     "server.max_auth_failures",
     "server.auth_failure_window_secs",
     "server.password_check_threads",
@@ -262,7 +276,9 @@ fn changed_keys(a: &Value, b: &Value) -> Vec<String> {
 }
 
 /// Every (user, credential id) with its secret.
-fn credentials(settings: &Settings) -> BTreeSet<(String, String, Option<String>, Option<String>)> {
+type CredentialKey = (String, String, Option<String>, Option<String>);
+
+fn credentials(settings: &Settings) -> BTreeSet<CredentialKey> {
     settings
         .users
         .iter()
@@ -279,34 +295,85 @@ fn credentials(settings: &Settings) -> BTreeSet<(String, String, Option<String>,
         .collect()
 }
 
+/// `users` without the credentials in `revoked`.
+fn without(users: &[User], revoked: &BTreeSet<(String, String)>) -> Vec<User> {
+    users
+        .iter()
+        .map(|u| User {
+            name: u.name.clone(),
+            credentials: u
+                .credentials
+                .iter()
+                .filter(|c| !revoked.contains(&(u.name.clone(), c.id.clone())))
+                .cloned()
+                .collect(),
+        })
+        .collect()
+}
+
+/// How long a reload waits for requests that started under the previous
+/// configuration before it revokes credentials anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until no request holds the configuration `old` any more (or
+/// [`DRAIN_TIMEOUT`] passed).
+async fn drained(old: Weak<Current>) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while old.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Re-reads the configuration file and applies it:
 ///
 /// - users and credentials are replaced; a credential no longer in the
 ///   file, or whose password hash or token changed, is revoked: requests
 ///   with it are refused from now on and its subscriptions are destroyed
-///   (as a `CredentialRevoked` event does);
+///   (as a `CredentialRevoked` event does). The revocation waits until the
+///   requests that started under the previous configuration have finished,
+///   and a changed credential is refused until its old subscriptions are
+///   gone, so no subscription of a revoked credential survives and none of
+///   the new secret is destroyed;
 /// - `[server]` limits and capabilities, `[plugin]`, `[http]` and
 ///   `[sandbox]` take effect for requests that start after the reload (the
-///   plugin is built anew when one of the last three changed; calls in
-///   flight finish on the old one);
-/// - `server.listen` and `store.*` need a restart: a change is reported in
+///   HTTP client and the plugin are built anew on the same store; calls in
+///   flight finish on the old ones);
+/// - `server.listen`, `server.log_format`, the login-failure settings and
+///   `store.*` need a restart: a change is reported in
 ///   [`ReloadReport::restart_required`] and the running values stay.
 ///
-/// A file that does not load leaves everything as it was
-/// ([`ReloadError::Invalid`] names the key).
+/// A file that does not load, or settings the HTTP client or the plugin
+/// cannot be built with, leave everything as it was. A revocation that
+/// fails is reported, logged and tried again on every tick and reload.
 pub async fn reload(state: &AppState) -> Result<ReloadReport, ReloadError> {
+    let result = apply_file(state).await;
+    match &result {
+        Ok(report) => tracing::info!(
+            target: ADMIN_LOG_TARGET,
+            action = "reload",
+            changed = ?report.changed,
+            restart_required = ?report.restart_required,
+            revoked = report.revoked.len(),
+            revocation_failed = report.revocation_failed.len(),
+            "configuration reloaded"
+        ),
+        Err(e) => tracing::error!(
+            target: ADMIN_LOG_TARGET,
+            action = "reload",
+            error = %e,
+            "configuration not reloaded; the running one stays"
+        ),
+    }
+    result
+}
+
+async fn apply_file(state: &AppState) -> Result<ReloadReport, ReloadError> {
     let _one_at_a_time = state.reloading.lock().await;
     let path = state.config_file.clone().ok_or(ReloadError::NoConfigFile)?;
-    let loaded = tokio::task::spawn_blocking(move || Settings::load(Some(&path), std::env::vars()))
-        .await
-        .map_err(|e| ReloadError::Plugin(e.into()))?;
-    let mut next = match loaded {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(target: ADMIN_LOG_TARGET, action = "reload", error = %e, "configuration not reloaded; the running one stays");
-            return Err(e.into());
-        }
-    };
+    let mut next =
+        tokio::task::spawn_blocking(move || Settings::load(Some(&path), std::env::vars()))
+            .await
+            .map_err(|e| ReloadError::Build(e.into()))??;
     let current = state.current();
     let old = &current.settings;
     let as_json = |s: &Settings| serde_json::to_value(s).unwrap_or(Value::Null);
@@ -320,96 +387,140 @@ pub async fn reload(state: &AppState) -> Result<ReloadReport, ReloadError> {
     }
     // What cannot change at run time keeps its running value.
     next.server.listen = old.server.listen;
+    next.server.log_format = old.server.log_format;
     next.server.max_auth_failures = old.server.max_auth_failures;
     next.server.auth_failure_window_secs = old.server.auth_failure_window_secs;
     next.server.password_check_threads = old.server.password_check_threads;
     next.store = old.store.clone();
 
-    let section_changed = |section: &str| {
-        report
-            .changed
-            .iter()
-            .any(|k| k == section || k.starts_with(&format!("{section}.")))
-    };
-    let http_changed = section_changed("http");
-    let rebuild = http_changed || section_changed("plugin") || section_changed("sandbox");
-    let (plugin, http) = if rebuild {
-        let http = if http_changed {
-            build_http(&next, &state.metrics).map_err(ReloadError::Plugin)?
-        } else {
-            current.http.clone()
-        };
-        let (s, store, h) = (next.clone(), state.store.clone(), http.clone());
-        let plugin = tokio::task::spawn_blocking(move || build_plugin_on(&s, store, h))
+    // Built anew every time: the CA files or `insecure_test_mode` may have
+    // changed, and the plugin holds the client.
+    let http = build_http(&next, &state.metrics).map_err(ReloadError::Build)?;
+    let (s, store, h) = (next.clone(), state.store.clone(), http);
+    let plugin = Arc::new(
+        tokio::task::spawn_blocking(move || build_plugin_on(&s, store, h))
             .await
-            .map_err(|e| ReloadError::Plugin(e.into()))?
-            .map_err(ReloadError::Plugin)?;
-        (Arc::new(plugin), http)
-    } else {
-        (current.plugin.clone(), current.http.clone())
-    };
-    report.plugin_rebuilt = rebuild;
+            .map_err(|e| ReloadError::Build(e.into()))?
+            .map_err(ReloadError::Build)?,
+    );
 
     let kept = credentials(&next);
-    let revoked: Vec<(String, String)> = credentials(old)
+    let revoked: BTreeSet<(String, String)> = credentials(old)
         .into_iter()
         .filter(|c| !kept.contains(c))
         .map(|(user, id, _, _)| (user, id))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
-    state.replace_current(Arc::new(Current {
-        auth: Arc::new(Authenticator::new(next.users.clone())),
-        base_url: base_url(&next, state.addr),
-        settings: next,
-        plugin: plugin.clone(),
-        http,
-    }));
-    for (username, credential_id) in revoked {
-        let (p, u, c) = (plugin.clone(), username.clone(), credential_id.clone());
-        let result = tokio::task::spawn_blocking(move || p.credential_revoked(&u, &c)).await;
+    let base_url = base_url(&next, state.addr);
+    let final_users = next.users.clone();
+    if revoked.is_empty() {
+        state.replace_current(Arc::new(Current {
+            auth: Arc::new(current.auth.carry_over(final_users)),
+            settings: next,
+            plugin,
+            base_url,
+        }));
+    } else {
+        // 1. Refuse the revoked credentials (a changed one too, for now).
+        let interim = without(&final_users, &revoked);
+        let mut interim_settings = next.clone();
+        interim_settings.users = interim.clone();
+        state.replace_current(Arc::new(Current {
+            auth: Arc::new(current.auth.carry_over(interim)),
+            settings: interim_settings,
+            plugin: plugin.clone(),
+            base_url: base_url.clone(),
+        }));
+        // 2. Let requests authenticated with them finish.
+        let old = Arc::downgrade(&current);
+        drop(current);
+        drained(old).await;
+        // 3. Revoke; 4. let the changed credentials in with their new secret.
+        state
+            .pending_revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(revoked);
+        let interim_current = state.current();
+        state.replace_current(Arc::new(Current {
+            auth: Arc::new(interim_current.auth.carry_over(final_users)),
+            settings: next,
+            plugin,
+            base_url,
+        }));
+        drop(interim_current);
+    }
+    let (done, failed) = revoke_pending(state).await;
+    report.revoked = done;
+    report.revocation_failed = failed;
+    state.tick_wake.notify_one();
+    Ok(report)
+}
+
+/// Revokes every credential in [`AppState::pending_revocations`]; what
+/// fails stays there for the next tick or reload.
+pub(super) async fn revoke_pending(
+    state: &AppState,
+) -> (Vec<RevokedCredential>, Vec<FailedRevocation>) {
+    let due: Vec<(String, String)> = state
+        .pending_revocations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for (username, credential_id) in due {
+        // A credential back in the file (with another secret) is revoked
+        // too: its old subscriptions were made with the old secret.
+        let plugin = state.current().plugin.clone();
+        let (u, c) = (username.clone(), credential_id.clone());
+        let result = tokio::task::spawn_blocking(move || plugin.credential_revoked(&u, &c)).await;
         let outcome = match result {
             Ok(Ok(Ok(n))) => Ok(n),
             Ok(Ok(Err(e))) => Err(format!("{e:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let destroyed = match outcome {
-            Ok(n) => n,
-            Err(reason) => {
-                tracing::error!(target: ADMIN_LOG_TARGET, action = "revoke-credential", username = %username, credential_id = %credential_id, error = %reason, "revoking a removed credential failed");
-                return Err(ReloadError::Revocation {
+        match outcome {
+            Ok(destroyed) => {
+                state
+                    .pending_revocations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(username.clone(), credential_id.clone()));
+                tracing::info!(
+                    target: ADMIN_LOG_TARGET,
+                    action = "revoke-credential",
+                    username = %username,
+                    credential_id = %credential_id,
+                    destroyed,
+                    "credential revoked (removed from the configuration or given another secret)"
+                );
+                done.push(RevokedCredential {
                     username,
                     credential_id,
-                    reason,
+                    destroyed,
                 });
             }
-        };
-        tracing::info!(
-            target: ADMIN_LOG_TARGET,
-            action = "revoke-credential",
-            username = %username,
-            credential_id = %credential_id,
-            destroyed,
-            "credential removed from the configuration: revoked"
-        );
-        report.revoked.push(RevokedCredential {
-            username,
-            credential_id,
-            destroyed,
-        });
+            Err(error) => {
+                tracing::error!(
+                    target: ADMIN_LOG_TARGET,
+                    action = "revoke-credential",
+                    username = %username,
+                    credential_id = %credential_id,
+                    error = %error,
+                    "revoking a credential failed; it is tried again on the next tick"
+                );
+                failed.push(FailedRevocation {
+                    username,
+                    credential_id,
+                    error,
+                });
+            }
+        }
     }
-    state.tick_wake.notify_one();
-    tracing::info!(
-        target: ADMIN_LOG_TARGET,
-        action = "reload",
-        changed = ?report.changed,
-        restart_required = ?report.restart_required,
-        plugin_rebuilt = report.plugin_rebuilt,
-        revoked = report.revoked.len(),
-        "configuration reloaded"
-    );
-    Ok(report)
+    (done, failed)
 }
 
 #[cfg(test)]

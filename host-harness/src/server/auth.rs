@@ -27,9 +27,10 @@ pub struct Principal {
 /// milliseconds of CPU by design and belongs off the async runtime.
 pub struct Authenticator {
     users: Vec<User>,
-    /// SHA-256 of a verified Basic header → principal (Argon2 is slow by
-    /// design; a verified header is not verified again).
-    verified: Mutex<HashMap<[u8; 32], Principal>>,
+    /// SHA-256 of a verified Basic header → principal and the password
+    /// hash it was verified against (Argon2 is slow by design; a verified
+    /// header is not verified again).
+    verified: Mutex<HashMap<[u8; 32], (Principal, String)>>,
     /// An Argon2id hash of a random password, verified in place of a
     /// missing one, so that an unknown user name takes as long to refuse
     /// as a wrong password.
@@ -116,7 +117,7 @@ impl Authenticator {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&key)
             {
-                return Quick::Known(p.clone());
+                return Quick::Known(p.0.clone());
             }
             let Some(decoded) = base64::engine::general_purpose::STANDARD
                 .decode(value)
@@ -179,7 +180,7 @@ impl Authenticator {
             let _ = verify(&self.decoy);
             return None;
         };
-        let id = hashes.into_iter().find(|(_, h)| verify(h))?.0;
+        let (id, hash) = hashes.into_iter().find(|(_, h)| verify(h))?;
         let p = Principal {
             username: user.name.clone(),
             credential_id: id.to_string(),
@@ -188,8 +189,35 @@ impl Authenticator {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(check.key, p.clone());
+        cache.insert(check.key, (p.clone(), hash.to_string()));
         Some(p)
+    }
+
+    /// An authenticator for `users` that keeps the verified Basic headers
+    /// of this one whose credential is still there with the same password
+    /// hash (a reload does not make every client pay Argon2 again).
+    pub fn carry_over(&self, users: Vec<User>) -> Authenticator {
+        let still_valid = |(p, hash): &(Principal, String)| {
+            users.iter().any(|u| {
+                u.name == p.username
+                    && u.credentials.iter().any(|c| {
+                        c.id == p.credential_id && c.password_hash.as_deref() == Some(hash)
+                    })
+            })
+        };
+        let verified = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, v)| still_valid(v))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        Authenticator {
+            users,
+            verified: Mutex::new(verified),
+            decoy: self.decoy.clone(),
+        }
     }
 
     /// Whether `header` carries the admin token.
@@ -216,6 +244,43 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 mod tests {
     use super::*;
     use crate::settings::Credential;
+
+    #[test]
+    fn a_reload_keeps_verified_passwords_only_while_their_hash_is_unchanged() {
+        let user = |hash: &str| User {
+            name: "alice".into(),
+            credentials: vec![Credential {
+                id: "laptop".into(),
+                password_hash: Some(hash.into()),
+                token_sha256: None,
+            }],
+        };
+        let first = hash_password("old").unwrap();
+        let a = Authenticator::new(vec![user(&first)]);
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:old")
+        );
+        assert!(a.check(&header).is_some());
+        let same = a.carry_over(vec![user(&first)]);
+        assert!(
+            matches!(same.quick(&header), Quick::Known(_)),
+            "kept: no Argon2 again"
+        );
+        let changed = a.carry_over(vec![user(&hash_password("new").unwrap())]);
+        assert!(
+            matches!(changed.quick(&header), Quick::NeedsPassword(_)),
+            "dropped with the old password"
+        );
+        assert_eq!(changed.check(&header), None);
+        assert!(
+            matches!(
+                a.carry_over(Vec::new()).quick(&header),
+                Quick::NeedsPassword(_)
+            ),
+            "dropped with the user"
+        );
+    }
 
     #[test]
     fn an_unknown_user_is_refused_after_a_decoy_argon2_verification() {

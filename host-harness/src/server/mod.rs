@@ -62,7 +62,6 @@ pub struct Current {
     settings: Settings,
     auth: Arc<Authenticator>,
     plugin: Arc<PushPlugin>,
-    http: Arc<HttpClient>,
     base_url: String,
 }
 
@@ -78,6 +77,9 @@ pub struct AppState {
     reloading: tokio::sync::Mutex<()>,
     /// Failed authentications per client address and user name.
     limiter: throttle::FailureLimiter,
+    /// Credentials a reload revoked whose subscriptions are not yet all
+    /// destroyed (retried on every tick).
+    pending_revocations: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Where Argon2 verifications run.
     passwords: throttle::PasswordPool,
     metrics: Arc<Metrics>,
@@ -104,6 +106,29 @@ pub fn account_id(username: &str) -> String {
     format!(
         "a{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..15])
+    )
+}
+
+/// A short fingerprint of the store `settings` name (its kind and a hash
+/// of its canonical path or URL), so that a command can tell whether a
+/// running server uses the store of its own configuration without either
+/// side revealing the path or the URL (which may hold a password).
+pub fn store_fingerprint(settings: &Settings) -> String {
+    let (kind, location) = match settings.store.kind {
+        StoreKind::Memory => ("memory", String::new()),
+        StoreKind::Embedded => (
+            "embedded",
+            std::fs::canonicalize(&settings.store.path)
+                .unwrap_or_else(|_| settings.store.path.clone())
+                .display()
+                .to_string(),
+        ),
+        StoreKind::Postgres => ("postgres", settings.store.url.clone().unwrap_or_default()),
+    };
+    let digest = Sha256::digest(location.as_bytes());
+    format!(
+        "{kind}:{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..9])
     )
 }
 
@@ -275,11 +300,11 @@ pub async fn start_with_file(
             Duration::from_secs(settings.server.auth_failure_window_secs),
         ),
         passwords: throttle::PasswordPool::new(settings.server.password_check_threads),
+        pending_revocations: Mutex::new(Default::default()),
         current: RwLock::new(Arc::new(Current {
             auth: Arc::new(Authenticator::new(settings.users.clone())),
             settings,
             plugin,
-            http,
             base_url: base_url.clone(),
         })),
         store,
@@ -340,6 +365,14 @@ async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
             _ = tokio::time::sleep(wait) => {}
             _ = state.tick_wake.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        let has_pending = !state
+            .pending_revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if has_pending {
+            admin::revoke_pending(&state).await;
         }
         let plugin = state.current().plugin.clone();
         let result = tokio::task::spawn_blocking(move || plugin.tick()).await;

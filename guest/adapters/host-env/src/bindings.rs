@@ -102,6 +102,7 @@ impl wit_host::Guest for Component {
             wit_host::PushAction::Deferred => "deferred",
             wit_host::PushAction::Dropped => "dropped",
             wit_host::PushAction::Destroyed => "destroyed",
+            wit_host::PushAction::Split => "split",
         };
         write_stderr(&format!(
             "INFO jmap-web-push: push {action}: subscription {} at {} ({kind}, answer {})\n",
