@@ -16,7 +16,8 @@
 #
 # A lease is a process id (scripts/test.sh passes its own): several test
 # runs in one work tree share the server, and the last one out stops it.
-# Listens on 127.0.0.1:${JMAP_WEB_PUSH_PG_PORT:-55432} and on a unix socket in
+# Listens on 127.0.0.1:${JMAP_WEB_PUSH_PG_PORT:-<40000-59999, from the path's hash>}
+# and on a unix socket in
 # <dir>/sock; trust authentication, user postgres. As root the server
 # runs as the `postgres` user (initdb refuses root), created if missing.
 set -euo pipefail
@@ -26,7 +27,10 @@ base="${JMAP_WEB_PUSH_PG_DIR:-${TMPDIR:-/tmp}/jmap-web-push-pg-$(printf %s "$roo
 data="$base/data"
 sock="$base/sock"
 leases="$base/leases"
-port="${JMAP_WEB_PUSH_PG_PORT:-55432}"
+# The port, like the directory, follows from the checkout's path, so two
+# checkouts (a CI clone beside a work tree) run two servers side by side.
+hash=$(printf %s "$root" | sha1sum | cut -c1-12)
+port="${JMAP_WEB_PUSH_PG_PORT:-$((40000 + 0x${hash:0:4} % 20000))}"
 db=jmap_web_push_test
 url="postgres://postgres@127.0.0.1:$port/$db"
 

@@ -9,7 +9,8 @@
 //!   HTTP/1.1 and over HTTP/2;
 //! - per-event cost for one subscription while the store holds 1, 1,000,
 //!   10,000 and 100,000 other subscriptions;
-//! - sustained events/s with 10,000 subscriptions (10 per user);
+//! - scaling: events/s for different users on 1 and 2 threads with 10,000
+//!   subscriptions (10 per user), memory and embedded store, and the ratio;
 //! - instantiate time from `InstancePre`, cold load from the AOT cache,
 //!   component size, `PushSubscription/get` calls/s on 1 and 2 threads;
 //! - peak guest linear memory during the fan-out, host RSS with 10,000
@@ -69,6 +70,18 @@ fn keys() -> StoredKeys {
 /// URLs point at `url_base` + index.
 fn populate(
     store: &MemoryStore,
+    n: usize,
+    users: usize,
+    user_prefix: &str,
+    url_base: &str,
+    keys: Option<&StoredKeys>,
+) {
+    populate_into(store, n, users, user_prefix, url_base, keys)
+}
+
+/// [`populate`] on any store backend.
+fn populate_into(
+    store: &dyn KvStore,
     n: usize,
     users: usize,
     user_prefix: &str,
@@ -147,7 +160,7 @@ fn config() -> PluginConfig {
 /// The plugin on `store`; `http` defaults to the harness's real client,
 /// `shards` to one instance per core.
 fn plugin_with(
-    store: Arc<MemoryStore>,
+    store: Arc<dyn KvStore>,
     http: Option<Arc<dyn HttpSend>>,
     shards: Option<u32>,
 ) -> PushPlugin {
@@ -164,7 +177,7 @@ fn plugin_with(
     b.build().expect("plugin")
 }
 
-fn plugin(store: Arc<MemoryStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugin {
+fn plugin(store: Arc<dyn KvStore>, http: Option<Arc<dyn HttpSend>>) -> PushPlugin {
     plugin_with(store, http, None)
 }
 
@@ -247,9 +260,13 @@ impl CpuSplit {
 }
 
 /// Pins the calling thread (and the threads it starts from now on) to one
-/// CPU, or lets it run on every CPU again (`None`).
-fn pin_to_cpu(cpu: Option<usize>) {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// CPU, or lets it run on all `cpus` again (`None`).
+///
+/// `cpus` is the machine's count taken before any pinning: the standard
+/// library's `available_parallelism` follows the calling thread's affinity,
+/// so after pinning it says 1, and an unpin computed from it left every
+/// later row (the sustained and 2-thread rows among them) on one core.
+fn pin_to_cpu(cpu: Option<usize>, cpus: usize) {
     // SAFETY: `set` is a plain bit set that sched_setaffinity only reads.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -422,9 +439,9 @@ fn main() {
     // (one instance: cores used = 1), the gateway's threads to core 1.
     // Reference: one encryption measured on core 0 in the same rounds.
     if cores >= 2 {
-        pin_to_cpu(Some(1));
+        pin_to_cpu(Some(1), cores);
         let own_core = Gateway::start();
-        pin_to_cpu(Some(0));
+        pin_to_cpu(Some(0), cores);
         let client = jmap_web_push_host::HttpClient::new(jmap_web_push_host::HttpPolicy {
             allow_insecure_loopback: true,
             ..Default::default()
@@ -467,7 +484,12 @@ fn main() {
         );
         drop(pinned);
         drop(own_core);
-        pin_to_cpu(None);
+        pin_to_cpu(None, cores);
+        assert_eq!(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores,
+            "the bench is still pinned: every later row would run on one core"
+        );
     }
     drop((single_keyed, single_plain, keyed_one, plain_one));
 
@@ -563,38 +585,76 @@ fn main() {
     );
     drop(client);
 
-    // Sustained events with 10,000 subscriptions, 10 per user, 2 threads.
-    let store = Arc::new(MemoryStore::new());
-    populate(&store, 10_000, 1_000, "u", "http://127.0.0.1:9/s", Some(&k));
-    let p = Arc::new(plugin(store, Some(Arc::new(Instant201))));
+    // Scaling: concurrent events for different users (10 subscriptions
+    // each, 10,000 in the store) on 1 and 2 threads, memory and embedded
+    // store; rounds alternate 1 and 2 threads, medians.
+    let memory = Arc::new(MemoryStore::new());
+    populate(
+        &memory,
+        10_000,
+        1_000,
+        "u",
+        "http://127.0.0.1:9/s",
+        Some(&k),
+    );
     println!(
         "host RSS with 10,000 subscriptions stored, idle: {:.0} MiB",
         rss_mib()
     );
-    for threads in [1usize, 2] {
-        let t = Instant::now();
-        let per_thread = 150;
-        std::thread::scope(|s| {
-            for th in 0..threads {
-                let p = p.clone();
-                s.spawn(move || {
-                    for i in 0..per_thread {
-                        let user = format!("u{}", (th * per_thread + i) % 1000);
-                        let r = p.state_changed(&event(&user, i)).unwrap().unwrap();
-                        assert_eq!(r.delivered, 10);
+    let dir = std::env::temp_dir().join(format!("jwp-bench-scaling-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let embedded = Arc::new(
+        jmap_web_push_host::store::embedded::EmbeddedStore::open(dir.join("store.redb"))
+            .expect("embedded store"),
+    );
+    populate_into(
+        &*embedded,
+        10_000,
+        1_000,
+        "u",
+        "http://127.0.0.1:9/s",
+        Some(&k),
+    );
+    let stores: [(&str, Arc<dyn KvStore>); 2] = [("memory", memory), ("embedded", embedded)];
+    for (name, store) in stores {
+        let p = Arc::new(plugin(store, Some(Arc::new(Instant201))));
+        let per_thread = 400;
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..4 {
+            for threads in [1usize, 2] {
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    for th in 0..threads {
+                        let p = p.clone();
+                        s.spawn(move || {
+                            for i in 0..per_thread {
+                                let user = format!("u{}", (th * per_thread + i) % 1000);
+                                let state = round * 10 * per_thread + threads * per_thread + i;
+                                let r = p.state_changed(&event(&user, state)).unwrap().unwrap();
+                                assert_eq!(r.delivered, 10);
+                            }
+                        });
                     }
                 });
+                if round > 0 {
+                    // Round 0 warms every instance up.
+                    rates[threads - 1]
+                        .push((threads * per_thread) as f64 / t.elapsed().as_secs_f64());
+                }
             }
-        });
-        let secs = t.elapsed().as_secs_f64();
-        let events = (threads * per_thread) as f64;
+        }
+        let (one, two) = (median(rates[0].clone()), median(rates[1].clone()));
         println!(
-            "sustained with 10,000 subscriptions, {threads} thread(s): {:.0} events/s, {:.0} pushes/s; RSS {:.0} MiB",
-            events / secs,
-            events * 10.0 / secs,
+            "scaling, {name} store, 10,000 subscriptions (10 per user), events for different users: \
+             1 thread {one:.0} events/s ({:.0} pushes/s), 2 threads {two:.0} events/s ({:.0} pushes/s): \
+             {:.2}x on {cores} cores (goal >= 1.7x on 2); RSS {:.0} MiB",
+            one * 10.0,
+            two * 10.0,
+            two / one,
             rss_mib()
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
 
     // Runtime figures.
     let store = Arc::new(MemoryStore::new());

@@ -222,7 +222,11 @@ impl Authenticator {
 
     /// Whether `header` carries the admin token.
     pub fn is_admin(header: Option<&str>, admin_token: Option<&str>) -> bool {
-        match (header.and_then(|h| h.strip_prefix("Bearer ")), admin_token) {
+        let given = header
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
+        match (given, admin_token) {
             (Some(given), Some(want)) => {
                 ct_eq(&sha256(given.trim().as_bytes()), &sha256(want.as_bytes()))
             }
@@ -340,6 +344,8 @@ mod tests {
         assert_eq!(a.check("Bearer tok-124"), None);
         assert_eq!(a.check("Digest x"), None);
         assert!(Authenticator::is_admin(Some("Bearer adm"), Some("adm")));
+        assert!(Authenticator::is_admin(Some("bearer adm"), Some("adm")));
+        assert!(!Authenticator::is_admin(Some("Basic adm"), Some("adm")));
         assert!(!Authenticator::is_admin(Some("Bearer adm2"), Some("adm")));
         assert!(!Authenticator::is_admin(None, Some("adm")));
         assert!(!Authenticator::is_admin(Some("Bearer adm"), None));
