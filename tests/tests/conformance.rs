@@ -2,8 +2,9 @@
 //!
 //! Every scenario of Apache James's method contract suite (named after it,
 //! in snake_case), with the RFC 8620-correct outcome where James deviates
-//! (`docs/behaviour.md`, "Where other servers differ"), plus the behaviour of
-//! `docs/behaviour.md` B1–B5 and B9 that James does not test. Each test drives the real component
+//! (`docs/behaviour.md`, "Where other servers differ"), plus the behaviour
+//! of `docs/behaviour.md` B1–B5 and B9 that James does not test. Each test
+//! drives the real component
 //! through the host harness with JSON exactly as a client sends it, against
 //! the loopback `Gateway`, and checks responses, gateway traffic and the
 //! store.
