@@ -25,49 +25,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jmap_web_push_guest::crypto::b64url_encode;
+mod common;
+
+use common::{keys, pin_to_cpu, populate_into, Instant201};
 use jmap_web_push_guest::crypto::keys::parse_receiver_keys;
-use jmap_web_push_guest::crypto::vapid::VapidKey;
-use jmap_web_push_guest::repo;
-use jmap_web_push_guest::subscription::{Owner, StoredKeys, Subscription, VerificationState};
+use jmap_web_push_guest::subscription::StoredKeys;
 use jmap_web_push_host::gateway::Gateway;
-use jmap_web_push_host::net::{OutError, OutRequest, OutResponse};
+use jmap_web_push_host::net::OutRequest;
 use jmap_web_push_host::store::memory::MemoryStore;
-use jmap_web_push_host::store::{Condition, KvStore};
+use jmap_web_push_host::store::KvStore;
 use jmap_web_push_host::{
     AccountChanges, Caller, HttpSend, PluginConfig, PushPlugin, SandboxOptions, StateChange,
     TypeState,
 };
 
-/// Answers 201 at once, without network.
-struct Instant201;
-
-impl HttpSend for Instant201 {
-    fn send_batch(&self, requests: Vec<OutRequest>) -> Vec<Result<OutResponse, OutError>> {
-        requests
-            .iter()
-            .map(|_| {
-                Ok(OutResponse {
-                    status: 201,
-                    headers: Vec::new(),
-                    body_prefix: Vec::new(),
-                })
-            })
-            .collect()
-    }
-}
-
-fn keys() -> StoredKeys {
-    let k = VapidKey::generate().expect("key");
-    let auth: [u8; 16] = jmap_web_push_guest::crypto::random_array().expect("random");
-    StoredKeys {
-        p256dh: k.public_key_base64url(),
-        auth: b64url_encode(&auth),
-    }
-}
-
-/// Writes `n` verified subscriptions for `users` users (round robin) whose
-/// URLs point at `url_base` + index.
+/// [`common::populate_into`] on a memory store.
 fn populate(
     store: &MemoryStore,
     n: usize,
@@ -77,57 +49,6 @@ fn populate(
     keys: Option<&StoredKeys>,
 ) {
     populate_into(store, n, users, user_prefix, url_base, keys)
-}
-
-/// [`populate`] on any store backend.
-fn populate_into(
-    store: &dyn KvStore,
-    n: usize,
-    users: usize,
-    user_prefix: &str,
-    url_base: &str,
-    keys: Option<&StoredKeys>,
-) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    for i in 0..n {
-        let owner = Owner {
-            username: format!("{user_prefix}{}", i % users),
-            credential_id: None,
-        };
-        let sub = Subscription {
-            id: format!("{user_prefix}sub{i:07}"),
-            owner: owner.clone(),
-            device_client_id: format!("d{i}"),
-            url: format!("{url_base}{i}"),
-            keys: keys.cloned(),
-            verification_code: "c".into(),
-            verification: VerificationState {
-                verified: true,
-                delivered: true,
-                attempts: 0,
-                next_attempt_ms: None,
-            },
-            expires: now + 7 * 86_400,
-            types: None,
-            created: now,
-            vapid_key: None,
-            refusals: Default::default(),
-            last_push_ms: 0,
-        };
-        store
-            .put(&repo::sub_key(&sub.id), &repo::encode(&sub), Condition::Any)
-            .unwrap();
-        store
-            .put(
-                &format!("{}{}", repo::owner_prefix(&owner), sub.id),
-                b"",
-                Condition::Any,
-            )
-            .unwrap();
-    }
 }
 
 fn event(user: &str, state: usize) -> StateChange {
@@ -256,27 +177,6 @@ impl CpuSplit {
         self.total += other.total;
         self.client += other.client;
         self.service += other.service;
-    }
-}
-
-/// Pins the calling thread (and the threads it starts from now on) to one
-/// CPU, or lets it run on all `cpus` again (`None`).
-///
-/// `cpus` is the machine's count taken before any pinning: the standard
-/// library's `available_parallelism` follows the calling thread's affinity,
-/// so after pinning it says 1, and an unpin computed from it left every
-/// later row (the sustained and 2-thread rows among them) on one core.
-fn pin_to_cpu(cpu: Option<usize>, cpus: usize) {
-    // SAFETY: `set` is a plain bit set that sched_setaffinity only reads.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for c in 0..cpus {
-            if cpu.is_none_or(|only| only == c) {
-                libc::CPU_SET(c, &mut set);
-            }
-        }
-        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(r, 0, "sched_setaffinity");
     }
 }
 
