@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, Urgency};
 use crate::delivery::{DeliveryReport, StateChange};
-use crate::lifecycle::PluginError;
+use crate::error::PluginError;
 use crate::ports::{
     self, Condition, Entry, HttpError, HttpRequest, HttpResponse, KeyPage, LogLevel, StoreError,
 };

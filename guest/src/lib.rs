@@ -31,6 +31,7 @@ pub mod addr;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod error;
 pub mod jmap;
 pub mod json;
 pub mod keyring;

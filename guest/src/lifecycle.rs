@@ -4,57 +4,15 @@
 
 use crate::json;
 use sha2::{Digest, Sha256};
-use std::fmt;
 
 use crate::crypto::b64url_encode;
 use crate::delivery::{policy, push};
-use crate::keyring::KeyringError;
+use crate::error::PluginError;
 use crate::ports::{Condition, LogLevel, PushKind, StoreError};
 use crate::repo::{self, DueEntry, DueKind};
 use crate::subscription::{Owner, Subscription};
 use crate::verification::{self, VerificationOutcome};
 use crate::{Env, Plugin};
-
-/// A failure of a whole entry point (the WIT `plugin-error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginError {
-    /// The store failed; nothing was half-written.
-    StoreUnavailable(String),
-    /// The configuration is invalid.
-    BadConfig(String),
-    /// An event argument is invalid.
-    InvalidArgument(String),
-    /// Anything else.
-    Internal(String),
-}
-
-impl fmt::Display for PluginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PluginError::StoreUnavailable(m) => write!(f, "store unavailable: {m}"),
-            PluginError::BadConfig(m) => write!(f, "bad configuration: {m}"),
-            PluginError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            PluginError::Internal(m) => write!(f, "internal error: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for PluginError {}
-
-impl From<StoreError> for PluginError {
-    fn from(e: StoreError) -> Self {
-        PluginError::StoreUnavailable(e.to_string())
-    }
-}
-
-impl From<KeyringError> for PluginError {
-    fn from(e: KeyringError) -> Self {
-        match e {
-            KeyringError::Store(s) => s.into(),
-            other => PluginError::BadConfig(other.to_string()),
-        }
-    }
-}
 
 /// The URI of the RFC 9749 capability.
 pub const VAPID_CAPABILITY: &str = "urn:ietf:params:jmap:webpush-vapid";
