@@ -11,9 +11,9 @@
 //! | module | concern |
 //! | --- | --- |
 //! | this one | the entry points: choosing the subscriptions of an event (or the due pending pushes) and claiming their work |
-//! | [`message`] | the StateChange JSON, splitting by account and type, topic and urgency |
-//! | [`send`] | encrypting in pieces, pipelining through the host, the 413 resend |
-//! | [`answers`] | the answer table: delivered, destroyed, dropped, deferred (pending kept), refusal runs |
+//! | `message` | the StateChange JSON, splitting by account and type, topic and urgency |
+//! | `send` | encrypting in pieces, pipelining through the host, the 413 resend |
+//! | `answers` | the answer table: delivered, destroyed, dropped, deferred (pending kept), refusal runs |
 //! | [`pending`], [`policy`], [`push`] | the pending record, classifying answers and backoff, building one request |
 
 mod answers;
