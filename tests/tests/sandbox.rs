@@ -1,4 +1,4 @@
-//! Issue 8 (sandbox): a fixture component that traps, loops forever or
+//! The sandbox: a fixture component that traps, loops forever or
 //! allocates without bound; each call fails with a clear error and the next
 //! normal call succeeds on a fresh instance.
 

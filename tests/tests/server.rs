@@ -1,6 +1,9 @@
-//! Issue 6: `serve` end to end — Session, API envelope and request errors,
+//! `serve` end to end — Session, API envelope and request errors,
 //! authentication, result references, the event intake, metrics, and the
 //! `jmap-client` crate (Stalwart's JMAP client) as a real client.
+
+#[path = "server/fault_matrix.rs"]
+mod fault_matrix;
 
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};
