@@ -1,4 +1,4 @@
-//! Issue 7: the plugin on standard WASI interfaces and inside other
+//! The plugin on standard WASI interfaces and inside other
 //! components.
 //!
 //! - Every built component conforms to its target world (`wit/targets.wit`),

@@ -1,4 +1,4 @@
-//! Issue 5: delivery of StateChange pushes through the real component —
+//! Delivery of StateChange pushes through the real component —
 //! types filter, the push-service answer table (B6), durable retries across
 //! restarts, several hosts on one store, headers.
 

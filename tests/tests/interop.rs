@@ -1,4 +1,4 @@
-//! Issue 3: interoperability with independent implementations.
+//! Interoperability with independent implementations.
 //!
 //! - python `http_ece` (the RFC 8188 author's reference implementation)
 //!   decrypts what the plugin sends, and python `cryptography` + `py_vapid`

@@ -1,4 +1,4 @@
-//! Issue 8 (outbound HTTP): the address guard refuses every forbidden
+//! Outbound HTTP: the address guard refuses every forbidden
 //! destination form, literal or resolved, and redirects are never followed.
 //! Also the connection limits: requests in flight per origin are bounded,
 //! keep-alive connections are reused, a saturated origin does not hold

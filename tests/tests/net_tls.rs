@@ -1,4 +1,4 @@
-//! Issues 5 and 8 (outbound HTTP to real push services): `https://` push
+//! Outbound HTTP to real push services: `https://` push
 //! services are reached over TLS with the certificate checked, over HTTP/2
 //! when ALPN offers it (every request a stream on one connection) and over
 //! HTTP/1.1 with reused keep-alive connections otherwise; a keep-alive

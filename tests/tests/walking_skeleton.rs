@@ -1,4 +1,4 @@
-//! Issue 2: the real component, loaded by the host harness, stores a
+//! The real component, loaded by the host harness, stores a
 //! subscription through `store` and sends a verification POST through
 //! `http-out` to a loopback server.
 
