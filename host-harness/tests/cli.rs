@@ -2,8 +2,12 @@
 //! `--help` on every subcommand, and operating a running server
 //! ([`operating`]).
 
+#[path = "cli/crash.rs"]
+mod crash;
 #[path = "cli/operating.rs"]
 mod operating;
+#[path = "cli/support.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
