@@ -160,7 +160,7 @@ fn load(
                     m.alive.insert(id.clone(), path.clone());
                     m.acked += 1;
                 }
-                let code = browser.open(&push.wait_for(&path, 1))["verificationCode"].clone();
+                let code = browser.open(&wait_for(push, &path, 1))["verificationCode"].clone();
                 let Some(r) = call(
                     server,
                     "PushSubscription/set",
@@ -259,11 +259,8 @@ fn check(server: &Serve, push: &PushService, browser: &Browser, model: &Model) {
     for (path, want) in &model.expected {
         loop {
             let newest = push
-                .received
-                .lock()
-                .unwrap()
+                .received_on(path)
                 .iter()
-                .filter(|r| r.path == format!("/{path}"))
                 .filter_map(|r| {
                     let v = browser.open(r);
                     v["changed"]["a1"]["Email"]

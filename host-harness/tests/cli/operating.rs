@@ -21,7 +21,7 @@ fn vapid_rotate_asks_the_running_server_and_opens_the_store_only_when_none_runs(
     let push = PushService::start();
     let browser = Browser::new();
     let (id, _) = server.subscribe(LAPTOP, &push, "sub-a", &browser);
-    let old_key = push.wait_for("sub-a", 1).vapid_key();
+    let old_key = vapid_key(&wait_for(&push, "sub-a", 1));
     let (_, before) = server.session(LAPTOP);
 
     // Without the admin token: refused, nothing rotated.
@@ -56,7 +56,7 @@ fn vapid_rotate_asks_the_running_server_and_opens_the_store_only_when_none_runs(
     assert_eq!(list["list"], json!([]), "{id} destroyed");
     // New subscriptions are signed with the new key.
     server.subscribe(LAPTOP, &push, "sub-b", &browser);
-    assert_eq!(push.wait_for("sub-b", 1).vapid_key(), new_key);
+    assert_eq!(vapid_key(&wait_for(&push, "sub-b", 1)), new_key);
     drop(server);
 
     // No server: the CLI opens the store itself.
@@ -83,7 +83,7 @@ fn after_a_rotation_on_one_host_every_host_on_postgres_signs_with_the_new_key() 
     let browser = Browser::new();
     // Host A signs with the key both share.
     a.subscribe(LAPTOP, &push, "old", &browser);
-    let old_key = push.wait_for("old", 1).vapid_key();
+    let old_key = vapid_key(&wait_for(&push, "old", 1));
     // Host B rotates.
     let (status, rotated) = b.request("POST", "/admin/vapid/rotate", Some(&b.admin), None);
     assert_eq!(status, 200, "{rotated}");
@@ -107,11 +107,11 @@ fn after_a_rotation_on_one_host_every_host_on_postgres_signs_with_the_new_key() 
     // Host A's next pushes, a verification and a state change, carry the
     // new key, and its Session shows it.
     a.subscribe(LAPTOP, &push, "new", &browser);
-    assert_eq!(push.wait_for("new", 1).vapid_key(), new_key);
+    assert_eq!(vapid_key(&wait_for(&push, "new", 1)), new_key);
     let report = a.state_change("alice@example.com", "s1");
     assert_eq!(report["delivered"], 1, "{report}");
-    let change = push.wait_for("new", 2);
-    assert_eq!(change.vapid_key(), new_key);
+    let change = wait_for(&push, "new", 2);
+    assert_eq!(vapid_key(&change), new_key);
     assert_eq!(browser.open(&change)["@type"], "StateChange");
     let (_, session) = a.session(LAPTOP);
     assert_eq!(
@@ -171,7 +171,7 @@ fn sighup_and_the_reload_route_apply_the_file_and_revoke_removed_credentials() {
     let report = server.state_change("alice@example.com", "s2");
     assert_eq!(report["delivered"], 1, "{report}");
     assert_eq!(
-        browser.open(&push.wait_for("laptop", 3))["@type"],
+        browser.open(&wait_for(&push, "laptop", 3))["@type"],
         "StateChange"
     );
     let text = server.stderr.lock().unwrap().clone();
@@ -294,7 +294,7 @@ fn json_logs_report_pushes_and_admin_actions_without_secrets() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let origin = format!("http://{}", push.addr);
+    let origin = format!("http://127.0.0.1:{}", push.port());
     let push_line = |kind: &str| {
         lines
             .iter()

@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -70,127 +70,32 @@ impl Drop for TempDir {
     }
 }
 
-/// One request a push service received.
-#[derive(Clone)]
-pub(crate) struct Received {
-    pub(crate) path: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Vec<u8>,
+/// The harness's loopback push service (answers 201 unless scripted).
+pub(crate) use jmap_web_push_host::gateway::{Gateway as PushService, Received};
+
+/// The `k=` of a push's VAPID `Authorization` header.
+pub(crate) fn vapid_key(push: &Received) -> String {
+    let auth = push.header("authorization").expect("VAPID authorization");
+    auth.split(',')
+        .map(str::trim)
+        .find_map(|p| {
+            p.strip_prefix("k=")
+                .or_else(|| p.split(' ').find_map(|w| w.strip_prefix("k=")))
+        })
+        .expect("k= in the authorization header")
+        .to_string()
 }
 
-impl Received {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `k=` of the VAPID `Authorization` header.
-    pub(crate) fn vapid_key(&self) -> String {
-        let auth = self.header("authorization").expect("VAPID authorization");
-        auth.split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix("k="))
-            .or_else(|| {
-                auth.split(' ')
-                    .find_map(|p| p.trim_matches(',').strip_prefix("k="))
-            })
-            .expect("k= in the authorization header")
-            .to_string()
-    }
-}
-
-/// A loopback HTTP/1.1 push service that answers 201 to everything and
-/// keeps what it received.
-pub(crate) struct PushService {
-    pub(crate) addr: SocketAddr,
-    pub(crate) received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl PushService {
-    pub(crate) fn start() -> PushService {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let keep = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let keep = keep.clone();
-                std::thread::spawn(move || serve_connection(stream, &keep));
-            }
-        });
-        PushService { addr, received }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.addr)
-    }
-
-    /// Waits for the `n`-th request (from 1) to `path`.
-    pub(crate) fn wait_for(&self, path: &str, n: usize) -> Received {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got: Vec<Received> = self
-                .received
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|r| r.path == format!("/{path}"))
-                .cloned()
-                .collect();
-            if got.len() >= n {
-                return got[n - 1].clone();
-            }
-            assert!(Instant::now() < deadline, "no push #{n} to /{path}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-pub(crate) fn serve_connection(stream: TcpStream, keep: &Mutex<Vec<Received>>) {
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
+/// Waits for the `n`-th request (from 1) to `path` of `push`.
+pub(crate) fn wait_for(push: &PushService, path: &str, n: usize) -> Received {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+        let got = push.received_on(path);
+        if got.len() >= n {
+            return got[n - 1].clone();
         }
-        let path = line.split(' ').nth(1).unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                headers.push((n.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        keep.lock().unwrap().push(Received {
-            path,
-            headers,
-            body,
-        });
-        if writer
-            .write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
+        assert!(Instant::now() < deadline, "no push #{n} to /{path}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -446,7 +351,7 @@ impl Serve {
             .as_str()
             .unwrap_or_else(|| panic!("created: {created}"))
             .to_string();
-        let verification = browser.open(&push.wait_for(push_path, 1));
+        let verification = browser.open(&wait_for(push, push_path, 1));
         assert_eq!(verification["@type"], "PushVerification");
         let code = verification["verificationCode"]
             .as_str()
