@@ -73,46 +73,17 @@ fn config(file: &Path, port: u16, store: &str) {
     );
 }
 
-/// One JMAP call; `None` when the server did not answer (it was killed).
-fn call(server: &Serve, method: &str, args: Value) -> Option<Value> {
+/// POSTs `body` with `token`; the JSON answer, or `None` when the server
+/// did not answer with a success (it was killed).
+fn post_json(url: String, token: &str, body: Value) -> Option<Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    let url = format!("{}/jmap/api", server.base);
     rt.block_on(async move {
         let r = reqwest::Client::new()
             .post(url)
-            .bearer_auth(TOKEN)
-            .body(
-                json!({"using": ["urn:ietf:params:jmap:core"],
-                         "methodCalls": [[method, args, "c"]]})
-                .to_string(),
-            )
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-        Some(v["methodResponses"][0][1].clone())
-    })
-}
-
-fn post_event(server: &Serve, state: u64) -> Option<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let url = format!("{}/events", server.base);
-    let body = json!({"type": "StateChange", "username": USER,
-                      "changed": {"a1": {"Email": format!("s{state}")}}});
-    rt.block_on(async move {
-        let r = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(&server.admin)
+            .bearer_auth(token)
             .body(body.to_string())
             .timeout(Duration::from_secs(10))
             .send()
@@ -121,9 +92,24 @@ fn post_event(server: &Serve, state: u64) -> Option<Value> {
         if !r.status().is_success() {
             return None;
         }
-        let v: Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
-        Some(v["results"][0].clone())
+        serde_json::from_slice(&r.bytes().await.ok()?).ok()
     })
+}
+
+/// One JMAP call's response arguments.
+fn call(server: &Serve, method: &str, args: Value) -> Option<Value> {
+    let body =
+        json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [[method, args, "c"]]});
+    let v = post_json(format!("{}/jmap/api", server.base), TOKEN, body)?;
+    Some(v["methodResponses"][0][1].clone())
+}
+
+/// One StateChange for the user; its delivery result.
+fn post_event(server: &Serve, state: u64) -> Option<Value> {
+    let body = json!({"type": "StateChange", "username": USER,
+                      "changed": {"a1": {"Email": format!("s{state}")}}});
+    let v = post_json(format!("{}/events", server.base), &server.admin, body)?;
+    Some(v["results"][0].clone())
 }
 
 /// Runs operations until the server stops answering.
