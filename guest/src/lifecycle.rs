@@ -99,10 +99,10 @@ pub fn rotate_vapid_key(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<Rotati
     plugin.keyring.public_key(env)?;
     let (old, new) = plugin.keyring.rotate(env)?;
     let mut destroyed = 0u32;
-    let keys = repo::list_all(env.store, "sub/")?;
+    let keys = repo::list_all(env.store, repo::SUB_PREFIX)?;
     let ids: Vec<String> = keys
         .iter()
-        .filter_map(|k| k.strip_prefix("sub/").map(str::to_string))
+        .filter_map(|k| repo::sub_id_of_key(k).map(str::to_string))
         .collect();
     for chunk in ids.chunks(200) {
         destroyed += erase_ids(env, chunk, |s| s.vapid_key.is_none() || s.vapid_key != old)?;
@@ -194,11 +194,13 @@ pub fn reconcile_vapid_key(
     let mut after = (!cursor.is_empty()).then_some(cursor);
     let (mut looked, mut destroyed, mut done) = (0usize, 0u32, false);
     while looked < RECONCILE_BUDGET {
-        let page = env.store.list_keys("sub/", after.as_deref(), 200)?;
+        let page = env
+            .store
+            .list_keys(repo::SUB_PREFIX, after.as_deref(), 200)?;
         let ids: Vec<String> = page
             .keys
             .iter()
-            .filter_map(|k| k.strip_prefix("sub/").map(str::to_string))
+            .filter_map(|k| repo::sub_id_of_key(k).map(str::to_string))
             .collect();
         looked += ids.len();
         destroyed += erase_ids(env, &ids, |s| {

@@ -3,6 +3,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `sub/<id>` | a [`Subscription`] as JSON |
+//! | `pending/<id>` | the subscription's undelivered StateChange and its retry state |
 //! | `owner/<owner-key>/<id>` | empty: the per-owner index |
 //! | `dcid/<owner-key>/<b64(deviceClientId)>` | the id holding that deviceClientId (unique per owner, created with `absent`) |
 //! | `rate/<owner-key>` | recent create times (JSON array of Unix seconds) |
@@ -12,14 +13,34 @@
 //!
 //! `<owner-key>` is `u<b64(username)>.n` or `u<b64(username)>.c<b64(credential)>`;
 //! base64url never contains `.` or `/`, so every prefix is unambiguous.
+//!
+//! This module is the only place that spells a key: the rest of the guest
+//! and the host (metrics, the sandbox's undo journal) use its functions and
+//! constants.
 
 use crate::crypto::b64url_encode;
 use crate::ports::{Condition, Store, StoreError};
 use crate::subscription::{Owner, Subscription};
 
+/// Prefix of every subscription record.
+pub const SUB_PREFIX: &str = "sub/";
+
 /// Key of a subscription record.
 pub fn sub_key(id: &str) -> String {
-    format!("sub/{id}")
+    format!("{SUB_PREFIX}{id}")
+}
+
+/// The subscription id of a [`sub_key`], `None` for any other key.
+pub fn sub_id_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(SUB_PREFIX)
+}
+
+/// Prefix of every pending-change record.
+pub const PENDING_PREFIX: &str = "pending/";
+
+/// Key of a subscription's pending-change record.
+pub fn pending_key(id: &str) -> String {
+    format!("{PENDING_PREFIX}{id}")
 }
 
 /// Prefix shared by every owner of one user name.
@@ -115,6 +136,9 @@ pub fn parse_due_key(key: &str) -> Option<DueEntry> {
         id: id.to_string(),
     })
 }
+
+/// Prefix of the VAPID keys' records.
+pub const VAPID_PREFIX: &str = "vapid/";
 
 /// Key of the generated VAPID key.
 pub const VAPID_KEY: &str = "vapid/key";
@@ -219,7 +243,7 @@ pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreErr
             }
         }
     }
-    store.delete(&format!("pending/{}", sub.id), Condition::Any)?;
+    store.delete(&pending_key(&sub.id), Condition::Any)?;
     Ok(existed)
 }
 

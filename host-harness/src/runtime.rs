@@ -168,7 +168,7 @@ type Journal = std::collections::HashMap<String, Option<u64>>;
 /// Keys a call's undo never touches: the generated VAPID key may already be
 /// in use by other instances the moment it is written.
 fn journaled(key: &str) -> bool {
-    !key.starts_with("vapid/")
+    !key.starts_with(jmap_web_push_guest::repo::VAPID_PREFIX)
 }
 
 impl HostState {

@@ -16,6 +16,7 @@
 //! max_concurrent_requests = 16           # API requests in flight per user (maxConcurrentRequests)
 //! # extra_capabilities = ["urn:ietf:params:jmap:mail"]  # advertised with no methods, for clients that send them
 //! # compat_push_subscription_get_state = true  # add "state" to PushSubscription/get (jmap-client 0.4)
+//! metrics_count_interval_secs = 10      # /metrics counts subscriptions and pending pushes in the store at most this often
 //!
 //! [store]
 //! kind = "embedded"                      # embedded | memory | postgres
@@ -141,6 +142,12 @@ pub struct ServerSettings {
     /// How `serve` writes its log lines to stderr: `text` (default) or
     /// `json` (one JSON object per line). `serve --log-format` overrides it.
     pub log_format: LogFormat,
+    /// How old the `/metrics` gauges of subscriptions and pending pushes
+    /// may be, in seconds (default 10): the store counts them (one
+    /// `count(*)` on PostgreSQL, one range walk in the embedded store) at
+    /// most this often, however often `/metrics` is scraped. 0 counts on
+    /// every scrape.
+    pub metrics_count_interval_secs: u64,
 }
 
 /// The log line format of `serve`.
@@ -170,6 +177,7 @@ impl Default for ServerSettings {
             max_size_request: 1_000_000,
             max_concurrent_requests: 16,
             compat_push_subscription_get_state: false,
+            metrics_count_interval_secs: 10,
         }
     }
 }

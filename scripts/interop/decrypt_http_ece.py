@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decrypts one aes128gcm Web Push body (RFC 8291) with python `http_ece`,
 the RFC 8188 author's reference implementation, and writes the plaintext to
-stdout. Used by tests/tests/interop.rs.
+stdout. Used by tests/tests/end_to_end/interop.rs.
 
 usage: decrypt_http_ece.py BODY_FILE PRIVATE_KEY AUTH
   BODY_FILE    the push body as received (binary)

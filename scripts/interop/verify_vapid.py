@@ -4,7 +4,7 @@ plugin: the ES256 signature of the JWT against the `k=` key (with
 `cryptography` directly and with Mozilla's `py_vapid`), the JWT header, and
 the claims `aud`, `exp` (in the future, at most 24 h away) and `sub`.
 Prints the claims as JSON on success; exits 1 with the reason otherwise.
-Used by tests/tests/interop.rs.
+Used by tests/tests/end_to_end/interop.rs.
 
 usage: verify_vapid.py AUTHORIZATION_HEADER EXPECTED_AUD EXPECTED_SUB [EXPECTED_K]
 """

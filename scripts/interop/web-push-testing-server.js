@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Starts the npm `web-push-testing` push-service emulator bound to
 // 127.0.0.1 only (its own CLI listens on every interface) and prints
-// `PORT <n>` once it listens. Used by tests/tests/interop.rs.
+// `PORT <n>` once it listens. Used by tests/tests/end_to_end/interop.rs.
 //
 // usage: node web-push-testing-server.js [PORT]   (default 0: a free port)
 // NODE_PATH or a node_modules next to the working directory must hold

@@ -282,6 +282,8 @@ impl TestServer {
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.server.admin_token = Some(Self::ADMIN.into());
+        // Tests read the store gauges of /metrics right after changes.
+        settings.server.metrics_count_interval_secs = 0;
         settings.store.kind = StoreKind::Memory;
         settings.plugin = test_config();
         settings.sandbox.aot_cache_dir = Some(cache_dir());

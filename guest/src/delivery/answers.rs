@@ -2,11 +2,12 @@
 //! dropped, deferred with the pending change kept and merged, refusal runs;
 //! one `host.report-push` per request.
 
-use super::pending::{merge, pending_key, Changed, Pending};
+use super::pending::{merge, Changed, Pending};
 use super::policy::{self, Answer};
 use super::{encode, DeliveryReport, Job};
 use crate::error::PluginError;
 use crate::ports::{Condition, LogLevel, PushAction, PushKind, StoreError};
+use crate::repo::pending_key;
 use crate::repo::{self, DueKind};
 use crate::subscription::Subscription;
 use crate::Env;

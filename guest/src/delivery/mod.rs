@@ -31,10 +31,11 @@ use std::collections::BTreeMap;
 
 use crate::error::PluginError;
 use crate::ports::{Condition, LogLevel, StoreError};
+use crate::repo::pending_key;
 use crate::repo::{self, DueEntry, DueKind};
 use crate::subscription::Subscription;
 use crate::{Env, Plugin};
-use pending::{merge, pending_key, Changed, Pending};
+use pending::{merge, Changed, Pending};
 
 /// Counts of what happened to the pushes of one call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

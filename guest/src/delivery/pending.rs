@@ -46,11 +46,6 @@ pub fn changed_json(changed: &Changed) -> String {
     serde_json::to_string(changed).unwrap_or_default()
 }
 
-/// Key of a subscription's pending record.
-pub fn pending_key(id: &str) -> String {
-    format!("pending/{id}")
-}
-
 /// Merges `newer` into `into`: for the same (account, type) the newer
 /// state wins.
 pub fn merge(into: &mut Changed, newer: &Changed) {

@@ -6,7 +6,12 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
+use jmap_web_push_guest::repo::{PENDING_PREFIX, SUB_PREFIX};
+
 use crate::net::{OutError, OutResponse};
+use crate::store::KvStore;
 use crate::DeliveryReport;
 
 /// Upper bounds of the gateway latency histogram, seconds.
@@ -29,9 +34,43 @@ pub struct Metrics {
     pub api_requests: AtomicU64,
     /// Events accepted on `/events`.
     pub events: AtomicU64,
+    /// The last store count: when, subscriptions, pending pushes. One
+    /// scrape counts at a time; the others wait and take its figures.
+    gauges: tokio::sync::Mutex<Option<StoreCount>>,
 }
 
+/// A store count: when, subscriptions, pending pushes (`None`: the store
+/// could not count).
+type StoreCount = (Instant, Option<u64>, Option<u64>);
+
 impl Metrics {
+    /// The subscriptions and pending-push gauges, counted by the store
+    /// (off the async workers) when the last count is older than
+    /// `max_age`; `None` for a count the store could not give.
+    pub async fn store_gauges(
+        &self,
+        store: &Arc<dyn KvStore>,
+        max_age: Duration,
+    ) -> (Option<u64>, Option<u64>) {
+        let mut last = self.gauges.lock().await;
+        if let Some((at, subs, pending)) = *last {
+            if at.elapsed() < max_age {
+                return (subs, pending);
+            }
+        }
+        let store = store.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            (
+                store.count_prefix(SUB_PREFIX).ok(),
+                store.count_prefix(PENDING_PREFIX).ok(),
+            )
+        })
+        .await
+        .unwrap_or((None, None));
+        *last = Some((Instant::now(), counted.0, counted.1));
+        counted
+    }
+
     /// Counts a delivery report.
     pub fn record_report(&self, report: &DeliveryReport) {
         if let Ok(mut p) = self.pushes.lock() {

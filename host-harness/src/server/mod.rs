@@ -820,24 +820,8 @@ async fn api_handler(
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
-    let st = state.clone();
-    let counts = tokio::task::spawn_blocking(move || {
-        let count = |prefix: &str| -> Option<u64> {
-            let mut n = 0u64;
-            let mut after: Option<String> = None;
-            loop {
-                let page = st.store.list_keys(prefix, after.as_deref(), 1000).ok()?;
-                n += page.keys.len() as u64;
-                match page.next {
-                    Some(k) => after = Some(k),
-                    None => return Some(n),
-                }
-            }
-        };
-        (count("sub/"), count("pending/"))
-    })
-    .await
-    .unwrap_or((None, None));
+    let max_age = Duration::from_secs(state.current().settings.server.metrics_count_interval_secs);
+    let counts = state.metrics.store_gauges(&state.store, max_age).await;
     let mut r = (StatusCode::OK, state.metrics.render(counts.0, counts.1)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -174,4 +174,18 @@ impl KvStore for EmbeddedStore {
         }
         Ok(KeyPage::from_overfetched(keys, limit))
     }
+
+    fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(DATA).map_err(unavailable)?;
+        let mut n = 0u64;
+        for item in table.range(prefix..).map_err(unavailable)? {
+            let (k, _) = item.map_err(unavailable)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
 }

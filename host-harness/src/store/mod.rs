@@ -37,6 +37,20 @@ pub trait KvStore: Send + Sync + fmt::Debug {
         after: Option<&str>,
         limit: u32,
     ) -> Result<KeyPage, StoreError>;
+    /// How many keys start with `prefix`. The default pages through
+    /// [`KvStore::list_keys`]; backends that can count without handing
+    /// every key over SHOULD override it.
+    fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let (mut n, mut after) = (0u64, None::<String>);
+        loop {
+            let page = self.list_keys(prefix, after.as_deref(), 1000)?;
+            n += page.keys.len() as u64;
+            match page.next {
+                Some(k) => after = Some(k),
+                None => return Ok(n),
+            }
+        }
+    }
 }
 
 /// Largest key accepted by every backend, octets.

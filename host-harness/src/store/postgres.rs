@@ -112,7 +112,7 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// The statements every connection prepares once.
-const SQL: [&str; 12] = [
+const SQL: [&str; 14] = [
     // 0 get
     "SELECT value, version FROM kv WHERE key = $1",
     // 1 get_many
@@ -141,6 +141,10 @@ const SQL: [&str; 12] = [
     "SELECT key FROM kv WHERE key >= $1 AND key < $2 AND key > $3 ORDER BY key LIMIT $4",
     // 11 list: prefix, no upper bound, cursor
     "SELECT key FROM kv WHERE key >= $1 AND key > $2 ORDER BY key LIMIT $3",
+    // 12 count: prefix, upper bound
+    "SELECT count(*) FROM kv WHERE key >= $1 AND key < $2",
+    // 13 count: prefix, no upper bound
+    "SELECT count(*) FROM kv WHERE key >= $1",
 ];
 
 const GET: usize = 0;
@@ -155,6 +159,8 @@ const LIST_BOUNDED: usize = 8;
 const LIST_OPEN: usize = 9;
 const LIST_BOUNDED_AFTER: usize = 10;
 const LIST_OPEN_AFTER: usize = 11;
+const COUNT_BOUNDED: usize = 12;
+const COUNT_OPEN: usize = 13;
 
 /// A pooled connection and its prepared statements.
 struct Conn {
@@ -541,6 +547,16 @@ impl KvStore for PostgresStore {
         })?;
         let keys: Vec<String> = rows.into_iter().map(|r| r.get(0)).collect();
         Ok(KeyPage::from_overfetched(keys, limit))
+    }
+
+    fn count_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let upper = prefix_successor(prefix);
+        let row = self.with_conn(true, |c, s| match &upper {
+            Some(u) => c.query_one(&s[COUNT_BOUNDED], &[&prefix, &u.as_str()]),
+            None => c.query_one(&s[COUNT_OPEN], &[&prefix]),
+        })?;
+        let n: i64 = row.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 

@@ -205,6 +205,7 @@ contract_suite!(
     list_empty_prefix_lists_all,
     list_limit_0_is_treated_as_1,
     list_skips_deleted_keys,
+    count_prefix_counts_exactly_the_prefix,
     unicode_keys,
     empty_value,
     binary_value,
@@ -573,6 +574,30 @@ mod cases {
             all_pages(s, "list/", 2),
             [keys[1].clone(), keys[2].clone(), keys[4].clone()]
         );
+    }
+
+    pub fn count_prefix_counts_exactly_the_prefix(s: &dyn KvStore) {
+        assert_eq!(s.count_prefix("a/").unwrap(), 0);
+        for k in [
+            "a", "a.", "a/", "a/x", "a/y/z", "a0", "a0/x", "`", "b/x", "A/x", "p%/1", "p_/1",
+            "pX/1", "é/1", "é/2",
+        ] {
+            put(s, k, b"v");
+        }
+        assert_eq!(s.count_prefix("a/").unwrap(), 3);
+        assert_eq!(s.count_prefix("a0").unwrap(), 2);
+        assert_eq!(s.count_prefix("p%/").unwrap(), 1);
+        assert_eq!(s.count_prefix("p_/").unwrap(), 1);
+        assert_eq!(s.count_prefix("é/").unwrap(), 2);
+        assert_eq!(s.count_prefix("zz").unwrap(), 0);
+        assert_eq!(s.count_prefix("").unwrap(), 15);
+        assert!(s.delete("a/x", Condition::Any).unwrap());
+        assert_eq!(s.count_prefix("a/").unwrap(), 2);
+        // Past one listing page (1,000 keys).
+        for i in 0..1_050 {
+            put(s, &format!("n/{i:04}"), b"");
+        }
+        assert_eq!(s.count_prefix("n/").unwrap(), 1_050);
     }
 
     pub fn unicode_keys(s: &dyn KvStore) {
@@ -1048,6 +1073,14 @@ fn embedded_kill9_child_writer() {
     }
 }
 
+/// The child test's full name in this binary (`store_contract::...`), for
+/// `--exact`.
+fn child_test_name() -> String {
+    let module = module_path!();
+    let module = module.split_once("::").map_or(module, |(_, m)| m);
+    format!("{module}::embedded_kill9_child_writer")
+}
+
 #[test]
 fn embedded_kill9_keeps_every_acknowledged_write() {
     let dir = TempDir::new("kill9");
@@ -1055,7 +1088,7 @@ fn embedded_kill9_keeps_every_acknowledged_write() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "embedded_kill9_child_writer",
+            &child_test_name(),
             "--nocapture",
             "--test-threads=1",
         ])

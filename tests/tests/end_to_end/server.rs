@@ -2,7 +2,6 @@
 //! authentication, result references, the event intake, metrics, and the
 //! `jmap-client` crate (Stalwart's JMAP client) as a real client.
 
-#[path = "server/fault_matrix.rs"]
 mod fault_matrix;
 
 use jmap_web_push_tests::*;
@@ -835,4 +834,35 @@ fn a_503_is_retried_within_the_configured_backoff() {
         "retried after {after:?}"
     );
     assert_eq!(state, "s1");
+}
+
+/// The `jmap_push_subscriptions` gauge of `/metrics`.
+fn subscriptions_gauge(s: &TestServer) -> u64 {
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base()))
+        .send()
+        .and_then(|r| r.text())
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("jmap_push_subscriptions "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no subscriptions gauge in {text}"))
+}
+
+#[test]
+fn metrics_store_gauges_are_counted_at_most_once_per_interval() {
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    // Counted on every scrape: a new subscription shows at once.
+    let fresh = TestServer::start_configured(|s| s.server.metrics_count_interval_secs = 0);
+    assert_eq!(subscriptions_gauge(&fresh), 0);
+    verified_over_http(&fresh, &gateway, &client, "fresh", "phone");
+    assert_eq!(subscriptions_gauge(&fresh), 1);
+    // Counted at most once an hour: scrapes within the hour repeat the
+    // first count instead of asking the store again.
+    let cached = TestServer::start_configured(|s| s.server.metrics_count_interval_secs = 3600);
+    assert_eq!(subscriptions_gauge(&cached), 0);
+    verified_over_http(&cached, &gateway, &client, "cached", "phone");
+    assert_eq!(subscriptions_gauge(&cached), 0);
 }
