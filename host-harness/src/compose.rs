@@ -27,9 +27,6 @@ pub mod adapters {
     pub const HTTP_OUT: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_ADAPTER_HTTP_OUT"));
     /// `host` and `types` from `wasi:cli/environment` and `wasi:cli/stderr`.
     pub const HOST_ENV: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_ADAPTER_HOST_ENV"));
-    /// Path of the example mail-server component (`tests/consumer`), used by
-    /// the composition tests; not embedded in the binary.
-    pub const CONSUMER_PATH: &str = env!("JMAP_WEB_PUSH_CONSUMER");
 }
 
 /// Why a composition or a target check failed.

@@ -34,9 +34,6 @@ pub mod builtin {
     pub const WIDE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_WIDE"));
     /// The portable build.
     pub const PORTABLE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_PORTABLE"));
-    /// Path of the misbehaving fixture component used by the sandbox tests
-    /// (not embedded in the binary).
-    pub const FIXTURE_PATH: &str = env!("JMAP_WEB_PUSH_GUEST_FIXTURE");
 }
 
 /// Sandbox limits and loading options.

@@ -10,6 +10,15 @@ use serde_json::Value;
 
 pub use jmap_web_push_host::gateway::{Answer, Gateway, Received};
 
+/// Path of the misbehaving fixture component (`host-harness/fixtures/misbehave`:
+/// traps, loops or allocates without bound on request), built by this
+/// crate's build script.
+pub const FIXTURE_PATH: &str = env!("JMAP_WEB_PUSH_GUEST_FIXTURE");
+
+/// Path of the example mail-server component (`tests/consumer`), which
+/// imports the plugin's exports; built by this crate's build script.
+pub const CONSUMER_PATH: &str = env!("JMAP_WEB_PUSH_CONSUMER");
+
 use jmap_web_push_guest::crypto::{b64url_decode, b64url_encode};
 use jmap_web_push_host::store::KvStore;
 use jmap_web_push_host::{Caller, MethodError, PluginConfig, PushPlugin, SandboxOptions};

@@ -31,7 +31,7 @@ fn wit_dir() -> PathBuf {
 }
 
 fn consumer() -> Vec<u8> {
-    std::fs::read(adapters::CONSUMER_PATH).expect("consumer component built")
+    std::fs::read(CONSUMER_PATH).expect("consumer component built")
 }
 
 #[test]

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jmap_web_push_host::runtime::builtin::FIXTURE_PATH;
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::{CallError, Flavour, PushPlugin, SandboxOptions};
-use jmap_web_push_tests::{cache_dir, caller, test_config};
+use jmap_web_push_tests::{cache_dir, caller, test_config, FIXTURE_PATH};
 
 fn fixture() -> PushPlugin {
     PushPlugin::builder()

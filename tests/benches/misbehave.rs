@@ -4,14 +4,14 @@
 //! each misbehaving call takes to be stopped (against the configured CPU
 //! deadline) and how long the next, normal call takes.
 //!
-//! Run: `cargo bench -p jmap-web-push-host --bench misbehave`.
+//! Run: `cargo bench -p jmap-web-push-tests --bench misbehave`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jmap_web_push_host::runtime::builtin::FIXTURE_PATH;
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::{CallError, Caller, Flavour, PluginConfig, PushPlugin, SandboxOptions};
+use jmap_web_push_tests::FIXTURE_PATH;
 
 const ROUNDS: usize = 5;
 

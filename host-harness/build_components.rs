@@ -1,0 +1,127 @@
+//! Nested cargo builds of WebAssembly components, shared by the build
+//! scripts of `host-harness` (the plugin in both flavours and the adapters,
+//! embedded in the harness) and `tests` (the test-only components: the
+//! misbehaving fixture and the example mail server). Included with
+//! `#[path]`: build scripts cannot depend on a workspace crate without
+//! building it for the host first.
+//!
+//! Each nested build has its own target directory under the workspace
+//! target directory (`guest-<name>`), so the outer build's lock is never
+//! contended and the builds stay incremental.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The components' target.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// A 256 KiB shadow stack instead of Rust's default 1 MiB: the guest never
+/// recurses deeply (serde_json limits nesting to 128), and the stack is part
+/// of every instance's linear memory. Flags are separated by 0x1f as
+/// `CARGO_ENCODED_RUSTFLAGS` wants.
+const STACK: &str = "-Clink-arg=-zstack-size=262144";
+
+/// One nested build: its name (the target directory is `guest-<name>`),
+/// the packages with the environment variable naming each one's component,
+/// and extra encoded rustflags (each starting with 0x1f).
+pub struct Build {
+    pub name: &'static str,
+    pub packages: &'static [(&'static str, &'static str)],
+    pub flags: &'static str,
+}
+
+/// The workspace root, from the calling package's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().expect("workspace root").to_path_buf()
+}
+
+/// Tells cargo to rerun the build script when any of `paths` (relative to
+/// the workspace root) or the guest profile variable changes.
+pub fn rerun_if_changed(root: &Path, paths: &[&str]) {
+    for p in paths {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-env-changed=JMAP_WEB_PUSH_GUEST_PROFILE");
+}
+
+/// Runs each build and sets `JMAP_WEB_PUSH_<VAR>` to each component's path
+/// for the calling package's compilation.
+pub fn build_all(root: &Path, builds: &[Build]) {
+    let target_root = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_target();
+    let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
+    for build in builds {
+        let target_dir = target_root.join(format!("guest-{}", build.name));
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(root).args(["build", "--quiet"]);
+        for (_, package) in build.packages {
+            cmd.args(["-p", package]);
+        }
+        let status = cmd
+            .args(["--lib", "--target", TARGET, "--profile", &profile])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("CARGO_ENCODED_RUSTFLAGS", format!("{STACK}{}", build.flags))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("CARGO_LLVM_COV")
+            .env_remove("CARGO_PRIMARY_PACKAGE")
+            .status()
+            .expect("failed to run cargo for the components");
+        if !status.success() {
+            panic!("building the {} components failed", build.name);
+        }
+        let dir_profile = if profile == "dev" {
+            "debug"
+        } else {
+            profile.as_str()
+        };
+        for (var, package) in build.packages {
+            let wasm = target_dir
+                .join(TARGET)
+                .join(dir_profile)
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(wasm.exists(), "component missing at {}", wasm.display());
+            println!("cargo:rustc-env=JMAP_WEB_PUSH_{var}={}", wasm.display());
+        }
+    }
+}
+
+/// Installs the wasm target with rustup when it is missing (a fresh machine
+/// with `RUSTUP_AUTO_INSTALL=0` does not install it from
+/// rust-toolchain.toml).
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(sysroot) = sysroot {
+        if Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .exists()
+        {
+            return;
+        }
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed");
+    }
+}
