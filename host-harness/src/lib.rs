@@ -131,7 +131,7 @@ impl PushPluginBuilder {
         let shared = Shared {
             kv: store,
             http,
-            config: self.config.to_wit(),
+            config: config::to_wit(&self.config),
         };
         let fanout_shards = self.fanout_shards.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)

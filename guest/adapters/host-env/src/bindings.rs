@@ -24,38 +24,8 @@ fn urgency(u: Urgency) -> wit_types::Urgency {
     }
 }
 
-fn to_wit(c: Config) -> wit_types::Config {
-    wit_types::Config {
-        known_types: c.known_types,
-        max_lifetime_secs: c.max_lifetime_secs,
-        max_subscriptions_per_owner: c.max_subscriptions_per_owner,
-        max_creates_per_hour: c.max_creates_per_hour,
-        max_objects_in_get: c.max_objects_in_get,
-        max_objects_in_set: c.max_objects_in_set,
-        push_ttl_secs: c.push_ttl_secs,
-        urgency_rules: c
-            .urgency
-            .into_iter()
-            .map(|(type_name, u)| wit_types::UrgencyRule {
-                type_name,
-                urgency: urgency(u),
-            })
-            .collect(),
-        default_urgency: urgency(c.default_urgency),
-        max_plaintext_octets: c.max_plaintext_octets,
-        vapid_contact: c.vapid_contact,
-        vapid_private_key: c.vapid_private_key,
-        vapid_token_lifetime_secs: c.vapid_token_lifetime_secs,
-        require_keys: c.require_keys,
-        min_push_interval_secs: c.min_push_interval_secs,
-        retry_initial_ms: c.retry_initial_ms,
-        retry_max_ms: c.retry_max_ms,
-        retry_after_cap_secs: c.retry_after_cap_secs,
-        give_up_after_secs: c.give_up_after_secs,
-        permanent_failure_limit: c.permanent_failure_limit,
-        http_timeout_ms: c.http_timeout_ms,
-        insecure_test_mode: c.insecure_test_mode,
-    }
+fn to_wit(c: &Config) -> wit_types::Config {
+    jmap_web_push_config::config_to_wit!(c, wit_types::Config, wit_types::UrgencyRule, urgency)
 }
 
 /// Writes one line to stderr, in pieces of at most 4096 octets (the most one
@@ -79,7 +49,7 @@ impl wit_host::Guest for Component {
         if config.insecure_test_mode {
             write_stderr("WARN jmap-web-push: insecure_test_mode is on (http:// and loopback push URLs allowed)\n");
         }
-        to_wit(config)
+        to_wit(&config)
     }
 
     fn log(level: Level, message: String) {

@@ -5,7 +5,7 @@
 //! - `get-config` reads the environment variable [`CONFIG_VAR`]: a JSON
 //!   object with the keys of the host harness's `[plugin]` settings section
 //!   (snake_case, every key optional, defaults as documented in
-//!   `wit/plugin.wit`). Unknown keys and wrong types are errors: the adapter
+//!   `wit/plugin.wit`; the type is `jmap-web-push-config`'s). Unknown keys and wrong types are errors: the adapter
 //!   then logs the error to stderr on every `get-config` and answers the
 //!   defaults, which are the safe settings (no test mode, VAPID off).
 //! - `log` writes `LEVEL message` lines to `wasi:cli/stderr`.
@@ -15,105 +15,14 @@
 
 #![warn(missing_docs)]
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+/// The plugin's settings: the one definition in `jmap-web-push-config`
+/// (the same keys as the host harness's `[plugin]` section).
+pub use jmap_web_push_config::{Config, Urgency};
 
 /// The environment variable holding the configuration JSON.
 pub const CONFIG_VAR: &str = "JMAP_WEB_PUSH_CONFIG";
-
-/// RFC 8030 urgency, written as in the WIT enum (`very-low`, `low`,
-/// `normal`, `high`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Urgency {
-    /// `very-low`
-    VeryLow,
-    /// `low`
-    Low,
-    /// `normal`
-    Normal,
-    /// `high`
-    High,
-}
-
-/// The WIT `config` record as read from JSON; see `wit/plugin.wit` for each
-/// field's contract and default.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct Config {
-    pub known_types: Vec<String>,
-    pub max_lifetime_secs: u64,
-    pub max_subscriptions_per_owner: u32,
-    pub max_creates_per_hour: u32,
-    pub max_objects_in_get: u32,
-    pub max_objects_in_set: u32,
-    pub push_ttl_secs: u32,
-    /// Type name → urgency (the WIT `urgency-rules`).
-    pub urgency: BTreeMap<String, Urgency>,
-    pub default_urgency: Urgency,
-    pub max_plaintext_octets: u32,
-    pub vapid_contact: Option<String>,
-    pub vapid_private_key: Option<String>,
-    pub vapid_token_lifetime_secs: u32,
-    pub require_keys: bool,
-    pub min_push_interval_secs: u32,
-    pub retry_initial_ms: u32,
-    pub retry_max_ms: u32,
-    pub retry_after_cap_secs: u32,
-    pub give_up_after_secs: u32,
-    pub permanent_failure_limit: u32,
-    pub http_timeout_ms: u32,
-    pub insecure_test_mode: bool,
-}
-
-impl Default for Config {
-    /// The defaults documented on the WIT `config` record.
-    fn default() -> Self {
-        Config {
-            known_types: [
-                "Mailbox",
-                "Thread",
-                "Email",
-                "EmailDelivery",
-                "EmailSubmission",
-                "Identity",
-                "VacationResponse",
-                "Quota",
-                "SieveScript",
-                "AddressBook",
-                "ContactCard",
-                "Principal",
-                "ShareNotification",
-            ]
-            .map(String::from)
-            .to_vec(),
-            max_lifetime_secs: 604_800,
-            max_subscriptions_per_owner: 50,
-            max_creates_per_hour: 20,
-            max_objects_in_get: 500,
-            max_objects_in_set: 500,
-            push_ttl_secs: 86_400,
-            urgency: [("EmailDelivery".to_string(), Urgency::High)].into(),
-            default_urgency: Urgency::Normal,
-            max_plaintext_octets: 3993,
-            vapid_contact: None,
-            vapid_private_key: None,
-            vapid_token_lifetime_secs: 43_200,
-            require_keys: false,
-            min_push_interval_secs: 0,
-            retry_initial_ms: 1_000,
-            retry_max_ms: 3_600_000,
-            retry_after_cap_secs: 3_600,
-            give_up_after_secs: 86_400,
-            permanent_failure_limit: 20,
-            http_timeout_ms: 10_000,
-            insecure_test_mode: false,
-        }
-    }
-}
 
 /// Why the configuration variable could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
