@@ -31,6 +31,7 @@ pub mod adapters {
 
 /// Why a composition or a target check failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ComposeError {
     /// A component could not be read as a component.
     #[error("{name} is not a usable component: {reason}")]

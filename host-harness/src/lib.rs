@@ -2,14 +2,15 @@
 //!
 //! The wasmtime host harness for the JMAP Web Push plugin component: what a
 //! Rust mail server embeds to get standards-correct Web Push for its JMAP
-//! clients, and what the `jmap-web-push` binary runs on.
+//! clients. The `jmap-web-push` binary (`host-harness/cli`: the reference
+//! server, the demo, the command line) is built on it.
 //!
 //! The plugin is a WebAssembly component (`wit/plugin.wit`, world
 //! `jmap:web-push/plugin`). This crate supplies its imports — a [`store`]
-//! backend and an outbound HTTP client ([`net`]) — runs it in a sandbox
-//! ([`runtime`]: AOT-cached compilation, pre-linked instances, memory cap,
-//! CPU deadline, trap containment) and exposes its exports as plain Rust
-//! methods on [`PushPlugin`].
+//! backend and an outbound HTTP client ([`net`]), wired to the plugin in
+//! [`imports`] — runs it in a sandbox ([`sandbox`]: AOT-cached compilation,
+//! pre-linked instances, memory cap, CPU deadline, trap containment) and
+//! exposes its exports as plain Rust methods on [`PushPlugin`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -36,11 +37,9 @@
 pub mod bindings;
 pub mod compose;
 pub mod config;
-pub mod gateway;
+pub mod imports;
 pub mod net;
-pub mod runtime;
-pub mod server;
-pub mod settings;
+pub mod sandbox;
 pub mod store;
 
 use std::sync::Arc;
@@ -52,9 +51,10 @@ pub use bindings::exports::jmap::web_push::jmap::{MethodError, MethodResponse, S
 pub use bindings::jmap::web_push::types::{Caller, PluginError};
 pub use config::PluginConfig;
 pub use net::{HttpClient, HttpPolicy, HttpSend};
-pub use runtime::{CallError, Flavour, SandboxOptions};
+pub use sandbox::{CallError, Flavour, SandboxOptions};
 
-use runtime::{Sandbox, Shared};
+use imports::Shared;
+use sandbox::Sandbox;
 use store::KvStore;
 
 /// Fewest subscriptions of one user for which an event is fanned out on
@@ -156,7 +156,7 @@ impl PushPlugin {
     }
 
     /// How the component was loaded (compiled or from the AOT cache).
-    pub fn load_report(&self) -> &runtime::LoadReport {
+    pub fn load_report(&self) -> &sandbox::LoadReport {
         &self.sandbox.load_report
     }
 
@@ -168,11 +168,11 @@ impl PushPlugin {
     /// Instantiates a component that contains the plugin (for example a
     /// mail server written as a component and composed with it) on this
     /// plugin's host: same store backend, HTTP client, configuration and
-    /// sandbox limits. See [`runtime::Sandbox::instantiate_component`].
+    /// sandbox limits. See [`sandbox::Sandbox::instantiate_component`].
     pub fn instantiate_component(
         &self,
         bytes: &[u8],
-    ) -> anyhow::Result<runtime::EmbeddedComponent> {
+    ) -> anyhow::Result<sandbox::EmbeddedComponent> {
         self.sandbox.instantiate_component(bytes)
     }
 
@@ -188,7 +188,7 @@ impl PushPlugin {
     /// JMAP method-level error to return to the client as `["error", ...]`.
     ///
     /// If the plugin traps or overruns its CPU deadline, the store writes
-    /// of this call are taken back (see [`runtime::Sandbox`]) and the outer
+    /// of this call are taken back (see [`sandbox::Sandbox`]) and the outer
     /// `Err` is returned: answer the client `serverFail`; it can retry.
     pub fn call(
         &self,
@@ -245,10 +245,12 @@ impl PushPlugin {
             let others: Vec<_> = (1..count).map(|i| scope.spawn(move || shard(i))).collect();
             let mut all = vec![shard(0)];
             for h in others {
-                all.push(
-                    h.join()
-                        .unwrap_or_else(|_| Err(CallError::Trap("fan-out thread panicked".into()))),
-                );
+                all.push(h.join().unwrap_or_else(|_| {
+                    Err(CallError::Trap {
+                        message: "fan-out thread panicked".into(),
+                        source: None,
+                    })
+                }));
             }
             all
         });

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Times npm `web-push` for host-harness/benches/crypto.rs: generateRequestDetails
+// Times npm `web-push` for host-harness/cli/benches/crypto.rs: generateRequestDetails
 // (aes128gcm encrypt + a new VAPID JWT, as web-push signs one per request)
 // and encrypt alone, for a given payload size, single-threaded.
 // Prints one JSON line: {"generate_request_details_per_s": ..., "encrypt_per_s": ..., "version": ...}

@@ -88,7 +88,7 @@ fn main() {
     }
     for mib in [16usize, 64] {
         let plugin = fixture(Duration::from_secs(30), mib << 20);
-        let (median, max, next) = row(&plugin, "alloc", |e| matches!(e, CallError::Trap(_)));
+        let (median, max, next) = row(&plugin, "alloc", |e| matches!(e, CallError::Trap { .. }));
         println!(
             "| unbounded allocation | 30000 ms | {mib} MiB | {} ms | {} ms | {} ms |",
             ms(median),
@@ -97,7 +97,7 @@ fn main() {
         );
     }
     let plugin = fixture(Duration::from_secs(30), 16 << 20);
-    let (median, max, next) = row(&plugin, "trap", |e| matches!(e, CallError::Trap(_)));
+    let (median, max, next) = row(&plugin, "trap", |e| matches!(e, CallError::Trap { .. }));
     println!(
         "| trap | 30000 ms | 16 MiB | {} ms | {} ms | {} ms |",
         ms(median),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use jmap_web_push_host::gateway::{Answer, Gateway, Received};
+pub use jmap_web_push::gateway::{Answer, Gateway, Received};
 
 /// Path of the misbehaving fixture component (`host-harness/fixtures/misbehave`:
 /// traps, loops or allocates without bound on request), built by this
@@ -260,7 +260,7 @@ pub fn tick_until(
 pub struct TestServer {
     /// The runtime the server runs on.
     pub rt: tokio::runtime::Runtime,
-    running: Option<jmap_web_push_host::server::Running>,
+    running: Option<jmap_web_push::server::Running>,
     /// A blocking HTTP client.
     pub http: reqwest::blocking::Client,
 }
@@ -284,10 +284,10 @@ impl TestServer {
     /// (it sees the loopback address, memory store, test plugin
     /// configuration and the one user already filled in).
     pub fn start_configured(
-        configure: impl FnOnce(&mut jmap_web_push_host::settings::Settings),
+        configure: impl FnOnce(&mut jmap_web_push::settings::Settings),
     ) -> TestServer {
-        use jmap_web_push_host::server::{self, auth};
-        use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
+        use jmap_web_push::server::{self, auth};
+        use jmap_web_push::settings::{Credential, Settings, StoreKind, User};
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".parse().expect("address");
         settings.server.admin_token = Some(Self::ADMIN.into());

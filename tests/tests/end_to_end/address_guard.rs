@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use jmap_web_push_host::gateway::{Answer, Gateway};
+use jmap_web_push::gateway::{Answer, Gateway};
 use jmap_web_push_host::net::{check_addr, OutError, OutRequest};
 use jmap_web_push_host::{HttpClient, HttpPolicy};
 

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use jmap_web_push_host::compose::{self, adapters};
-use jmap_web_push_host::runtime::builtin;
+use jmap_web_push_host::sandbox::builtin;
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::store::KvStore;
 use jmap_web_push_tests::*;

@@ -38,7 +38,7 @@ fn a_trap_fails_that_call_only() {
     let plugin = fixture();
     works(&plugin);
     match plugin.call(&caller("u", None), "trap", "{}", &[]) {
-        Err(CallError::Trap(msg)) => assert!(!msg.is_empty()),
+        Err(CallError::Trap { message: msg, .. }) => assert!(!msg.is_empty()),
         other => panic!("expected a trap, got {other:?}"),
     }
     works(&plugin);
@@ -61,7 +61,7 @@ fn an_endless_loop_hits_the_cpu_deadline() {
 fn unbounded_allocation_hits_the_memory_cap() {
     let plugin = fixture();
     match plugin.call(&caller("u", None), "alloc", "{}", &[]) {
-        Err(CallError::Trap(msg)) => println!("memory cap: {msg}"),
+        Err(CallError::Trap { message: msg, .. }) => println!("memory cap: {msg}"),
         other => panic!("expected a trap at the memory cap, got {other:?}"),
     }
     works(&plugin);
@@ -89,7 +89,7 @@ fn calls_from_many_threads_run_in_parallel_instances() {
 /// printout.
 #[test]
 fn the_components_fit_the_1_mib_budget() {
-    use jmap_web_push_host::runtime::builtin;
+    use jmap_web_push_host::sandbox::builtin;
     for (name, bytes) in [("wide", builtin::WIDE), ("portable", builtin::PORTABLE)] {
         assert!(
             bytes.len() <= 1024 * 1024,

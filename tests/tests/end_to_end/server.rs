@@ -491,14 +491,14 @@ fn graceful_shutdown_finishes_in_flight_pushes() {
 #[test]
 fn a_missing_ca_file_stops_the_plugin_from_starting_and_is_named() {
     use std::sync::Arc;
-    let settings = jmap_web_push_host::settings::Settings::parse(
+    let settings = jmap_web_push::settings::Settings::parse(
         "[http]\nextra_ca_files = [\"/nonexistent/jmap-web-push/private-ca.pem\"]\n",
         Vec::new(),
     )
     .unwrap();
     let store = Arc::new(jmap_web_push_host::store::memory::MemoryStore::new());
-    let metrics = Arc::new(jmap_web_push_host::server::metrics::Metrics::default());
-    let e = jmap_web_push_host::server::build_plugin(&settings, store, metrics)
+    let metrics = Arc::new(jmap_web_push::server::metrics::Metrics::default());
+    let e = jmap_web_push::server::build_plugin(&settings, store, metrics)
         .err()
         .expect("a plugin without its CA file");
     assert!(e.to_string().contains("private-ca.pem"), "{e}");
@@ -549,7 +549,7 @@ fn max_size_request_is_configurable_and_exact() {
 
 #[test]
 fn max_concurrent_requests_is_enforced_per_user() {
-    use jmap_web_push_host::settings::{Credential, User};
+    use jmap_web_push::settings::{Credential, User};
     const BOB_TOKEN: &str = "bobs-token";
     let s = TestServer::start_configured(|settings| {
         settings.server.max_concurrent_requests = 1;
@@ -558,7 +558,7 @@ fn max_concurrent_requests_is_enforced_per_user() {
             credentials: vec![Credential {
                 id: "bob-phone".into(),
                 password_hash: None,
-                token_sha256: Some(jmap_web_push_host::server::auth::token_sha256(BOB_TOKEN)),
+                token_sha256: Some(jmap_web_push::server::auth::token_sha256(BOB_TOKEN)),
             }],
         });
     });
@@ -643,7 +643,7 @@ fn account_ids_are_jmap_ids_and_stable() {
     s.shutdown();
     let restarted = start(true);
     assert_eq!(account_of(&restarted, basic()), id, "after a restart");
-    assert_eq!(id, jmap_web_push_host::server::account_id(TestServer::USER));
+    assert_eq!(id, jmap_web_push::server::account_id(TestServer::USER));
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use jmap_web_push_host::gateway::{Answer, Gateway};
+use jmap_web_push::gateway::{Answer, Gateway};
 use jmap_web_push_tests::{PushClient, TestServer};
 use serde_json::{json, Value};
 

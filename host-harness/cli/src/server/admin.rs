@@ -27,7 +27,7 @@ use super::{
     Current,
 };
 use crate::settings::{Settings, SettingsError, User};
-use crate::PluginError;
+use jmap_web_push_host::PluginError;
 
 /// The `tracing` target of admin actions.
 pub const ADMIN_LOG_TARGET: &str = "jmap_web_push::admin";

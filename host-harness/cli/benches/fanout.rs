@@ -20,7 +20,7 @@
 //! layout (`jmap_web_push_guest::repo`), verified, so that 100,000 of them
 //! take seconds, not the hours of 100,000 verification round trips.
 //!
-//! Run: `cargo bench -p jmap-web-push-host --bench fanout`.
+//! Run: `cargo bench -p jmap-web-push --bench fanout`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{keys, pin_to_cpu, populate_into, Instant201};
+use jmap_web_push::gateway::Gateway;
 use jmap_web_push_guest::crypto::keys::parse_receiver_keys;
 use jmap_web_push_guest::subscription::StoredKeys;
-use jmap_web_push_host::gateway::Gateway;
 use jmap_web_push_host::net::OutRequest;
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::store::KvStore;
@@ -403,7 +403,7 @@ fn main() {
         for i in 0..1000 {
             remote.set_default(
                 &format!("r{i}"),
-                jmap_web_push_host::gateway::Answer::status(201).delayed(Duration::from_millis(20)),
+                jmap_web_push::gateway::Answer::status(201).delayed(Duration::from_millis(20)),
             );
         }
         let client = jmap_web_push_host::HttpClient::new(jmap_web_push_host::HttpPolicy {

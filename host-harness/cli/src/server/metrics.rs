@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use jmap_web_push_guest::repo::{PENDING_PREFIX, SUB_PREFIX};
 
-use crate::net::{OutError, OutResponse};
-use crate::store::KvStore;
-use crate::DeliveryReport;
+use jmap_web_push_host::net::{OutError, OutResponse};
+use jmap_web_push_host::store::KvStore;
+use jmap_web_push_host::DeliveryReport;
 
 /// Upper bounds of the gateway latency histogram, seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -182,9 +182,9 @@ impl Metrics {
 }
 
 impl Metrics {
-    /// An observer for [`crate::net::HttpClient::with_observer`] that counts
+    /// An observer for [`jmap_web_push_host::net::HttpClient::with_observer`] that counts
     /// every request's result and latency.
-    pub fn http_observer(self: &Arc<Self>) -> crate::net::Observer {
+    pub fn http_observer(self: &Arc<Self>) -> jmap_web_push_host::net::Observer {
         let metrics = self.clone();
         Arc::new(move |elapsed, result: &Result<OutResponse, OutError>| {
             let class = match result {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use jmap_web_push_host::server;
-use jmap_web_push_host::settings::{LogFormat, Settings};
+use jmap_web_push::server;
+use jmap_web_push::settings::{LogFormat, Settings};
 
 /// JMAP Web Push: push notifications for JMAP clients, served by a
 /// WebAssembly plugin.
@@ -333,7 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             into,
             no_adapters,
         } => {
-            use jmap_web_push_host::{compose, runtime::builtin};
+            use jmap_web_push_host::{compose, sandbox::builtin};
             let plugin = if flavour == "wide" {
                 builtin::WIDE
             } else {

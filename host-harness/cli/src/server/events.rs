@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::{json_response, problem, trap, AppState};
-use crate::{AccountChanges, CallError, StateChange, TypeState};
+use jmap_web_push_host::{AccountChanges, CallError, StateChange, TypeState};
 
 /// Parses one event of the intake format.
 fn parse_event(v: &Value) -> Result<Event, String> {

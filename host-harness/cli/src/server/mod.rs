@@ -49,9 +49,11 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::settings::{FlavourSetting, Settings, StoreKind};
-use crate::store::KvStore;
-use crate::{CallError, Caller, Flavour, HttpClient, HttpPolicy, PushPlugin, SandboxOptions};
 use auth::Authenticator;
+use jmap_web_push_host::store::KvStore;
+use jmap_web_push_host::{
+    CallError, Caller, Flavour, HttpClient, HttpPolicy, PushPlugin, SandboxOptions,
+};
 use limits::{close_connection, read_body, ApiSlot, BodyError};
 use metrics::Metrics;
 
@@ -135,8 +137,8 @@ pub fn store_fingerprint(settings: &Settings) -> String {
 /// Opens the configured store backend.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn KvStore>> {
     Ok(match settings.store.kind {
-        StoreKind::Memory => Arc::new(crate::store::memory::MemoryStore::new()),
-        StoreKind::Embedded => Arc::new(crate::store::embedded::EmbeddedStore::open(
+        StoreKind::Memory => Arc::new(jmap_web_push_host::store::memory::MemoryStore::new()),
+        StoreKind::Embedded => Arc::new(jmap_web_push_host::store::embedded::EmbeddedStore::open(
             &settings.store.path,
         )?),
         StoreKind::Postgres => {
@@ -145,7 +147,9 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn KvStore>> {
                 .url
                 .as_deref()
                 .ok_or_else(|| anyhow::anyhow!("store.url is required for postgres"))?;
-            Arc::new(crate::store::postgres::PostgresStore::open(url)?)
+            Arc::new(jmap_web_push_host::store::postgres::PostgresStore::open(
+                url,
+            )?)
         }
     })
 }
@@ -202,7 +206,7 @@ fn build_http(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc
             .http
             .extra_ca_files
             .iter()
-            .map(|path| crate::net::read_pem_certificates(path))
+            .map(|path| jmap_web_push_host::net::read_pem_certificates(path))
             .collect::<Result<Vec<_>, _>>()?
             .concat(),
         ..HttpPolicy::default()

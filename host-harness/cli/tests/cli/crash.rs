@@ -63,7 +63,7 @@ fn cycles() -> usize {
 fn config(file: &Path, port: u16, store: &str) {
     let users = format!(
         "[[users]]\nname = \"{USER}\"\ncredentials = [{{ id = \"t\", token_sha256 = \"{}\" }}]\n",
-        jmap_web_push_host::server::auth::token_sha256(TOKEN)
+        jmap_web_push::server::auth::token_sha256(TOKEN)
     );
     write_config(
         file,

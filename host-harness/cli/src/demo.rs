@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use serde_json::{json, Value};
 
+use jmap_web_push::gateway::{Answer, Gateway, Received};
+use jmap_web_push::server::{self, auth};
+use jmap_web_push::settings::{Credential, Settings, StoreKind, User};
 use jmap_web_push_guest::crypto::ece::receiver::webpush_decrypt;
 use jmap_web_push_guest::crypto::vapid::VapidKey;
 use jmap_web_push_guest::crypto::{b64url_decode, b64url_encode};
-use jmap_web_push_host::gateway::{Answer, Gateway, Received};
-use jmap_web_push_host::server::{self, auth};
-use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
 use jmap_web_push_host::PluginConfig;
 
 const USER: &str = "alice@example.com";

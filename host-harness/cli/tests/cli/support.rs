@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use jmap_web_push::server::auth::token_sha256;
 use jmap_web_push_guest::crypto::ece::receiver::webpush_decrypt;
 use jmap_web_push_guest::crypto::vapid::VapidKey;
-use jmap_web_push_host::server::auth::token_sha256;
 use serde_json::{json, Value};
 
 pub(crate) const LAPTOP: &str = "laptop-token-19ce";
@@ -71,7 +71,7 @@ impl Drop for TempDir {
 }
 
 /// The harness's loopback push service (answers 201 unless scripted).
-pub(crate) use jmap_web_push_host::gateway::{Gateway as PushService, Received};
+pub(crate) use jmap_web_push::gateway::{Gateway as PushService, Received};
 
 /// The `k=` of a push's VAPID `Authorization` header.
 pub(crate) fn vapid_key(push: &Received) -> String {

@@ -74,7 +74,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::PluginConfig;
+use jmap_web_push_host::config::PluginConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -244,7 +244,7 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        let d = crate::net::HttpPolicy::default();
+        let d = jmap_web_push_host::net::HttpPolicy::default();
         HttpSettings {
             connect_timeout_ms: d.connect_timeout.as_millis() as u64,
             max_timeout_ms: d.max_timeout.as_millis() as u64,

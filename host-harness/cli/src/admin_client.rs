@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use jmap_web_push_host::server;
-use jmap_web_push_host::settings::{Settings, StoreKind};
+use jmap_web_push::server;
+use jmap_web_push::settings::{Settings, StoreKind};
 use jmap_web_push_host::PushPlugin;
 
 /// What to ask the running server.

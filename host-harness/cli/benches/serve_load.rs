@@ -11,7 +11,7 @@
 //! - the reference: one sandboxed encryption, measured in the same run, and
 //!   the goal `0.7 x cores for serve x encryptions/s`.
 //!
-//! Run: `cargo bench -p jmap-web-push-host --bench serve_load`.
+//! Run: `cargo bench -p jmap-web-push --bench serve_load`.
 
 mod common;
 
@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{keys, pin_to_cpus, populate_into, Instant201};
-use jmap_web_push_host::gateway::Gateway;
-use jmap_web_push_host::server;
-use jmap_web_push_host::settings::{Settings, StoreKind};
+use jmap_web_push::gateway::Gateway;
+use jmap_web_push::server;
+use jmap_web_push::settings::{Settings, StoreKind};
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::{AccountChanges, PluginConfig, PushPlugin, StateChange, TypeState};
 

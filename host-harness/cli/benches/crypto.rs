@@ -13,7 +13,7 @@
 //! - (e) npm `web-push` `generateRequestDetails` and `encrypt`, when
 //!   `.tools/node` has it (`scripts/setup.sh`).
 //!
-//! Run: `cargo bench -p jmap-web-push-host --bench crypto`.
+//! Run: `cargo bench -p jmap-web-push --bench crypto`.
 //! Environment: `BENCH_FANOUT` (N, default 500), `BENCH_ROUND_SECS`
 //! (default 0.6), `BENCH_ROUNDS` (default 5).
 
@@ -153,7 +153,8 @@ impl HttpSend for Instant201 {
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("workspace root")
         .to_path_buf()
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use jmap_web_push_host::server::auth::token_sha256;
+use jmap_web_push::server::auth::token_sha256;
 use serde_json::{json, Value};
 
 use super::support::*;

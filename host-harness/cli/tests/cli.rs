@@ -160,7 +160,7 @@ fn compose_writes_a_wasi_only_component_that_targets_its_world() {
         "{listing}"
     );
     assert!(!listing.contains("jmap:web-push/store"), "{listing}");
-    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
     let o = run(&[
         "targets",
         out.to_str().unwrap(),

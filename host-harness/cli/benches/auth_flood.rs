@@ -12,15 +12,15 @@
 //! Plus the time to refuse a wrong password and an unknown user name (they
 //! should not be told apart).
 //!
-//! Run: `cargo bench -p jmap-web-push-host --bench auth_flood`.
+//! Run: `cargo bench -p jmap-web-push --bench auth_flood`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jmap_web_push_host::server::{self, auth};
-use jmap_web_push_host::settings::{Credential, Settings, StoreKind, User};
+use jmap_web_push::server::{self, auth};
+use jmap_web_push::settings::{Credential, Settings, StoreKind, User};
 
 const PASSWORD: &str = "correct horse battery";
 const TOKEN: &str = "legitimate-token";
