@@ -24,6 +24,7 @@ fn main() {
             "guest/src",
             "guest/Cargo.toml",
             "guest/crypto",
+            "guest/config",
             "guest/adapters",
             "wit",
             "Cargo.toml",

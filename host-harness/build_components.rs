@@ -54,7 +54,7 @@ pub fn build_all(root: &Path, builds: &[Build]) {
         .map(|p| if p.is_absolute() { p } else { root.join(p) })
         .unwrap_or_else(|| root.join("target"));
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    ensure_target();
+    ensure_target(&target_root);
     let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
     for build in builds {
         let target_dir = target_root.join(format!("guest-{}", build.name));
@@ -98,8 +98,13 @@ pub fn build_all(root: &Path, builds: &[Build]) {
 
 /// Installs the wasm target with rustup when it is missing (a fresh machine
 /// with `RUSTUP_AUTO_INSTALL=0` does not install it from
-/// rust-toolchain.toml).
-fn ensure_target() {
+/// rust-toolchain.toml). A file lock under the target directory keeps the
+/// build scripts of two packages, which cargo may run at once, from
+/// running `rustup target add` side by side.
+fn ensure_target(target_root: &Path) {
+    let _ = std::fs::create_dir_all(target_root);
+    let lock = std::fs::File::create(target_root.join(".wasm-target.lock"));
+    let _guard = lock.as_ref().ok().map(|f| f.lock());
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])

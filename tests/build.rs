@@ -18,6 +18,7 @@ fn main() {
             "host-harness/fixtures/misbehave",
             "tests/consumer/src",
             "tests/consumer/Cargo.toml",
+            "guest/config",
             "wit",
             "Cargo.toml",
             "Cargo.lock",

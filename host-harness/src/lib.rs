@@ -50,6 +50,7 @@ pub use bindings::exports::jmap::web_push::event_in::{
 pub use bindings::exports::jmap::web_push::jmap::{MethodError, MethodResponse, SessionInfo};
 pub use bindings::jmap::web_push::types::{Caller, PluginError};
 pub use config::PluginConfig;
+pub use imports::PUSH_LOG_TARGET;
 pub use net::{HttpClient, HttpPolicy, HttpSend};
 pub use sandbox::{CallError, Flavour, SandboxOptions};
 

@@ -241,11 +241,19 @@ macro_rules! config_from_wit {
             max_objects_in_get: w.max_objects_in_get,
             max_objects_in_set: w.max_objects_in_set,
             push_ttl_secs: w.push_ttl_secs,
-            urgency: w
-                .urgency_rules
-                .into_iter()
-                .map(|r| (r.type_name, $urgency(r.urgency)))
-                .collect(),
+            // A type named twice (a host's own record can do that; a
+            // configuration file cannot) gets the higher urgency.
+            urgency: w.urgency_rules.into_iter().fold(
+                ::std::collections::BTreeMap::new(),
+                |mut rules, r| {
+                    let u: $crate::Urgency = $urgency(r.urgency);
+                    rules
+                        .entry(r.type_name)
+                        .and_modify(|e: &mut $crate::Urgency| *e = (*e).max(u))
+                        .or_insert(u);
+                    rules
+                },
+            ),
             default_urgency: $urgency(w.default_urgency),
             max_plaintext_octets: w.max_plaintext_octets,
             vapid_contact: w.vapid_contact,
@@ -404,5 +412,30 @@ mod tests {
         assert_eq!(record.default_urgency, wit_shaped::Urgency::High);
         let back = crate::config_from_wit!(record, from_shaped);
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn a_type_named_twice_in_the_wit_record_gets_the_higher_urgency() {
+        let mut record = crate::config_to_wit!(
+            &Config::default(),
+            wit_shaped::Config,
+            wit_shaped::UrgencyRule,
+            to_shaped
+        );
+        record.urgency_rules = [
+            ("Email", wit_shaped::Urgency::High),
+            ("Email", wit_shaped::Urgency::Low),
+            ("Mailbox", wit_shaped::Urgency::VeryLow),
+            ("Mailbox", wit_shaped::Urgency::Normal),
+        ]
+        .map(|(t, urgency)| wit_shaped::UrgencyRule {
+            type_name: t.into(),
+            urgency,
+        })
+        .into();
+        let c = crate::config_from_wit!(record, from_shaped);
+        assert_eq!(c.urgency.get("Email"), Some(&Urgency::High));
+        assert_eq!(c.urgency.get("Mailbox"), Some(&Urgency::Normal));
+        assert_eq!(c.urgency.len(), 2);
     }
 }

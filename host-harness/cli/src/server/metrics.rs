@@ -34,41 +34,74 @@ pub struct Metrics {
     pub api_requests: AtomicU64,
     /// Events accepted on `/events`.
     pub events: AtomicU64,
-    /// The last store count: when, subscriptions, pending pushes. One
-    /// scrape counts at a time; the others wait and take its figures.
-    gauges: tokio::sync::Mutex<Option<StoreCount>>,
+    /// The store gauges and the count that refreshes them.
+    gauges: Mutex<StoreGauges>,
+    /// Woken when a count finishes.
+    counted: tokio::sync::Notify,
 }
 
-/// A store count: when, subscriptions, pending pushes (`None`: the store
-/// could not count).
-type StoreCount = (Instant, Option<u64>, Option<u64>);
+/// The last figures the store gave, kept when a later count fails.
+#[derive(Debug, Default)]
+struct StoreGauges {
+    /// When the last count finished (successful or not).
+    counted_at: Option<Instant>,
+    /// A count is running.
+    counting: bool,
+    subscriptions: Option<u64>,
+    pending: Option<u64>,
+}
+
+/// How long a scrape waits for a count it started or found running
+/// before it answers with the figures it has.
+const COUNT_WAIT: Duration = Duration::from_secs(1);
 
 impl Metrics {
-    /// The subscriptions and pending-push gauges, counted by the store
-    /// (off the async workers) when the last count is older than
-    /// `max_age`; `None` for a count the store could not give.
+    /// The subscriptions and pending-push gauges. When the last count is
+    /// older than `max_age` and none is running, a new one starts on a
+    /// blocking thread; it runs to its end even if the scrape goes away,
+    /// and at most one runs at a time. The scrape waits for a running
+    /// count at most [`COUNT_WAIT`], then answers with the last figures the
+    /// store gave (`None` before the first successful count).
     pub async fn store_gauges(
-        &self,
+        self: &Arc<Self>,
         store: &Arc<dyn KvStore>,
         max_age: Duration,
     ) -> (Option<u64>, Option<u64>) {
-        let mut last = self.gauges.lock().await;
-        if let Some((at, subs, pending)) = *last {
-            if at.elapsed() < max_age {
-                return (subs, pending);
+        // Registered before the state is read, so a count that finishes in
+        // between still wakes this scrape.
+        let counted = self.counted.notified();
+        let (start, wait) = {
+            let Ok(mut g) = self.gauges.lock() else {
+                return (None, None);
+            };
+            let due = g.counted_at.is_none_or(|at| at.elapsed() >= max_age);
+            let start = due && !g.counting;
+            if start {
+                g.counting = true;
             }
+            (start, g.counting)
+        };
+        if start {
+            let (me, store) = (self.clone(), store.clone());
+            tokio::task::spawn_blocking(move || {
+                let subscriptions = store.count_prefix(SUB_PREFIX).ok();
+                let pending = store.count_prefix(PENDING_PREFIX).ok();
+                if let Ok(mut g) = me.gauges.lock() {
+                    g.counting = false;
+                    g.counted_at = Some(Instant::now());
+                    g.subscriptions = subscriptions.or(g.subscriptions);
+                    g.pending = pending.or(g.pending);
+                }
+                me.counted.notify_waiters();
+            });
         }
-        let store = store.clone();
-        let counted = tokio::task::spawn_blocking(move || {
-            (
-                store.count_prefix(SUB_PREFIX).ok(),
-                store.count_prefix(PENDING_PREFIX).ok(),
-            )
-        })
-        .await
-        .unwrap_or((None, None));
-        *last = Some((Instant::now(), counted.0, counted.1));
-        counted
+        if wait {
+            let _ = tokio::time::timeout(COUNT_WAIT, counted).await;
+        }
+        match self.gauges.lock() {
+            Ok(g) => (g.subscriptions, g.pending),
+            Err(_) => (None, None),
+        }
     }
 
     /// Counts a delivery report.

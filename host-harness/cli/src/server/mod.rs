@@ -629,7 +629,9 @@ async fn session(
         Ok(x) => x,
         Err(r) => return r,
     };
-    let p = &current.settings.plugin;
+    // The limits the plugin applies (it brings out-of-range values into
+    // range), not the raw configuration.
+    let p = &current.settings.plugin.clone().normalized();
     let mut capabilities = Map::new();
     capabilities.insert(
         api::CORE.into(),
