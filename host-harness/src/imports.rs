@@ -1,7 +1,7 @@
 //! The host side of the plugin's imports (`wit/plugin.wit`): `store` on a
 //! [`KvStore`], `http-out` on an [`HttpSend`], `host` (configuration, log,
 //! push reports) and the WASI context. One [`HostState`] per instance; what
-//! every instance shares is one [`Shared`]. The sandbox that runs the
+//! every instance shares is one `Shared`. The sandbox that runs the
 //! instances is [`crate::sandbox`].
 
 use std::sync::Arc;

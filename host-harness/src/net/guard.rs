@@ -4,7 +4,7 @@
 //!   (`https`; `http` only in test mode), no user information, an IP-literal
 //!   host checked here (the client does not resolve literals), the body
 //!   size.
-//! - [`GuardedResolver`] is the client's resolver: it resolves a host name
+//! - `GuardedResolver` is the client's resolver: it resolves a host name
 //!   with the system resolver and returns only the addresses the guard
 //!   allows, so the client connects to none that is denied.
 //!

@@ -9,13 +9,13 @@
 //!   address connected to is always one that was checked (no DNS-rebinding
 //!   gap). No redirects are followed and no proxy is taken from the
 //!   environment.
-//! - [`limits`]: at most [`HttpPolicy::max_connections_per_origin`]
+//! - `limits`: at most [`HttpPolicy::max_connections_per_origin`]
 //!   requests to one origin in flight at once (raised to
 //!   [`HttpPolicy::max_streams_per_http2_origin`] once the origin answers
 //!   over HTTP/2, at most half of all requests in flight), and
 //!   [`HttpPolicy::max_concurrency`] in all; at most
 //!   [`HttpPolicy::max_connections_per_origin`] connections open to one
-//!   origin ([`connector`]), and the first contact with an `https` origin
+//!   origin (`connector`), and the first contact with an `https` origin
 //!   made by one request, so that an HTTP/2 push service gets one
 //!   connection.
 //! - [`client`]: the batch API of the WIT `http-out` (`start-batch`,

@@ -60,7 +60,7 @@ impl Metrics {
     /// older than `max_age` and none is running, a new one starts on a
     /// blocking thread; it runs to its end even if the scrape goes away,
     /// and at most one runs at a time. The scrape waits for a running
-    /// count at most [`COUNT_WAIT`], then answers with the last figures the
+    /// count at most `COUNT_WAIT` (1 s), then answers with the last figures the
     /// store gave (`None` before the first successful count).
     pub async fn store_gauges(
         self: &Arc<Self>,

@@ -18,18 +18,25 @@
 //! Plugin calls block, so they run on tokio's blocking pool; a background
 //! task calls `tick` when the plugin asks for it (at least every 30 s).
 //!
-//! `POST /jmap/api` enforces the limits the Session advertises
-//! (`server.max_size_request`, `server.max_concurrent_requests`; RFC 8620
-//! §3.6.1), see [`limits`]; `POST /events` is in [`events`].
+//! The Session is in `session.rs`, `POST /jmap/api` in `api_route.rs` (it
+//! enforces the limits the Session advertises, `server.max_size_request`
+//! and `server.max_concurrent_requests`, RFC 8620 §3.6.1, see `limits.rs`),
+//! who is asking in `login.rs`, `POST /events` in `events.rs`.
 //!
 //! Account ids: the Session names each user's one account by
 //! [`account_id`], a JMAP Id derived from the user name.
 
 pub mod admin;
 pub mod api;
+mod api_route;
 pub mod auth;
 mod events;
 mod limits;
+mod login;
+mod session;
+
+use api_route::api_handler;
+use session::{plugin_session, session, supported_capabilities};
 pub mod metrics;
 pub mod throttle;
 
@@ -416,25 +423,6 @@ pub(super) fn problem(status: StatusCode, kind: &str, detail: impl Into<String>)
     r
 }
 
-/// A request-level error as RFC 7807 problem JSON (HTTP 400).
-fn request_error(e: &api::RequestError) -> Response {
-    let mut r = (StatusCode::BAD_REQUEST, e.to_json().to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    r
-}
-
-/// The compatibility `state` of a `PushSubscription/get` response
-/// (`server.compat_push_subscription_get_state`): base64url of the first 12
-/// octets of SHA-256 over the JSON text of the returned `list`.
-fn push_get_state(arguments: &Value) -> String {
-    let list = arguments.get("list").unwrap_or(&Value::Null).to_string();
-    let digest = Sha256::digest(list.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..12])
-}
-
 fn unauthorized() -> Response {
     let mut r = problem(
         StatusCode::UNAUTHORIZED,
@@ -452,123 +440,13 @@ fn unauthorized() -> Response {
     r
 }
 
-pub(super) fn json_response(v: Value) -> Response {
+fn json_response(v: Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Why a request was not authenticated.
-enum AuthFailure {
-    /// No credentials, or wrong ones: 401.
-    Unauthorized,
-    /// Too many failures from this address or for this user name: 429.
-    Throttled(Duration),
-    /// Every password-check thread stayed busy: 503.
-    Busy,
-}
-
-impl AuthFailure {
-    fn response(&self) -> Response {
-        let (status, detail, wait) = match self {
-            AuthFailure::Unauthorized => return unauthorized(),
-            AuthFailure::Throttled(wait) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed authentication attempts from this address or for this user name",
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            ),
-            AuthFailure::Busy => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "every password check is busy",
-                1,
-            ),
-        };
-        let mut r = problem(
-            status,
-            "about:blank",
-            format!("{detail}; retry after {wait} s"),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
-        r
-    }
-}
-
-/// The client's address: the peer, or, when the peer is one of
-/// `server.trusted_proxies`, the nearest address in `X-Forwarded-For` that
-/// is not a trusted proxy.
-fn client_address(trusted: &[IpAddr], headers: &HeaderMap, peer: Option<SocketAddr>) -> IpAddr {
-    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    let forwarded = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in forwarded.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => return peer,
-        }
-    }
-    peer
-}
-
-/// Authenticates a request: bearer tokens and Basic headers verified
-/// before at once; a new Basic password on the password pool, unless too
-/// many failures came from the client's address or for that user name.
-async fn authenticate(
-    state: &AppState,
-    current: &Current,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-) -> Result<auth::Principal, AuthFailure> {
-    let Some(h) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return Err(AuthFailure::Unauthorized);
-    };
-    let address = client_address(&current.settings.server.trusted_proxies, headers, peer);
-    match current.auth.quick(h) {
-        auth::Quick::Known(p) => Ok(p),
-        auth::Quick::Refused { username } => {
-            if let Some(wait) = state.limiter.blocked(address, username.as_deref()) {
-                return Err(AuthFailure::Throttled(wait));
-            }
-            state.limiter.failed(address, username.as_deref());
-            Err(AuthFailure::Unauthorized)
-        }
-        auth::Quick::NeedsPassword(check) => {
-            let username = check.username.clone();
-            if let Some(wait) = state.limiter.blocked(address, Some(&username)) {
-                return Err(AuthFailure::Throttled(wait));
-            }
-            match state.passwords.verify(current.auth.clone(), check).await {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => {
-                    state.limiter.failed(address, Some(&username));
-                    Err(AuthFailure::Unauthorized)
-                }
-                Err(throttle::PoolError::Busy) => Err(AuthFailure::Busy),
-            }
-        }
-    }
-}
-
-/// The peer address axum recorded for the connection.
-fn peer_of(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
 }
 
 pub(super) fn trap(state: &AppState, e: CallError) -> Response {
@@ -579,250 +457,6 @@ pub(super) fn trap(state: &AppState, e: CallError) -> Response {
         "urn:ietf:params:jmap:error:serverFail",
         e.to_string(),
     )
-}
-
-fn supported_capabilities(current: &Current, plugin_caps: &[(String, Value)]) -> Vec<String> {
-    let mut v = vec![api::CORE.to_string()];
-    v.extend(current.settings.server.extra_capabilities.iter().cloned());
-    v.extend(plugin_caps.iter().map(|(u, _)| u.clone()));
-    v
-}
-
-async fn plugin_session(
-    state: &AppState,
-    current: &Current,
-) -> Result<(Vec<(String, Value)>, String), Response> {
-    let plugin = current.plugin.clone();
-    match tokio::task::spawn_blocking(move || plugin.session()).await {
-        Ok(Ok(Ok(info))) => Ok((
-            info.capabilities
-                .into_iter()
-                .map(|c| (c.uri, serde_json::from_str(&c.value).unwrap_or(Value::Null)))
-                .collect(),
-            info.state,
-        )),
-        Ok(Ok(Err(e))) => Err(problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "urn:ietf:params:jmap:error:serverUnavailable",
-            format!("{e:?}"),
-        )),
-        Ok(Err(e)) => Err(trap(state, e)),
-        Err(e) => Err(problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "about:blank",
-            e.to_string(),
-        )),
-    }
-}
-
-async fn session(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    extensions: axum::http::Extensions,
-) -> Response {
-    let current = state.current();
-    let who = match authenticate(&state, &current, &headers, peer_of(&extensions)).await {
-        Ok(who) => who,
-        Err(failure) => return failure.response(),
-    };
-    let (caps, plugin_state) = match plugin_session(&state, &current).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    // The limits the plugin applies (it brings out-of-range values into
-    // range), not the raw configuration.
-    let p = &current.settings.plugin.clone().normalized();
-    let mut capabilities = Map::new();
-    capabilities.insert(
-        api::CORE.into(),
-        json!({
-            "maxSizeUpload": 0,
-            "maxConcurrentUpload": 1,
-            "maxSizeRequest": current.settings.server.max_size_request,
-            "maxConcurrentRequests": current.settings.server.max_concurrent_requests,
-            "maxCallsInRequest": api::MAX_CALLS,
-            "maxObjectsInGet": p.max_objects_in_get,
-            "maxObjectsInSet": p.max_objects_in_set,
-            "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
-        }),
-    );
-    let mut account_caps = Map::new();
-    for uri in &current.settings.server.extra_capabilities {
-        capabilities.insert(uri.clone(), json!({}));
-        account_caps.insert(uri.clone(), api::placeholder_account_capability(uri));
-    }
-    for (uri, value) in &caps {
-        capabilities.insert(uri.clone(), value.clone());
-    }
-    let account_id = account_id(&who.username);
-    let mut primary = Map::new();
-    for uri in &current.settings.server.extra_capabilities {
-        primary.insert(uri.clone(), json!(account_id));
-    }
-    let base = &current.base_url;
-    json_response(json!({
-        "capabilities": capabilities,
-        "accounts": {account_id.clone(): {
-            "name": who.username,
-            "isPersonal": true,
-            "isReadOnly": false,
-            "accountCapabilities": account_caps,
-        }},
-        "primaryAccounts": primary,
-        "username": who.username,
-        "apiUrl": format!("{base}/jmap/api"),
-        "downloadUrl": format!("{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}"),
-        "uploadUrl": format!("{base}/jmap/upload/{{accountId}}/"),
-        "eventSourceUrl": format!("{base}/jmap/eventsource/?types={{types}}&closeafter={{closeafter}}&ping={{ping}}"),
-        "state": plugin_state,
-    }))
-}
-
-async fn api_handler(
-    State(state): State<Arc<AppState>>,
-    request: axum::extract::Request,
-) -> Response {
-    let current = state.current();
-    let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let who = match authenticate(&state, &current, headers, peer_of(&parts.extensions)).await {
-        Ok(who) => who,
-        Err(failure) => {
-            // The body is not read for a stranger: a connection that still
-            // carries some of it cannot be reused.
-            let has_body =
-                declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
-            let r = failure.response();
-            return if has_body {
-                close_connection(r, parts.version)
-            } else {
-                r
-            };
-        }
-    };
-    state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
-    let limit = current.settings.server.max_size_request;
-    let body = match read_body(body, limit, declared).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge { drained }) => {
-            let r = request_error(&api::RequestError::limit(
-                "maxSizeRequest",
-                format!(
-                    "the request body is larger than maxSizeRequest ({limit} octets){}",
-                    declared.map_or(String::new(), |n| format!(": {n} octets"))
-                ),
-            ));
-            return if drained {
-                r
-            } else {
-                close_connection(r, parts.version)
-            };
-        }
-        Err(BodyError::Read(e)) => {
-            return close_connection(
-                problem(
-                    StatusCode::BAD_REQUEST,
-                    "about:blank",
-                    format!("the request body could not be read: {e}"),
-                ),
-                parts.version,
-            )
-        }
-    };
-    let max = current.settings.server.max_concurrent_requests;
-    let Some(_slot) = ApiSlot::try_acquire(&state, &who.username, max) else {
-        return request_error(&api::RequestError::limit(
-            "maxConcurrentRequests",
-            format!(
-                "{} already has {max} API requests in flight (maxConcurrentRequests); retry when one has been answered",
-                who.username
-            ),
-        ));
-    };
-    let (caps, session_state) = match plugin_session(&state, &current).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let supported = supported_capabilities(&current, &caps);
-    let request = match api::parse(&body, &supported) {
-        Ok(r) => r,
-        Err(e) => return request_error(&e),
-    };
-    let caller = Caller {
-        username: who.username.clone(),
-        credential_id: Some(who.credential_id.clone()),
-    };
-    let echo_created = request.created_ids.is_some();
-    let mut created_ids = request.created_ids.unwrap_or_default();
-    let mut responses: Vec<(String, Value, String)> = Vec::new();
-    for (name, mut args, call_id) in request.calls {
-        if let Err(e) = api::resolve_references(&mut args, &responses) {
-            responses.push((
-                "error".into(),
-                json!({"type": e.kind, "description": e.description}),
-                call_id,
-            ));
-            continue;
-        }
-        match name.as_str() {
-            "Core/echo" => responses.push((name, Value::Object(args), call_id)),
-            "PushSubscription/get" | "PushSubscription/set" => {
-                let plugin = current.plugin.clone();
-                let (c, n, a, ids) = (caller.clone(), name.clone(), Value::Object(args).to_string(), created_ids.clone());
-                let result = tokio::task::spawn_blocking(move || plugin.call(&c, &n, &a, &ids)).await;
-                if name == "PushSubscription/set" {
-                    // A create may have left a verification retry due soon.
-                    state.tick_wake.notify_one();
-                }
-                match result {
-                    Ok(Ok(Ok(r))) => {
-                        created_ids = r.created_ids;
-                        let mut v = serde_json::from_str(&r.arguments).unwrap_or(Value::Null);
-                        if name == "PushSubscription/get" && current.settings.server.compat_push_subscription_get_state {
-                            let st = push_get_state(&v);
-                            if let Value::Object(m) = &mut v {
-                                m.entry("state").or_insert(Value::String(st));
-                            }
-                        }
-                        responses.push((name, v, call_id));
-                    }
-                    Ok(Ok(Err(e))) => responses.push((
-                        "error".into(),
-                        json!({"type": e.error_type, "description": e.description}),
-                        call_id,
-                    )),
-                    Ok(Err(e)) => {
-                        state.metrics.traps.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "plugin call failed");
-                        responses.push(("error".into(), json!({"type": "serverFail", "description": e.to_string()}), call_id));
-                    }
-                    Err(e) => responses.push(("error".into(), json!({"type": "serverFail", "description": e.to_string()}), call_id)),
-                }
-            }
-            other => responses.push((
-                "error".into(),
-                json!({"type": "unknownMethod", "description": format!("{other} is not supported by this server")}),
-                call_id,
-            )),
-        }
-    }
-    let mut out = json!({
-        "methodResponses": responses.into_iter().map(|(n, v, id)| json!([n, v, id])).collect::<Vec<_>>(),
-        "sessionState": session_state,
-    });
-    if echo_created {
-        out["createdIds"] = Value::Object(
-            created_ids
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
-        );
-    }
-    json_response(out)
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
@@ -839,29 +473,6 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_client_address_is_the_peer_unless_a_trusted_proxy_forwards() {
-        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
-        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        // Not trusted: the header is the client's own claim, ignored.
-        assert_eq!(client_address(&[], &h, Some(peer)), proxy);
-        assert_eq!(client_address(&[proxy], &h, Some(peer)), ip("198.51.100.7"));
-        // The nearest untrusted hop wins; what the client wrote further
-        // left does not.
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.1.1.1, 203.0.113.9, 10.0.0.6"),
-        );
-        let both = [proxy, ip("10.0.0.6")];
-        assert_eq!(client_address(&both, &h, Some(peer)), ip("203.0.113.9"));
-        // Garbage stops the walk at the proxy itself.
-        h.insert("x-forwarded-for", HeaderValue::from_static("nonsense"));
-        assert_eq!(client_address(&[proxy], &h, Some(peer)), proxy);
-    }
 
     #[test]
     fn account_ids_are_pinned_jmap_ids() {
