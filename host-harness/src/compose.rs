@@ -19,6 +19,8 @@ use std::path::Path;
 
 use wac_graph::{types::Package, CompositionGraph, EncodeOptions};
 
+use crate::sandbox::BoxError;
+
 /// The adapter components built with this harness (see `wit/adapters.wit`).
 pub mod adapters {
     /// `store` over `wasi:keyvalue@0.2.0-draft` (store, atomics, batch).
@@ -38,25 +40,43 @@ pub enum ComposeError {
     BadComponent {
         /// The package name given to it.
         name: String,
-        /// What the parser said.
+        /// What the parser said, with its causes.
         reason: String,
+        /// The parser's error.
+        #[source]
+        source: BoxError,
     },
     /// None of the plugs' exports matched an import of the socket.
     #[error("nothing to plug: no plug exports an interface the socket imports")]
     NothingPlugged,
     /// Building or encoding the graph failed.
-    #[error("composition failed: {0}")]
-    Graph(String),
+    #[error("composition failed: {reason}")]
+    Graph {
+        /// What wac said, with its causes.
+        reason: String,
+        /// wac's error.
+        #[source]
+        source: BoxError,
+    },
     /// The WIT directory or world could not be loaded.
-    #[error("WIT: {0}")]
-    Wit(String),
+    #[error("WIT: {reason}")]
+    Wit {
+        /// What the WIT parser said, with its causes.
+        reason: String,
+        /// The WIT parser's error.
+        #[source]
+        source: BoxError,
+    },
     /// The component does not conform to the world.
     #[error("the component does not conform to world `{world}`: {reason}")]
     NotTargeting {
         /// The world checked against.
         world: String,
-        /// What did not match.
+        /// What did not match, with its causes.
         reason: String,
+        /// The checker's error.
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -73,10 +93,9 @@ pub fn plug(socket: (&str, &[u8]), plugs: &[(&str, &[u8])]) -> Result<Vec<u8>, C
                 .map_err(|e| ComposeError::BadComponent {
                     name: name.to_string(),
                     reason: format!("{e:#}"),
+                    source: e.into(),
                 })?;
-            graph
-                .register_package(package)
-                .map_err(|e| ComposeError::Graph(e.to_string()))
+            graph.register_package(package).map_err(graph_error)
         };
     let socket_id = register(&mut graph, socket.0, socket.1)?;
     let mut plug_ids = Vec::with_capacity(plugs.len());
@@ -85,11 +104,26 @@ pub fn plug(socket: (&str, &[u8]), plugs: &[(&str, &[u8])]) -> Result<Vec<u8>, C
     }
     wac_graph::plug(&mut graph, plug_ids, socket_id).map_err(|e| match e {
         wac_graph::PlugError::NoPlugHappened => ComposeError::NothingPlugged,
-        other => ComposeError::Graph(format!("{:#}", anyhow::Error::from(other))),
+        other => graph_error(other),
     })?;
-    graph
-        .encode(EncodeOptions::default())
-        .map_err(|e| ComposeError::Graph(format!("{:#}", anyhow::Error::from(e))))
+    graph.encode(EncodeOptions::default()).map_err(graph_error)
+}
+
+/// A wac error as [`ComposeError::Graph`], its causes in the text too.
+fn graph_error(e: impl std::error::Error + Send + Sync + 'static) -> ComposeError {
+    let e = anyhow::Error::from(e);
+    ComposeError::Graph {
+        reason: format!("{e:#}"),
+        source: e.into(),
+    }
+}
+
+/// A WIT parser error as [`ComposeError::Wit`].
+fn wit_error(e: anyhow::Error) -> ComposeError {
+    ComposeError::Wit {
+        reason: format!("{e:#}"),
+        source: e.into(),
+    }
 }
 
 /// The plugin composed with the three adapters: a component that imports
@@ -130,16 +164,15 @@ pub fn embed_on_wasi(socket: &[u8], plugin: &[u8]) -> Result<Vec<u8>, ComposeErr
 /// match, e.g. `@0.2.0` and `@0.2.12`).
 pub fn check_target(component: &[u8], wit_dir: &Path, world: &str) -> Result<(), ComposeError> {
     let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve
-        .push_dir(wit_dir)
-        .map_err(|e| ComposeError::Wit(format!("{e:#}")))?;
+    let (package, _) = resolve.push_dir(wit_dir).map_err(wit_error)?;
     let world_id = resolve
         .select_world(&[package], Some(world))
-        .map_err(|e| ComposeError::Wit(format!("{e:#}")))?;
+        .map_err(wit_error)?;
     wit_component::targets(&resolve, world_id, component, true).map_err(|e| {
         ComposeError::NotTargeting {
             world: world.to_string(),
             reason: format!("{e:#}"),
+            source: e.into(),
         }
     })
 }
@@ -153,6 +186,7 @@ pub fn import_names(component: &[u8]) -> Result<Vec<String>, ComposeError> {
             ComposeError::BadComponent {
                 name: "component".into(),
                 reason: format!("{e:#}"),
+                source: e.into(),
             }
         })?;
     Ok(types[package.ty()].imports.keys().cloned().collect())

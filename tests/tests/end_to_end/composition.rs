@@ -66,7 +66,9 @@ fn target_check_rejects_a_component_that_does_not_conform() {
     );
     let err = compose::check_target(adapters::STORE_KV, &wit_dir(), "no-such-world")
         .expect_err("unknown world");
-    assert!(matches!(err, compose::ComposeError::Wit(_)), "{err}");
+    assert!(matches!(err, compose::ComposeError::Wit { .. }), "{err}");
+    // The parser's own error is kept as the source.
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
 #[test]
@@ -113,6 +115,7 @@ fn composing_with_plugs_that_fit_nothing_is_an_error() {
         matches!(err, compose::ComposeError::BadComponent { .. }),
         "{err}"
     );
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
 // ---------------------------------------------------------------------------
