@@ -24,12 +24,7 @@ fn main() {
             "guest/src",
             "guest/Cargo.toml",
             "guest/crypto",
-            "guest/config",
             "guest/adapters",
-            "wit",
-            "Cargo.toml",
-            "Cargo.lock",
-            "host-harness/build_components.rs",
         ],
     );
     components::build_all(

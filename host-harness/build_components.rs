@@ -38,9 +38,18 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Tells cargo to rerun the build script when any of `paths` (relative to
-/// the workspace root) or the guest profile variable changes.
+/// the workspace root), what every component build depends on (`wit/`,
+/// `guest/config`, the workspace manifest and lock file, this file) or the
+/// guest profile variable changes.
 pub fn rerun_if_changed(root: &Path, paths: &[&str]) {
-    for p in paths {
+    const COMMON: [&str; 5] = [
+        "wit",
+        "guest/config",
+        "Cargo.toml",
+        "Cargo.lock",
+        "host-harness/build_components.rs",
+    ];
+    for p in COMMON.iter().chain(paths) {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=JMAP_WEB_PUSH_GUEST_PROFILE");

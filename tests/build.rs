@@ -18,11 +18,6 @@ fn main() {
             "host-harness/fixtures/misbehave",
             "tests/consumer/src",
             "tests/consumer/Cargo.toml",
-            "guest/config",
-            "wit",
-            "Cargo.toml",
-            "Cargo.lock",
-            "host-harness/build_components.rs",
         ],
     );
     components::build_all(

@@ -324,6 +324,21 @@ impl TestServer {
         }
     }
 
+    /// The value of the gauge `name` on `GET /metrics`.
+    pub fn gauge(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .and_then(|r| r.text())
+            .expect("metrics");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no gauge {name} in {text}"))
+    }
+
     /// The base URL.
     pub fn base(&self) -> String {
         self.running

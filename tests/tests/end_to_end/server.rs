@@ -838,16 +838,7 @@ fn a_503_is_retried_within_the_configured_backoff() {
 
 /// The `jmap_push_subscriptions` gauge of `/metrics`.
 fn subscriptions_gauge(s: &TestServer) -> u64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base()))
-        .send()
-        .and_then(|r| r.text())
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("jmap_push_subscriptions "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no subscriptions gauge in {text}"))
+    s.gauge("jmap_push_subscriptions")
 }
 
 #[test]

@@ -29,16 +29,7 @@ enum Expect {
 
 /// The pending-deliveries gauge of `/metrics`.
 fn pending(s: &TestServer) -> u64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base()))
-        .send()
-        .and_then(|r| r.text())
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("jmap_push_pending_deliveries "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("the pending gauge")
+    s.gauge("jmap_push_pending_deliveries")
 }
 
 /// Runs one case: `script` answers the first pushes of an event changing
