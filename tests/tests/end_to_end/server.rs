@@ -195,6 +195,11 @@ fn request_level_errors_are_problem_json() {
     let s = start(false);
     let cases: &[(&str, &str)] = &[
         ("not json", "urn:ietf:params:jmap:error:notJSON"),
+        // I-JSON: a member name given twice is refused, not resolved.
+        (
+            r#"{"using":["urn:ietf:params:jmap:core"],"methodCalls":[["Core/echo",{"a":1,"a":2},"0"]]}"#,
+            "urn:ietf:params:jmap:error:notJSON",
+        ),
         ("[1,2]", "urn:ietf:params:jmap:error:notRequest"),
         (
             r#"{"using":["urn:ietf:params:jmap:core"]}"#,
@@ -297,7 +302,11 @@ fn event_intake_auth_validation_and_delivery() {
     assert_eq!(s.event(Some("Bearer nope"), &event).0, 401);
     let admin = format!("Bearer {ADMIN}");
     for (bad, needle) in [
-        ("{", "not JSON"),
+        ("{", "not I-JSON"),
+        (
+            r#"{"type":"UserDeleted","username":"a","username":"b"}"#,
+            "given twice",
+        ),
         (r#"{"username":"a"}"#, "type"),
         (r#"{"type":"StateChange"}"#, "username"),
         (

@@ -13,66 +13,42 @@ use serde_json::{json, Value};
 
 use super::{json_response, problem, trap, AppState};
 use jmap_web_push_host::{AccountChanges, CallError, StateChange, TypeState};
+use jmap_web_push_protocol::event_intake as intake;
 
-/// Parses one event of the intake format.
-fn parse_event(v: &Value) -> Result<Event, String> {
-    let kind = v
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or("type is required (StateChange, CredentialRevoked, UserDeleted)")?;
-    let username = v
-        .get("username")
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
-        .ok_or("username (a non-empty string) is required")?
-        .to_string();
-    match kind {
-        "StateChange" => {
-            let changed = v
-                .get("changed")
-                .and_then(Value::as_object)
-                .ok_or("changed must be an object: accountId → {type → state}")?;
-            let mut accounts = Vec::new();
-            for (account, types) in changed {
-                let types = types
-                    .as_object()
-                    .ok_or_else(|| format!("changed.{account} must be an object: type → state"))?;
-                let mut changes = Vec::new();
-                for (t, s) in types {
-                    let s = s
-                        .as_str()
-                        .ok_or_else(|| format!("changed.{account}.{t} must be a state string"))?;
-                    changes.push(TypeState {
-                        type_name: t.clone(),
-                        state: s.to_string(),
-                    });
-                }
-                accounts.push(AccountChanges {
-                    account_id: account.clone(),
-                    changes,
-                });
-            }
-            Ok(Event::StateChange(StateChange {
-                username,
-                changed: accounts,
-            }))
-        }
-        "CredentialRevoked" => {
-            let c = v
-                .get("credentialId")
-                .and_then(Value::as_str)
-                .ok_or("credentialId is required")?;
-            Ok(Event::CredentialRevoked(username, c.to_string()))
-        }
-        "UserDeleted" => Ok(Event::UserDeleted(username)),
-        other => Err(format!("unknown event type {other:?}")),
-    }
-}
-
+/// The plugin's form of an intake event.
 enum Event {
     StateChange(StateChange),
     CredentialRevoked(String, String),
     UserDeleted(String),
+}
+
+impl From<intake::Event> for Event {
+    fn from(e: intake::Event) -> Self {
+        match e {
+            intake::Event::StateChange { username, changed } => Event::StateChange(StateChange {
+                username,
+                changed: changed
+                    .into_iter()
+                    .map(|a| AccountChanges {
+                        account_id: a.account_id,
+                        changes: a
+                            .changes
+                            .into_iter()
+                            .map(|c| TypeState {
+                                type_name: c.type_name,
+                                state: c.state,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }),
+            intake::Event::CredentialRevoked {
+                username,
+                credential_id,
+            } => Event::CredentialRevoked(username, credential_id),
+            intake::Event::UserDeleted { username } => Event::UserDeleted(username),
+        }
+    }
 }
 
 pub(super) async fn events(
@@ -84,33 +60,10 @@ pub(super) async fn events(
     if let Some(refused) = super::admin::admin_refusal(&current, &headers, "events") {
         return refused;
     }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "about:blank",
-                format!("the body is not JSON: {e}"),
-            )
-        }
+    let parsed: Vec<Event> = match intake::parse(&body) {
+        Ok(events) => events.into_iter().map(Event::from).collect(),
+        Err(e) => return problem(StatusCode::BAD_REQUEST, "about:blank", e.to_string()),
     };
-    let items = match v {
-        Value::Array(a) => a,
-        single => vec![single],
-    };
-    let mut parsed = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        match parse_event(item) {
-            Ok(e) => parsed.push(e),
-            Err(why) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "about:blank",
-                    format!("event {i}: {why}"),
-                )
-            }
-        }
-    }
     let mut results = Vec::new();
     for event in parsed {
         let st = state.clone();

@@ -27,7 +27,8 @@
 //! [`account_id`], a JMAP Id derived from the user name.
 
 pub mod admin;
-pub mod api;
+/// The JMAP request envelope, from [`jmap_web_push_protocol`].
+pub use jmap_web_push_protocol::envelope as api;
 mod api_route;
 pub mod auth;
 mod events;

@@ -86,8 +86,10 @@ pub const MAX_CALLS: usize = 64;
 
 /// Parses and checks a request body against the supported capabilities.
 pub fn parse(body: &[u8], supported: &[String]) -> Result<Request, RequestError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| RequestError::new("notJSON", format!("the body is not JSON: {e}")))?;
+    // I-JSON (RFC 8620 §3.6.1): a member name given twice is refused, here
+    // as in the plugin, by the same parser.
+    let v: Value = jmap_web_push_guest::json::parse_slice(body)
+        .map_err(|e| RequestError::new("notJSON", format!("the body is not I-JSON: {e}")))?;
     let Value::Object(obj) = v else {
         return Err(RequestError::new(
             "notRequest",
@@ -263,6 +265,13 @@ mod tests {
     fn request_errors() {
         let sup = vec![CORE.to_string()];
         assert_eq!(parse(b"nope", &sup).unwrap_err().kind, "notJSON");
+        // I-JSON: a member name given twice, at the top or inside a
+        // method's arguments, is refused rather than resolved silently.
+        let dup_top = parse(br#"{"using":[],"using":[],"methodCalls":[]}"#, &sup).unwrap_err();
+        assert_eq!(dup_top.kind, "notJSON");
+        assert!(dup_top.detail.contains("using"), "{}", dup_top.detail);
+        let dup_args = br#"{"using":[],"methodCalls":[["a",{"ids":null,"ids":[]},"c"]]}"#;
+        assert_eq!(parse(dup_args, &sup).unwrap_err().kind, "notJSON");
         assert_eq!(parse(b"[]", &sup).unwrap_err().kind, "notRequest");
         assert_eq!(
             parse(br#"{"methodCalls":[]}"#, &sup).unwrap_err().kind,
