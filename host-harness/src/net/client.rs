@@ -11,7 +11,7 @@ use futures::future::join_all;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
@@ -253,15 +253,26 @@ async fn send_limited(
                 };
                 // The origin's permit first: requests queued behind a slow
                 // push service hold none of the global permits.
-                let _origin = slot.permits.clone().acquire_owned().await;
-                let _permit = shared.permits.clone().acquire_owned().await;
-                let (answer, version) = exchange(shared, url, r).await?;
+                let origin = slot.permits.clone().acquire_owned().await;
+                let permit = shared.permits.clone().acquire_owned().await;
+                let (head, body, version) = exchange(shared, url, r).await?;
                 shared.origins.answered_with(&slot, version);
-                Ok(answer)
+                Ok((head, body, (origin, permit)))
             };
-            let result = tokio::time::timeout(timeout, send)
-                .await
-                .unwrap_or(Err(OutError::Timeout));
+            // The timeout ends with the answer's head: once the status is
+            // in, the push service has decided (a 201 means it took the
+            // message), so a body that is slow or never comes must not
+            // turn the answer into a timeout, which the plugin would retry
+            // and so deliver twice. The body gets `BODY_GRACE` of its own.
+            let result = match tokio::time::timeout(timeout, send).await {
+                Ok(Ok((mut head, body, _permits))) => {
+                    head.body_prefix =
+                        read_body_prefix(body, shared.policy.max_body_prefix, BODY_GRACE).await;
+                    Ok(head)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(OutError::Timeout),
+            };
             if result.is_err() {
                 slot.failed();
             }
@@ -275,15 +286,14 @@ async fn send_limited(
 }
 
 /// The POST through the pooled client (absolute URI; the client writes the
-/// origin-form target and `Host` for HTTP/1.1, `:authority` for HTTP/2),
-/// and the answer's status, headers and first
-/// [`HttpPolicy::max_body_prefix`] octets (the rest is not read; the
-/// connection is then not reused).
+/// origin-form target and `Host` for HTTP/1.1, `:authority` for HTTP/2):
+/// the answer's status and headers, and its body still to read
+/// ([`read_body_prefix`]).
 async fn exchange(
     shared: &Shared,
     url: url::Url,
     r: OutRequest,
-) -> Result<(OutResponse, http::Version), OutError> {
+) -> Result<(OutResponse, Incoming, http::Version), OutError> {
     let uri: Uri = url
         .as_str()
         .parse()
@@ -317,31 +327,43 @@ async fn exchange(
                 .map(|v| (n.as_str().to_string(), v.to_string()))
         })
         .collect();
-    let mut body = response.into_body();
-    let max = shared.policy.max_body_prefix;
-    let mut body_prefix = Vec::new();
-    let mut complete = body.is_end_stream();
-    while !complete && body_prefix.len() < max {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    let room = max - body_prefix.len();
-                    body_prefix.extend_from_slice(&data[..data.len().min(room)]);
-                }
-                complete = body.is_end_stream();
-            }
-            // The answer is in; a body cut short does not change it.
-            Some(Err(_)) | None => complete = true,
-        }
-    }
     Ok((
         OutResponse {
             status,
             headers,
-            body_prefix,
+            body_prefix: Vec::new(),
         },
+        response.into_body(),
         version,
     ))
+}
+
+/// How long the body of an answer may take after its head.
+const BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// The first `max` octets of an answer's body, or what of them arrived
+/// within `grace`: the answer is its status, and a body cut short, slow or
+/// failing does not change it (the rest is not read; the connection is
+/// then not reused).
+async fn read_body_prefix(mut body: Incoming, max: usize, grace: Duration) -> Vec<u8> {
+    let mut prefix = Vec::new();
+    let read = async {
+        let mut complete = body.is_end_stream();
+        while !complete && prefix.len() < max {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = max - prefix.len();
+                        prefix.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                    complete = body.is_end_stream();
+                }
+                Some(Err(_)) | None => complete = true,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(grace, read).await;
+    prefix
 }
 
 /// A client failure as the plugin sees it (the WIT `http-out.error`): the

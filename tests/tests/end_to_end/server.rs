@@ -3,6 +3,7 @@
 //! `jmap-client` crate (Stalwart's JMAP client) as a real client.
 
 mod fault_matrix;
+mod faulty_front;
 
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};
@@ -708,10 +709,23 @@ fn verified_over_http(
     path: &str,
     device: &str,
 ) -> String {
+    verified_at(s, gateway, &gateway.url(path), client, path, device)
+}
+
+/// [`verified_over_http`] with a push URL of its own (`url` reaches
+/// `gateway`'s `path`, through a proxy, say).
+fn verified_at(
+    s: &TestServer,
+    gateway: &Gateway,
+    url: &str,
+    client: &PushClient,
+    path: &str,
+    device: &str,
+) -> String {
     let before = gateway.received_on(path).len();
     let r = s.call(
         "PushSubscription/set",
-        json!({"create": {"c": {"deviceClientId": device, "url": gateway.url(path),
+        json!({"create": {"c": {"deviceClientId": device, "url": url,
                                 "keys": client.keys_json()}}}),
     );
     let id = r["created"]["c"]["id"]

@@ -16,7 +16,16 @@ use jmap_web_push::gateway::{Answer, Gateway};
 use jmap_web_push_tests::{PushClient, TestServer};
 use serde_json::{json, Value};
 
-use super::{start, verified_over_http, ADMIN};
+use super::faulty_front::{Fault, FaultyFront};
+use super::{start, verified_at, ADMIN};
+
+/// How the push service misbehaves for the event's first pushes.
+enum Misbehaviour {
+    /// It answers these, in order.
+    Answers(Vec<Answer>),
+    /// Its transport fails this way on this many connections.
+    Transport(Fault, usize),
+}
 
 /// What the case expects once the push service answers 201 again.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -35,12 +44,38 @@ fn pending(s: &TestServer) -> u64 {
 /// Runs one case: `script` answers the first pushes of an event changing
 /// `accounts` accounts (state `s1` each).
 fn run(script: Vec<Answer>, accounts: usize, expect: Expect) {
+    run_case(Misbehaviour::Answers(script), accounts, expect);
+}
+
+/// Runs one case of a transport fault on the next `connections`
+/// connections, for an event changing one account.
+fn run_transport(fault: Fault, connections: usize) {
+    run_case(
+        Misbehaviour::Transport(fault, connections),
+        1,
+        Expect::DeliveredOnce,
+    );
+}
+
+fn run_case(misbehaviour: Misbehaviour, accounts: usize, expect: Expect) {
     let s = start(false);
     let gateway = Gateway::start();
     let client = PushClient::new();
-    verified_over_http(&s, &gateway, &client, "p", "phone");
-    let statuses: Vec<u16> = script.iter().map(|a| a.status).collect();
-    gateway.script("p", script);
+    let front = FaultyFront::start(([127, 0, 0, 1], gateway.port()).into());
+    verified_at(&s, &gateway, &front.url("p"), &client, "p", "phone");
+    // Pushes the push service answered otherwise than 2xx, in order after
+    // the verification (a transport fault keeps its pushes from it).
+    let statuses: Vec<u16> = match misbehaviour {
+        Misbehaviour::Answers(script) => {
+            let statuses = script.iter().map(|a| a.status).collect();
+            gateway.script("p", script);
+            statuses
+        }
+        Misbehaviour::Transport(fault, connections) => {
+            front.arm(fault, connections);
+            Vec::new()
+        }
+    };
     let changed: serde_json::Map<String, Value> = (0..accounts)
         .map(|a| (format!("a{a}"), json!({"Email": "s1"})))
         .collect();
@@ -67,7 +102,7 @@ fn run(script: Vec<Answer>, accounts: usize, expect: Expect) {
 
     // The verification is the first request on "p"; the pushes after it
     // get the scripted answers in order, then 201.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let pushes = gateway.received_on("p");
         let mut delivered: std::collections::BTreeMap<String, usize> = Default::default();
@@ -172,4 +207,29 @@ fn a_404_destroys_the_subscription_and_leaves_nothing_pending() {
 #[test]
 fn a_410_destroys_the_subscription_and_leaves_nothing_pending() {
     run(vec![Answer::status(410)], 1, Expect::Destroyed);
+}
+
+#[test]
+fn a_connection_closed_on_accept_is_retried_and_delivers_once() {
+    run_transport(Fault::CloseAfterAccept, 1);
+}
+
+#[test]
+fn a_reset_in_the_middle_of_the_request_is_retried_and_delivers_once() {
+    run_transport(Fault::ResetMidRequest, 1);
+}
+
+#[test]
+fn a_reset_in_the_middle_of_the_response_is_retried_and_delivers_once() {
+    run_transport(Fault::ResetMidResponse, 1);
+}
+
+#[test]
+fn a_hang_after_the_response_headers_counts_as_the_answer_and_delivers_once() {
+    run_transport(Fault::HangAfterHeaders, 1);
+}
+
+#[test]
+fn several_transport_faults_in_a_row_are_retried_and_deliver_once() {
+    run_transport(Fault::ResetMidResponse, 3);
 }
