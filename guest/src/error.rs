@@ -34,7 +34,12 @@ impl std::error::Error for PluginError {}
 
 impl From<StoreError> for PluginError {
     fn from(e: StoreError) -> Self {
-        PluginError::StoreUnavailable(e.to_string())
+        match e {
+            // Not a passing failure: sending the same event again would
+            // fail the same way, so it is not reported as one.
+            StoreError::TooLarge => PluginError::Internal(e.to_string()),
+            other => PluginError::StoreUnavailable(other.to_string()),
+        }
     }
 }
 

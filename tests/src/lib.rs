@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub use jmap_web_push::gateway::{Answer, Gateway, Received};
 
+pub mod faulty_store;
+
 /// Path of the misbehaving fixture component (`host-harness/fixtures/misbehave`:
 /// traps, loops or allocates without bound on request), built by this
 /// crate's build script.
@@ -286,6 +288,22 @@ impl TestServer {
     pub fn start_configured(
         configure: impl FnOnce(&mut jmap_web_push::settings::Settings),
     ) -> TestServer {
+        Self::start_with(configure, None)
+    }
+
+    /// [`TestServer::start_configured`] on `store` instead of the store the
+    /// settings name.
+    pub fn start_on_store(
+        configure: impl FnOnce(&mut jmap_web_push::settings::Settings),
+        store: Arc<dyn KvStore>,
+    ) -> TestServer {
+        Self::start_with(configure, Some(store))
+    }
+
+    fn start_with(
+        configure: impl FnOnce(&mut jmap_web_push::settings::Settings),
+        store: Option<Arc<dyn KvStore>>,
+    ) -> TestServer {
         use jmap_web_push::server::{self, auth};
         use jmap_web_push::settings::{Credential, Settings, StoreKind, User};
         let mut settings = Settings::default();
@@ -313,7 +331,11 @@ impl TestServer {
         }];
         configure(&mut settings);
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let running = rt.block_on(server::start(settings)).expect("server starts");
+        let running = match store {
+            None => rt.block_on(server::start(settings)),
+            Some(store) => rt.block_on(server::start_on_store(settings, store)),
+        }
+        .expect("server starts");
         TestServer {
             rt,
             running: Some(running),

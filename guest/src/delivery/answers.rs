@@ -145,7 +145,8 @@ pub(super) fn apply_answers(
     match wait {
         Some((delay, reason)) => {
             // Keep the owed part, merged with anything that arrived meanwhile.
-            for _ in 0..8 {
+            let mut kept = false;
+            for _ in 0..super::MAX_CONFLICTS {
                 let existing = env.store.get(&pkey)?;
                 let (mut p, cond) = match &existing {
                     Some(e) => (
@@ -193,11 +194,19 @@ pub(super) fn apply_answers(
                                 Condition::Any,
                             )?;
                         }
+                        kept = true;
                         break;
                     }
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
+            }
+            if !kept {
+                // The owed change must not be dropped silently.
+                return Err(PluginError::StoreUnavailable(format!(
+                    "{pkey}: {} write conflicts in a row",
+                    super::MAX_CONFLICTS
+                )));
             }
         }
         None => {

@@ -90,6 +90,10 @@ pub struct StateChange {
 /// How long a claimed pending push is owned by the claimer, ms.
 const LEASE_MS: u64 = 60_000;
 
+/// Write conflicts on one pending record before an event gives up on it
+/// (and fails with `StoreUnavailable`, so that it is sent again).
+const MAX_CONFLICTS: usize = 8;
+
 /// One subscription's work in a batch.
 struct Job {
     sub: Subscription,
@@ -179,7 +183,8 @@ pub fn state_changed_shard(
         let mut deferred = false;
         // Set when the change goes out now: the claimed pending record, if any.
         let mut send: Option<Option<(Pending, u64)>> = None;
-        for _ in 0..8 {
+        let mut settled = false;
+        for _ in 0..MAX_CONFLICTS {
             let existing = match first_read.take() {
                 Some(e) => e,
                 None => env.store.get(&key)?,
@@ -221,6 +226,7 @@ pub fn state_changed_shard(
                 } else {
                     send = Some(None);
                 }
+                settled = true;
                 break;
             }
             if existing.is_none() {
@@ -239,11 +245,19 @@ pub fn state_changed_shard(
                         )?;
                     }
                     deferred = true;
+                    settled = true;
                     break;
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
+        }
+        if !settled {
+            // Never drop a change silently: the caller is told the store
+            // could not take it, and the event is sent again.
+            return Err(PluginError::StoreUnavailable(format!(
+                "{key}: {MAX_CONFLICTS} write conflicts in a row"
+            )));
         }
         if let Some(pending) = send {
             jobs.push(Job {

@@ -98,6 +98,9 @@ pub enum SetErrorType {
     InvalidProperties,
     /// `serverFail`
     ServerFail,
+    /// `tooLarge` (RFC 8620 §5.3): the object would exceed a limit, here
+    /// the store's largest value.
+    TooLarge,
 }
 
 impl SetErrorType {
@@ -112,6 +115,7 @@ impl SetErrorType {
             SetErrorType::WillDestroy => "willDestroy",
             SetErrorType::InvalidProperties => "invalidProperties",
             SetErrorType::ServerFail => "serverFail",
+            SetErrorType::TooLarge => "tooLarge",
         }
     }
 }
@@ -206,7 +210,15 @@ impl From<Vec<InvalidProperty>> for SetError {
 
 impl From<StoreError> for SetError {
     fn from(e: StoreError) -> Self {
-        SetError::new(SetErrorType::ServerFail, e.to_string())
+        match e {
+            // Permanent for this object: repeating the same change fails
+            // the same way.
+            StoreError::TooLarge => SetError::new(
+                SetErrorType::TooLarge,
+                "the PushSubscription would be larger than the store accepts",
+            ),
+            other => SetError::new(SetErrorType::ServerFail, other.to_string()),
+        }
     }
 }
 

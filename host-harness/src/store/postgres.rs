@@ -184,6 +184,33 @@ pub struct PostgresStore {
     returned: Condvar,
 }
 
+impl Drop for PostgresStore {
+    /// Closes the idle connections. The synchronous client closes each on
+    /// a runtime of its own, which panics inside an async context (a
+    /// server dropping its store as it shuts down), so there they are
+    /// closed on a thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(
+            &mut self
+                .pool
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .idle,
+        );
+        if idle.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let closing = std::thread::Builder::new()
+                .name("jmap-web-push-pg-close".into())
+                .spawn(move || drop(idle));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "PostgreSQL connections left unclosed");
+            }
+        }
+    }
+}
+
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")

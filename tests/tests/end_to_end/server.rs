@@ -4,6 +4,7 @@
 
 mod fault_matrix;
 mod faulty_front;
+mod store_faults;
 
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};

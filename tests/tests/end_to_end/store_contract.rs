@@ -31,7 +31,7 @@ const SKIP_PG_ENV: &str = "JMAP_WEB_PUSH_SKIP_PG";
 
 /// The test server's URL, `None` when the PostgreSQL tests are skipped on
 /// purpose; panics when they would silently not run.
-fn pg_url() -> Option<String> {
+pub(crate) fn pg_url() -> Option<String> {
     match std::env::var(PG_ENV) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var(SKIP_PG_ENV).as_deref() == Ok("1") => {
@@ -1136,4 +1136,22 @@ fn embedded_kill9_keeps_every_acknowledged_write() {
         "kill -9 after {} acknowledged writes: all present",
         acked.len()
     );
+}
+
+#[test]
+fn a_postgres_store_with_open_connections_can_be_dropped_inside_an_async_runtime() {
+    // `serve` drops its store as its async task ends; the synchronous
+    // client's connections must not be closed on that thread.
+    let Some(url) = pg_url() else { return };
+    let schema = schema_name("dropped_async");
+    let store = PostgresStore::open_with(PostgresConfig::new(&url).with_schema(&schema)).unwrap();
+    store.put("k", b"v", Condition::Any).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move { drop(store) });
+    let again = PostgresStore::open_with(PostgresConfig::new(&url).with_schema(&schema)).unwrap();
+    assert_eq!(
+        again.get("k").unwrap().map(|e| e.value),
+        Some(b"v".to_vec())
+    );
+    again.drop_schema().unwrap();
 }

@@ -1,18 +1,32 @@
 //! `POST /events`: the mail server's event intake (Bearer
 //! `server.admin_token`): one event or an array of them, `StateChange`,
-//! `CredentialRevoked`, `UserDeleted`.
+//! `CredentialRevoked`, `UserDeleted` (the format is
+//! `jmap_web_push_protocol::event_intake`).
+//!
+//! The answer tells the mail server what it must send again:
+//!
+//! - 200 `{"results": [...]}`: every event was taken, one result each
+//!   (`invalid-argument` results are events the plugin refuses for good).
+//! - 503 with `Retry-After` when the store failed: the events before the
+//!   failing one were taken (`results`), that one and the rest were not
+//!   (`notTaken`, their count). The mail server MUST send those again; the
+//!   plugin took nothing of the failing event that a repeat would push
+//!   twice to the same subscription (a store failure leaves nothing
+//!   half-written, and what it delivered before the failure is recorded).
+//! - 400 for a body that is not events, 401/403 for the token, 500 when
+//!   the plugin trapped.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{json_response, problem, trap, AppState};
-use jmap_web_push_host::{AccountChanges, CallError, StateChange, TypeState};
+use jmap_web_push_host::{AccountChanges, CallError, PluginError, StateChange, TypeState};
 use jmap_web_push_protocol::event_intake as intake;
 
 /// The plugin's form of an intake event.
@@ -64,40 +78,46 @@ pub(super) async fn events(
         Ok(events) => events.into_iter().map(Event::from).collect(),
         Err(e) => return problem(StatusCode::BAD_REQUEST, "about:blank", e.to_string()),
     };
+    let total = parsed.len();
     let mut results = Vec::new();
     for event in parsed {
         let st = state.clone();
         let plugin = current.plugin.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<Value, CallError> {
-            Ok(match event {
-                Event::StateChange(e) => match plugin.state_changed(&e)? {
-                    Ok(report) => {
+        let r = tokio::task::spawn_blocking(
+            move || -> Result<Result<Value, PluginError>, CallError> {
+                Ok(match event {
+                    Event::StateChange(e) => plugin.state_changed(&e)?.map(|report| {
                         st.metrics.record_report(&report);
                         if report.deferred > 0 {
-                            // Retries are due, maybe before the tick
-                            // task's next run.
+                            // Retries are due, maybe before the tick task's
+                            // next run.
                             st.tick_wake.notify_one();
                         }
                         json!({"delivered": report.delivered, "deferred": report.deferred,
-                               "dropped": report.dropped, "destroyed": report.destroyed})
+                           "dropped": report.dropped, "destroyed": report.destroyed})
+                    }),
+                    Event::CredentialRevoked(u, c) => plugin
+                        .credential_revoked(&u, &c)?
+                        .map(|n| json!({ "destroyed": n })),
+                    Event::UserDeleted(u) => {
+                        plugin.user_deleted(&u)?.map(|n| json!({ "destroyed": n }))
                     }
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-                Event::CredentialRevoked(u, c) => match plugin.credential_revoked(&u, &c)? {
-                    Ok(n) => json!({"destroyed": n}),
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-                Event::UserDeleted(u) => match plugin.user_deleted(&u)? {
-                    Ok(n) => json!({"destroyed": n}),
-                    Err(e) => json!({"error": format!("{e:?}")}),
-                },
-            })
-        })
+                })
+            },
+        )
         .await;
         match r {
-            Ok(Ok(v)) => {
+            Ok(Ok(Ok(v))) => {
                 state.metrics.events.fetch_add(1, Ordering::Relaxed);
                 results.push(v)
+            }
+            Ok(Ok(Err(PluginError::StoreUnavailable(why)))) => {
+                tracing::warn!(error = %why, "event not taken: the store is unavailable");
+                return not_taken(results, total, &why);
+            }
+            Ok(Ok(Err(e))) => {
+                state.metrics.events.fetch_add(1, Ordering::Relaxed);
+                results.push(json!({"error": format!("{e:?}")}))
             }
             Ok(Err(e)) => return trap(&state, e),
             Err(e) => {
@@ -110,4 +130,28 @@ pub(super) async fn events(
         }
     }
     json_response(json!({ "results": results }))
+}
+
+/// 503: the store failed on event `results.len()`; it and the ones after it
+/// were not taken and must be sent again.
+fn not_taken(results: Vec<Value>, total: usize, why: &str) -> Response {
+    let taken = results.len();
+    let body = json!({
+        "type": "about:blank",
+        "status": 503,
+        "detail": format!(
+            "the store is unavailable ({why}): event {taken} and the {} after it were not taken; send them again",
+            total - taken - 1
+        ),
+        "results": results,
+        "notTaken": total - taken,
+    });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }

@@ -289,10 +289,28 @@ pub async fn start_with_file(
     settings: Settings,
     config_file: Option<PathBuf>,
 ) -> anyhow::Result<Running> {
-    let metrics = Arc::new(Metrics::default());
     let s1 = settings.clone();
     // The sync PostgreSQL client must not run on an async worker.
     let store = tokio::task::spawn_blocking(move || open_store(&s1)).await??;
+    start_on(settings, config_file, store).await
+}
+
+/// Binds and starts the server on a store the embedder opened (`[store]`
+/// of `settings` is not used): a backend of its own, or one wrapped to
+/// observe or inject faults. Reloads are refused, as for [`start`].
+pub async fn start_on_store(
+    settings: Settings,
+    store: Arc<dyn KvStore>,
+) -> anyhow::Result<Running> {
+    start_on(settings, None, store).await
+}
+
+async fn start_on(
+    settings: Settings,
+    config_file: Option<PathBuf>,
+    store: Arc<dyn KvStore>,
+) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::default());
     let http = build_http(&settings, &metrics)?;
     let s2 = settings.clone();
     let (st2, http2) = (store.clone(), http.clone());

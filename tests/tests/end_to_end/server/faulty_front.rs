@@ -85,6 +85,22 @@ impl FaultyFront {
         // Let the client's pool see the closed connections.
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    /// An outage: every open connection closed, every new one closed on
+    /// accept, until [`FaultyFront::restore`].
+    pub fn cut(&self) {
+        self.arm(Fault::CloseAfterAccept, usize::MAX);
+    }
+
+    /// Ends the fault: new connections pass through again.
+    pub fn restore(&self) {
+        self.shared.faults_left.store(0, Ordering::SeqCst);
+    }
+
+    /// The front's port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
 }
 
 impl Drop for FaultyFront {
