@@ -98,3 +98,101 @@ fn the_components_fit_the_1_mib_budget() {
         );
     }
 }
+
+/// A trap in the middle of a real fan-out: the plugin, sending one event
+/// to 400 subscriptions, is stopped by a 20 ms CPU deadline while it is
+/// still encrypting, after its first batches went out. The
+/// call fails alone, the next call works, nothing stored is lost, and the
+/// event sent again (as a mail server does when `serve` answers 500)
+/// reaches every subscription. The pushes sent before the trap go out
+/// again: a trap gives at-least-once delivery for that event, and the
+/// test prints how many.
+#[test]
+fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_reaches_everyone() {
+    use jmap_web_push_host::store::KvStore;
+    use jmap_web_push_tests::{
+        call, plugin_with, state_change, tick_until, verified_subscription, Answer, Gateway,
+        PushClient,
+    };
+    use serde_json::json;
+
+    const N: usize = 400;
+    let store: Arc<dyn KvStore> = Arc::new(MemoryStore::new());
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let config = jmap_web_push_host::PluginConfig {
+        max_creates_per_hour: 1_000,
+        max_subscriptions_per_owner: 1_000,
+        ..test_config()
+    };
+    let normal = plugin_with(store.clone(), config.clone());
+    let alice = caller("alice", None);
+    for i in 0..N {
+        let path = format!("f/{i}");
+        verified_subscription(&normal, &gateway, &client, &alice, &path, json!(null));
+        gateway.set_default(
+            &path,
+            Answer::status(201).delayed(Duration::from_millis(200)),
+        );
+    }
+    let hasty = PushPlugin::builder()
+        .config(config)
+        .store(store.clone())
+        .sandbox(SandboxOptions {
+            call_deadline: Duration::from_millis(20),
+            aot_cache_dir: Some(cache_dir()),
+            ..SandboxOptions::default()
+        })
+        .build()
+        .expect("plugin loads");
+    let before = gateway.received().len();
+    let event = state_change("alice", &[("a1", "Email", "s1")]);
+    let start = Instant::now();
+    match hasty.state_changed(&event) {
+        Err(CallError::Deadline(d)) => assert_eq!(d, Duration::from_millis(20)),
+        other => panic!("expected the deadline mid-fan-out, got {other:?}"),
+    }
+    let stopped_after = start.elapsed();
+    let sent_before = gateway.received().len() - before;
+    assert!(
+        sent_before < N,
+        "the deadline struck before the fan-out ended ({sent_before} of {N} sent)"
+    );
+
+    // The next call works, on a fresh instance, and nothing is lost.
+    let got = call(&hasty, &alice, "PushSubscription/get", json!({"ids": null}))
+        .expect("the next call works");
+    assert_eq!(got["list"].as_array().map(Vec::len), Some(N), "{got}");
+
+    // The event again, without the deadline: everyone gets it.
+    let report = normal
+        .state_changed(&event)
+        .expect("no trap")
+        .expect("the event is taken");
+    assert!(
+        tick_until(&normal, Duration::from_secs(20), || {
+            (0..N).all(|i| {
+                gateway
+                    .received_on(&format!("f/{i}"))
+                    .iter()
+                    .skip(1)
+                    .any(|p| {
+                        client
+                            .decrypt_json(&p.body)
+                            .is_ok_and(|v| v["changed"]["a1"]["Email"] == "s1")
+                    })
+            })
+        }),
+        "every subscription receives the state ({report:?})"
+    );
+    let total = gateway.received().len() - before;
+    eprintln!(
+        "trap mid-fan-out: stopped after {stopped_after:?} with {sent_before} of {N} pushes sent; \
+         after the event was sent again: {total} pushes, {} duplicates",
+        total - N
+    );
+    assert!(
+        total - N <= sent_before,
+        "only what went out before the trap goes out twice"
+    );
+}
