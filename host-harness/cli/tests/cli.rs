@@ -6,6 +6,8 @@
 mod crash;
 #[path = "cli/operating.rs"]
 mod operating;
+#[path = "cli/several_hosts.rs"]
+mod several_hosts;
 #[path = "cli/support.rs"]
 mod support;
 

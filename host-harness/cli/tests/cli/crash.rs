@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use super::support::*;
 
-const TOKEN: &str = "crash-test-token-41c2";
-const USER: &str = "carol@example.com";
+pub(crate) const TOKEN: &str = "crash-test-token-41c2";
+pub(crate) const USER: &str = "carol@example.com";
 
 /// What the client saw acknowledged.
 #[derive(Default)]
@@ -60,7 +60,8 @@ fn cycles() -> usize {
         .unwrap_or(3)
 }
 
-fn config(file: &Path, port: u16, store: &str) {
+/// A configuration for [`USER`] with [`TOKEN`] and no subscription limits.
+pub(crate) fn config(file: &Path, port: u16, store: &str) {
     let users = format!(
         "[[users]]\nname = \"{USER}\"\ncredentials = [{{ id = \"t\", token_sha256 = \"{}\" }}]\n",
         jmap_web_push::server::auth::token_sha256(TOKEN)
@@ -97,7 +98,7 @@ fn post_json(url: String, token: &str, body: Value) -> Option<Value> {
 }
 
 /// One JMAP call's response arguments.
-fn call(server: &Serve, method: &str, args: Value) -> Option<Value> {
+pub(crate) fn call(server: &Serve, method: &str, args: Value) -> Option<Value> {
     let body =
         json!({"using": ["urn:ietf:params:jmap:core"], "methodCalls": [[method, args, "c"]]});
     let v = post_json(format!("{}/jmap/api", server.base), TOKEN, body)?;
@@ -105,7 +106,7 @@ fn call(server: &Serve, method: &str, args: Value) -> Option<Value> {
 }
 
 /// One StateChange for the user; its delivery result.
-fn post_event(server: &Serve, state: u64) -> Option<Value> {
+pub(crate) fn post_event(server: &Serve, state: u64) -> Option<Value> {
     let body = json!({"type": "StateChange", "username": USER,
                       "changed": {"a1": {"Email": format!("s{state}")}}});
     let v = post_json(format!("{}/events", server.base), &server.admin, body)?;
