@@ -100,8 +100,9 @@ fn the_components_fit_the_1_mib_budget() {
 }
 
 /// A trap in the middle of a real fan-out: the plugin, sending one event
-/// to 400 subscriptions, is stopped by a 20 ms CPU deadline while it is
-/// still encrypting, after its first batches went out. The
+/// to 600 subscriptions, is stopped by a 40 ms CPU deadline while it is
+/// still encrypting, usually after its first batches went out (how many
+/// depends on the machine's speed and load). The
 /// call fails alone, the next call works, nothing stored is lost, and the
 /// event sent again (as a mail server does when `serve` answers 500)
 /// reaches every subscription. The pushes sent before the trap go out
@@ -116,7 +117,7 @@ fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_
     };
     use serde_json::json;
 
-    const N: usize = 400;
+    const N: usize = 600;
     let store: Arc<dyn KvStore> = Arc::new(MemoryStore::new());
     let gateway = Gateway::start();
     let client = PushClient::new();
@@ -139,7 +140,7 @@ fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_
         .config(config)
         .store(store.clone())
         .sandbox(SandboxOptions {
-            call_deadline: Duration::from_millis(20),
+            call_deadline: Duration::from_millis(40),
             aot_cache_dir: Some(cache_dir()),
             ..SandboxOptions::default()
         })
@@ -149,11 +150,21 @@ fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_
     let event = state_change("alice", &[("a1", "Email", "s1")]);
     let start = Instant::now();
     match hasty.state_changed(&event) {
-        Err(CallError::Deadline(d)) => assert_eq!(d, Duration::from_millis(20)),
+        Err(CallError::Deadline(d)) => assert_eq!(d, Duration::from_millis(40)),
         other => panic!("expected the deadline mid-fan-out, got {other:?}"),
     }
     let stopped_after = start.elapsed();
-    let sent_before = gateway.received().len() - before;
+    // Requests the trapped call had handed to the host may still be on
+    // their way: count once nothing new has arrived for 300 ms.
+    let mut sent_before = gateway.received().len() - before;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = gateway.received().len() - before;
+        if now == sent_before {
+            break;
+        }
+        sent_before = now;
+    }
     assert!(
         sent_before < N,
         "the deadline struck before the fan-out ended ({sent_before} of {N} sent)"
