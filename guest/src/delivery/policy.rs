@@ -89,8 +89,17 @@ pub fn classify(
                 retry_after_ms: None,
             }
         }
+        // A failed handshake (a certificate expired or being replaced, a
+        // front not yet speaking TLS) is a failure to connect, retried
+        // like one: dropping the change would lose it for good.
+        Err(HttpError::Tls(_)) => {
+            return Answer::Transient {
+                reason: "tls".into(),
+                retry_after_ms: None,
+            }
+        }
         Err(HttpError::TooLarge) => return Answer::TooLarge,
-        Err(e @ HttpError::Tls(_)) | Err(e @ HttpError::DeniedByPolicy(_)) => {
+        Err(e @ HttpError::DeniedByPolicy(_)) => {
             return Answer::Refused {
                 status: 0,
                 detail: e.to_string(),

@@ -57,11 +57,41 @@ fn run_transport(fault: Fault, connections: usize) {
     );
 }
 
+/// Runs one case of a TLS handshake failure on the next `connections`
+/// connections to an HTTPS push service, for an event changing one
+/// account.
+fn run_tls_failure(connections: usize) {
+    run_case_over(
+        Misbehaviour::Transport(Fault::NotTls, connections),
+        1,
+        Expect::DeliveredOnce,
+        true,
+    );
+}
+
 fn run_case(misbehaviour: Misbehaviour, accounts: usize, expect: Expect) {
-    let s = start(false);
+    run_case_over(misbehaviour, accounts, expect, false);
+}
+
+/// Runs a case, the push service behind a TCP front, over HTTPS when
+/// `tls` (the front's certificate trusted through `[http] extra_ca_files`).
+fn run_case_over(misbehaviour: Misbehaviour, accounts: usize, expect: Expect, tls: bool) {
     let gateway = Gateway::start();
+    let upstream = ([127, 0, 0, 1], gateway.port()).into();
+    let (front, s) = if tls {
+        let (front, pem) = FaultyFront::start_tls(upstream);
+        let ca = std::env::temp_dir().join(format!(
+            "jwp-fault-ca-{}-{}.pem",
+            std::process::id(),
+            front.port()
+        ));
+        std::fs::write(&ca, pem).expect("CA file");
+        let s = TestServer::start_configured(|settings| settings.http.extra_ca_files = vec![ca]);
+        (front, s)
+    } else {
+        (FaultyFront::start(upstream), start(false))
+    };
     let client = PushClient::new();
-    let front = FaultyFront::start(([127, 0, 0, 1], gateway.port()).into());
     verified_at(&s, &gateway, &front.url("p"), &client, "p", "phone");
     // Pushes the push service answered otherwise than 2xx, in order after
     // the verification (a transport fault keeps its pushes from it).
@@ -232,4 +262,9 @@ fn a_hang_after_the_response_headers_counts_as_the_answer_and_delivers_once() {
 #[test]
 fn several_transport_faults_in_a_row_are_retried_and_deliver_once() {
     run_transport(Fault::ResetMidResponse, 3);
+}
+
+#[test]
+fn a_tls_handshake_failure_is_retried_and_delivers_once() {
+    run_tls_failure(1);
 }

@@ -26,10 +26,15 @@ pub enum Fault {
     /// push service's status line and headers announcing a body, then
     /// never sends the body.
     HangAfterHeaders,
+    /// Answers the TLS ClientHello with plain HTTP, then closes: the
+    /// client's handshake fails.
+    NotTls,
 }
 
 struct Shared {
     upstream: SocketAddr,
+    /// Set for a front that speaks TLS (and HTTP/1.1 inside it).
+    tls: Option<Arc<rustls::ServerConfig>>,
     fault: Mutex<Option<Fault>>,
     faults_left: AtomicUsize,
     live: Mutex<Vec<TcpStream>>,
@@ -45,10 +50,36 @@ pub struct FaultyFront {
 impl FaultyFront {
     /// A front on 127.0.0.1 passing connections to `upstream`.
     pub fn start(upstream: SocketAddr) -> FaultyFront {
+        Self::start_with(upstream, None)
+    }
+
+    /// A front that speaks HTTPS for `localhost` (a certificate made now,
+    /// returned in PEM for the client to trust) and passes each request to
+    /// `upstream` over plain HTTP/1.1.
+    pub fn start_tls(upstream: SocketAddr) -> (FaultyFront, String) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("a certificate");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(made.cert.der().to_vec())], key)
+            .expect("the certificate");
+        (
+            Self::start_with(upstream, Some(Arc::new(config))),
+            made.cert.pem(),
+        )
+    }
+
+    fn start_with(upstream: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> FaultyFront {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the front");
         let addr = listener.local_addr().expect("its address");
         let shared = Arc::new(Shared {
             upstream,
+            tls,
             fault: Mutex::new(None),
             faults_left: AtomicUsize::new(0),
             live: Mutex::new(Vec::new()),
@@ -68,9 +99,12 @@ impl FaultyFront {
         FaultyFront { addr, shared }
     }
 
-    /// `http://127.0.0.1:<port>/<path>`.
+    /// `http://127.0.0.1:<port>/<path>`, or `https://localhost:<port>/<path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.addr)
+        match self.shared.tls {
+            None => format!("http://{}/{path}", self.addr),
+            Some(_) => format!("https://localhost:{}/{path}", self.addr.port()),
+        }
     }
 
     /// Misbehaves as `fault` on the next `connections` connections. Every
@@ -124,8 +158,17 @@ fn serve(shared: &Shared, mut client: TcpStream) {
         None
     };
     match fault {
-        None => pass_through(shared, client),
+        None => match &shared.tls {
+            None => pass_through(shared, client),
+            Some(config) => tls_pass_through(shared, config.clone(), client),
+        },
         Some(Fault::CloseAfterAccept) => drop(client),
+        Some(Fault::NotTls) => {
+            let mut hello = [0u8; 512];
+            let _ = client.read(&mut hello);
+            let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+            let _ = client.shutdown(Shutdown::Both);
+        }
         Some(Fault::ResetMidRequest) => {
             let mut first = [0u8; 64];
             let _ = client.read(&mut first);
@@ -165,8 +208,8 @@ fn reset(stream: TcpStream) {
     drop(socket);
 }
 
-/// Reads one HTTP/1.1 request with a Content-Length body.
-fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+/// Reads one HTTP/1.1 request (or answer) with a Content-Length body.
+fn read_request(stream: &mut impl Read) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -202,6 +245,32 @@ fn forward_one(upstream: SocketAddr, request: &[u8]) -> Option<String> {
     }
     let line = String::from_utf8_lossy(&answer);
     line.lines().next().map(str::to_owned)
+}
+
+/// Terminates TLS and passes each HTTP/1.1 request inside it to the push
+/// service on a connection of its own, its answer back.
+fn tls_pass_through(shared: &Shared, config: Arc<rustls::ServerConfig>, client: TcpStream) {
+    if let Ok(c) = client.try_clone() {
+        shared.live.lock().expect("live").push(c);
+    }
+    let Ok(connection) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(connection, client);
+    while let Some(request) = read_request(&mut tls) {
+        let Ok(mut upstream) = TcpStream::connect(shared.upstream) else {
+            return;
+        };
+        if upstream.write_all(&request).is_err() {
+            return;
+        }
+        let Some(answer) = read_request(&mut upstream) else {
+            return;
+        };
+        if tls.write_all(&answer).and_then(|()| tls.flush()).is_err() {
+            return;
+        }
+    }
 }
 
 /// Copies both ways between the client and the push service.
