@@ -292,9 +292,10 @@ fn is_scheme(s: &str) -> bool {
 /// after refusing what that parser would silently repair and a push URL
 /// must not contain: whitespace, control characters and backslashes
 /// (stripped or turned into `/` by WHATWG), a missing `//`, user
-/// information (even empty, `https://@host/`) and percent-encoded hosts.
-/// The host comes out lower case and in punycode; the port only when it
-/// is not the scheme's default.
+/// information (even empty, `https://@host/`), percent-encoded hosts and
+/// domain names with other characters than letters, digits, `-`, `_` and
+/// dots. The host comes out lower case and in punycode; the port only when
+/// it is not the scheme's default.
 ///
 /// # Errors
 /// A [`UrlSyntaxError`] naming what is wrong.
@@ -350,8 +351,18 @@ pub fn parse_http_url(input: &str) -> Result<PushUrl, UrlSyntaxError> {
         return Err(UrlSyntaxError::InvalidPort);
     }
     let host = parsed.host().ok_or(UrlSyntaxError::MissingHost)?.to_owned();
-    if matches!(&host, url::Host::Domain(d) if d.trim_end_matches('.').is_empty()) {
-        return Err(UrlSyntaxError::InvalidHost);
+    if let url::Host::Domain(d) = &host {
+        // WHATWG lets through domain characters DNS names do not have
+        // (`{`, `!`, `*`, ...); the host's HTTP client (`http::Uri`)
+        // refuses some of them, so such a URL could never be pushed to.
+        // A push service's name is letters, digits, `-`, `_` and dots
+        // (international names arrive here in punycode).
+        let name_octets = d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if d.trim_end_matches('.').is_empty() || !name_octets {
+            return Err(UrlSyntaxError::InvalidHost);
+        }
     }
     Ok(PushUrl {
         scheme: parsed.scheme().to_string(),
@@ -557,6 +568,32 @@ mod tests {
             check_push_url("https://@push.example.net/", false),
             Err(UrlError::Syntax(UrlSyntaxError::Userinfo))
         );
+    }
+
+    #[test]
+    fn host_names_are_letters_digits_hyphens_underscores_and_dots() {
+        // Found by fuzzing: WHATWG accepts these hosts, the host's HTTP
+        // client cannot send to them.
+        for url in [
+            "https://8pu{!/x",
+            "https://push{.example.net/",
+            "https://pu*sh.example.net/",
+            "https://push!.example.net/",
+            "https://pu$h.example.net/",
+        ] {
+            assert_eq!(
+                check_push_url(url, false),
+                Err(UrlError::Syntax(UrlSyntaxError::InvalidHost)),
+                "{url}"
+            );
+        }
+        for url in [
+            "https://push-1.example.net/",
+            "https://_push.example.net/",
+            "https://push.example.net./",
+        ] {
+            assert!(check_push_url(url, false).is_ok(), "{url}");
+        }
     }
 
     #[test]

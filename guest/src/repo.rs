@@ -224,9 +224,12 @@ pub fn user_ids(store: &mut dyn Store, username: &str) -> Result<Vec<String>, St
 }
 
 /// Erases a subscription and everything that points to it: the record (so
-/// url and keys are gone), the owner index and the deviceClientId
-/// reservation. Due entries are left to be dropped by `tick` when it finds
-/// no record. Returns whether the record existed.
+/// url and keys are gone), the owner index, the deviceClientId
+/// reservation, the pending record, and the due entries of its expiry and
+/// of a verification still being sent (they would otherwise stay until
+/// they come due, up to the subscription's lifetime). The due entry of a
+/// pending push (due within the retry cap) is left for `tick`, which drops
+/// it when it finds no record. Returns whether the record existed.
 pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreError> {
     let existed = store.delete(&sub_key(&sub.id), Condition::Any)?;
     store.delete(
@@ -244,6 +247,13 @@ pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreErr
         }
     }
     store.delete(&pending_key(&sub.id), Condition::Any)?;
+    store.delete(
+        &due_key(sub.expires * 1000, DueKind::Expiry, &sub.id),
+        Condition::Any,
+    )?;
+    if let Some(at) = sub.verification.next_attempt_ms {
+        store.delete(&due_key(at, DueKind::Verification, &sub.id), Condition::Any)?;
+    }
     Ok(existed)
 }
 

@@ -6,7 +6,7 @@ use crate::json;
 
 use crate::config::Config;
 use crate::crypto::{b64url_encode, b64url_encode_secret, random_array};
-use crate::delivery::policy::Answer;
+use crate::delivery::policy::{Answer, TLS_FAILURE};
 use crate::delivery::push::OutgoingPush;
 use crate::ports::PushAction;
 
@@ -63,10 +63,15 @@ impl VerificationOutcome {
 }
 
 /// Maps a classified answer to a verification outcome (B4: 404, 410, 400,
-/// 401, 403, other 4xx/3xx and policy refusals are permanent; timeouts,
-/// connection errors, 5xx and 429 are retried).
+/// 401, 403, other 4xx/3xx, policy refusals and a failed TLS handshake
+/// are permanent, so that a client with a URL whose certificate cannot be
+/// trusted learns it at once; timeouts, connection errors, 5xx and 429
+/// are retried).
 pub fn outcome(answer: &Answer) -> VerificationOutcome {
     match answer {
+        Answer::Transient { reason, .. } if reason == TLS_FAILURE => VerificationOutcome::Refused(
+            "the push service's TLS handshake failed (is its certificate trusted?)".into(),
+        ),
         Answer::Delivered(_) => VerificationOutcome::Delivered,
         Answer::Gone(s) => VerificationOutcome::Refused(format!("the push service answered {s}")),
         Answer::TooLarge => VerificationOutcome::Refused(
@@ -92,6 +97,24 @@ mod tests {
         assert_eq!(a.len(), 24);
         assert!(crate::jmap::get::is_jmap_id(&a));
         assert_eq!(new_code().unwrap().len(), 22);
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_refuses_the_verification_at_once() {
+        assert!(matches!(
+            outcome(&Answer::Transient {
+                reason: TLS_FAILURE.into(),
+                retry_after_ms: None
+            }),
+            VerificationOutcome::Refused(_)
+        ));
+        assert_eq!(
+            outcome(&Answer::Transient {
+                reason: "connection".into(),
+                retry_after_ms: None
+            }),
+            VerificationOutcome::Retry(None)
+        );
     }
 
     #[test]

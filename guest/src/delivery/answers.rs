@@ -198,6 +198,19 @@ pub(super) fn apply_answers(
                         break;
                     }
                     Err(StoreError::Conflict) => continue,
+                    Err(StoreError::TooLarge) => {
+                        // Owed changes that no longer fit in the store
+                        // cannot be kept; retrying would not change that.
+                        env.log(
+                            LogLevel::Warn,
+                            &format!(
+                                "{pkey}: the owed change is larger than the store accepts; dropped"
+                            ),
+                        );
+                        report.count("dropped", "too large for the store");
+                        kept = true;
+                        break;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -184,6 +184,7 @@ pub fn state_changed_shard(
         // Set when the change goes out now: the claimed pending record, if any.
         let mut send: Option<Option<(Pending, u64)>> = None;
         let mut settled = false;
+        let mut too_large = false;
         for _ in 0..MAX_CONFLICTS {
             let existing = match first_read.take() {
                 Some(e) => e,
@@ -221,6 +222,10 @@ pub fn state_changed_shard(
                             send = Some(Some((p, v)));
                         }
                         Err(StoreError::Conflict) => continue,
+                        Err(StoreError::TooLarge) => {
+                            too_large = true;
+                            break;
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 } else {
@@ -249,8 +254,23 @@ pub fn state_changed_shard(
                     break;
                 }
                 Err(StoreError::Conflict) => continue,
+                Err(StoreError::TooLarge) => {
+                    too_large = true;
+                    break;
+                }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if too_large {
+            // This subscription's owed changes no longer fit in the store:
+            // they cannot be kept, and sending the event again would not
+            // change that. The other subscriptions still get theirs.
+            env.log(
+                LogLevel::Warn,
+                &format!("{key}: the pending change is larger than the store accepts; dropped"),
+            );
+            report.count("dropped", "too large for the store");
+            continue;
         }
         if !settled {
             // Never drop a change silently: the caller is told the store

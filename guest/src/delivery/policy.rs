@@ -3,6 +3,12 @@
 
 use crate::ports::{HttpError, HttpResponse};
 
+/// The [`Answer::Transient`] reason of a failed TLS handshake. A
+/// StateChange push retries it (the certificate worked at verification; a
+/// failure now is most likely one being replaced); a verification push
+/// refuses it at once (see `verification::outcome`).
+pub const TLS_FAILURE: &str = "tls";
+
 /// The meaning of one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -17,9 +23,11 @@ pub enum Answer {
         /// Delay asked for by the service, ms.
         retry_after_ms: Option<u64>,
     },
-    /// 5xx, timeout, connection or DNS failure: retry with backoff.
+    /// 5xx, timeout, connection, TLS handshake or DNS failure: retry with
+    /// backoff.
     Transient {
-        /// Short reason (`503`, `timeout`, `connection`, ...).
+        /// Short reason (`503`, `timeout`, `connection`, [`TLS_FAILURE`],
+        /// ...).
         reason: String,
         /// `Retry-After` of a 503, ms (capped), if any.
         retry_after_ms: Option<u64>,
@@ -27,7 +35,7 @@ pub enum Answer {
     /// 400, 401, 403, other 4xx, 3xx, or refused by the host's policy: not
     /// retried.
     Refused {
-        /// Status code (0 when refused by policy or TLS).
+        /// Status code (0 when refused by the host's policy).
         status: u16,
         /// Why, with at most 1 KiB of the body.
         detail: String,
@@ -94,7 +102,7 @@ pub fn classify(
         // like one: dropping the change would lose it for good.
         Err(HttpError::Tls(_)) => {
             return Answer::Transient {
-                reason: "tls".into(),
+                reason: TLS_FAILURE.into(),
                 retry_after_ms: None,
             }
         }
@@ -224,6 +232,14 @@ mod tests {
             classify(&Err(HttpError::DeniedByPolicy("x".into())), NOW, 3600),
             Answer::Refused { status: 0, .. }
         ));
+        // A failed handshake is retried, like a failed connection.
+        assert_eq!(
+            classify(&Err(HttpError::Tls("bad certificate".into())), NOW, 3600),
+            Answer::Transient {
+                reason: TLS_FAILURE.into(),
+                retry_after_ms: None
+            }
+        );
     }
 
     #[test]

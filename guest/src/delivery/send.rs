@@ -158,10 +158,16 @@ pub(super) fn send_jobs(
             results[i].push((part, a));
         }
     }
+    // Every job's answers are acted on even when one fails (the store
+    // refusing a write), so that as much as possible is recorded; the
+    // first failure is then reported.
+    let mut first_error = None;
     for (job, parts) in jobs.into_iter().zip(results) {
-        apply_answers(env, job, parts, report)?;
+        if let Err(e) = apply_answers(env, job, parts, report) {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Encrypts the bodies of the current piece (`requests`, whose owners are

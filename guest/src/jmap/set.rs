@@ -637,6 +637,7 @@ fn update_one(
         let Some((mut sub, version)) = repo::load(env.store, id)? else {
             return Err(SetError::not_found(id));
         };
+        let old_expires = sub.expires;
         if sub.owner != *owner || sub.is_expired(now) {
             return Err(SetError::not_found(id));
         }
@@ -662,10 +663,14 @@ fn update_one(
         }
         match repo::save(env.store, &sub, Condition::Version(version)) {
             Ok(_) => {
-                if patch.contains_key("expires") {
-                    // The old expiry entry goes stale; `tick` drops it.
+                if sub.expires != old_expires {
+                    // The new expiry entry, then the old one goes (a
+                    // failure in between leaves a stale entry, which
+                    // `tick` drops when it comes due).
                     let key = repo::due_key(sub.expires * 1000, DueKind::Expiry, id);
                     env.store.put(&key, b"", Condition::Any)?;
+                    let old = repo::due_key(old_expires * 1000, DueKind::Expiry, id);
+                    env.store.delete(&old, Condition::Any)?;
                 }
                 return Ok(if changed.is_empty() {
                     Value::Null

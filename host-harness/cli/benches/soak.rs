@@ -104,6 +104,16 @@ credentials = [{{ id = "t", token_sha256 = "{}" }}]
     (child, format!("http://127.0.0.1:{port}"))
 }
 
+/// The `serve` child, killed however the bench ends (a panic included).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Client {
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
@@ -145,8 +155,9 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("jwp-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let store: PathBuf = dir.join("store.redb");
-    let (mut child, base) = start_serve(&dir, &store);
+    let (child, base) = start_serve(&dir, &store);
     let pid = child.id();
+    let serve = KillOnDrop(child);
     let client = Client {
         rt: tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -200,10 +211,15 @@ fn main() {
             .as_str()
             .expect("created")
             .to_owned();
+        let asked = Instant::now();
         let verification = loop {
             if let Some(p) = push.received_on(&path).first().cloned() {
                 break p;
             }
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "no verification push for {path}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         };
         let plain = webpush_decrypt(&private, &auth, &verification.body).expect("decrypts");
@@ -254,8 +270,7 @@ fn main() {
             std::thread::sleep(rest);
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
     let base = samples
         .iter()

@@ -222,9 +222,39 @@ pub fn resolve_references(
         };
         let value = evaluate_path(response, path)
             .ok_or_else(|| bad(format!("path {path} does not resolve")))?;
+        if exceeds(&value, MAX_RESOLVED_VALUES) {
+            // Each call could otherwise double the one before it
+            // (`Core/echo` of two references to the previous answer).
+            return Err(bad(format!(
+                "{key} resolves to more than {MAX_RESOLVED_VALUES} JSON values"
+            )));
+        }
         args.insert(plain, value);
     }
     Ok(())
+}
+
+/// Most JSON values (every array, object, string, number, ... counted)
+/// one result reference may resolve to.
+pub const MAX_RESOLVED_VALUES: usize = 100_000;
+
+/// Whether `value` holds more than `max` JSON values, counting without
+/// recursion and stopping as soon as it knows.
+fn exceeds(value: &Value, max: usize) -> bool {
+    let mut stack = vec![value];
+    let mut seen = 0usize;
+    while let Some(v) = stack.pop() {
+        seen += 1;
+        if seen > max {
+            return true;
+        }
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(members) => stack.extend(members.values()),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Evaluates a JSON Pointer with the RFC 8620 `*` extension.
@@ -304,6 +334,35 @@ mod tests {
             json!({"type": "urn:ietf:params:jmap:error:limit", "limit": "maxCallsInRequest",
                    "status": 400, "detail": e.detail})
         );
+    }
+
+    #[test]
+    fn a_reference_cannot_multiply_a_request_beyond_the_cap() {
+        // Each call echoing two references to the previous answer doubles
+        // it; the resolution refuses once one reference is too large.
+        let mut earlier: Vec<(String, Value, String)> =
+            vec![("Core/echo".into(), json!({"x": vec![0; 1000]}), "c0".into())];
+        let mut refused_at = None;
+        for i in 1..64 {
+            let prev = format!("c{}", i - 1);
+            let mut args = json!({
+                "#a": {"resultOf": prev, "name": "Core/echo", "path": ""},
+                "#b": {"resultOf": prev, "name": "Core/echo", "path": ""},
+            })
+            .as_object()
+            .cloned()
+            .unwrap();
+            match resolve_references(&mut args, &earlier) {
+                Ok(()) => earlier.push(("Core/echo".into(), Value::Object(args), format!("c{i}"))),
+                Err(e) => {
+                    assert_eq!(e.kind, "invalidResultReference");
+                    assert!(e.description.contains("more than"), "{}", e.description);
+                    refused_at = Some(i);
+                    break;
+                }
+            }
+        }
+        assert!(refused_at.is_some_and(|i| i < 12), "{refused_at:?}");
     }
 
     #[test]

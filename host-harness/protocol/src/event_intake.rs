@@ -127,14 +127,18 @@ fn parse_event(v: &Value) -> Result<Event, String> {
                 .ok_or("changed must be an object: accountId → {type → state}")?;
             let mut accounts = Vec::with_capacity(changed.len());
             for (account, types) in changed {
-                let types = types
-                    .as_object()
-                    .ok_or_else(|| format!("changed.{account} must be an object: type → state"))?;
+                let types = types.as_object().ok_or_else(|| {
+                    format!("changed.{} must be an object: type → state", short(account))
+                })?;
                 let mut changes = Vec::with_capacity(types.len());
                 for (t, s) in types {
-                    let s = s
-                        .as_str()
-                        .ok_or_else(|| format!("changed.{account}.{t} must be a state string"))?;
+                    let s = s.as_str().ok_or_else(|| {
+                        format!(
+                            "changed.{}.{} must be a state string",
+                            short(account),
+                            short(t)
+                        )
+                    })?;
                     changes.push(TypeState {
                         type_name: t.clone(),
                         state: s.to_string(),
@@ -162,8 +166,13 @@ fn parse_event(v: &Value) -> Result<Event, String> {
             })
         }
         "UserDeleted" => Ok(Event::UserDeleted { username }),
-        other => Err(format!("unknown event type {other:?}")),
+        other => Err(format!("unknown event type {:?}", short(other))),
     }
+}
+
+/// At most 64 characters of a name from the input, for error messages.
+fn short(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -259,15 +259,19 @@ async fn send_limited(
                 shared.origins.answered_with(&slot, version);
                 Ok((head, body, (origin, permit)))
             };
-            // The timeout ends with the answer's head: once the status is
-            // in, the push service has decided (a 201 means it took the
-            // message), so a body that is slow or never comes must not
-            // turn the answer into a timeout, which the plugin would retry
-            // and so deliver twice. The body gets `BODY_GRACE` of its own.
-            let result = match tokio::time::timeout(timeout, send).await {
+            // Once the answer's head is in, the push service has decided
+            // (a 201 means it took the message), so a body that is slow or
+            // never comes must not turn the answer into a timeout, which
+            // the plugin would retry and so deliver twice: the body gets
+            // what is left of the timeout, at most `BODY_GRACE`, and the
+            // status stands whatever of it arrives.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let result = match tokio::time::timeout_at(deadline, send).await {
                 Ok(Ok((mut head, body, _permits))) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     head.body_prefix =
-                        read_body_prefix(body, shared.policy.max_body_prefix, BODY_GRACE).await;
+                        read_body_prefix(body, shared.policy.max_body_prefix, left.min(BODY_GRACE))
+                            .await;
                     Ok(head)
                 }
                 Ok(Err(e)) => Err(e),

@@ -201,11 +201,22 @@ impl Drop for PostgresStore {
             return;
         }
         if tokio::runtime::Handle::try_current().is_ok() {
+            // Handed over only once the thread runs: a thread that cannot
+            // be started must not drop them here.
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Conn>>();
             let closing = std::thread::Builder::new()
                 .name("jmap-web-push-pg-close".into())
-                .spawn(move || drop(idle));
-            if let Err(e) = closing {
-                tracing::warn!(error = %e, "PostgreSQL connections left unclosed");
+                .spawn(move || drop(rx.recv()));
+            match closing {
+                Ok(_) => {
+                    if let Err(unsent) = tx.send(idle) {
+                        std::mem::forget(unsent.0);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL connections left open until exit");
+                    std::mem::forget(idle);
+                }
             }
         }
     }

@@ -14,12 +14,14 @@ use crate::support::config;
 ///   Property: [`ReceiverKeys::from_bytes`] accepts exactly the 65-octet
 ///   uncompressed points `p256` accepts (with a 16-octet `auth`).
 /// - 1: the text as `p256dh` and `auth` (split at the first `,`), through
-///   base64url and the `/set` property check. Property: the property check
-///   and [`parse_receiver_keys`] agree.
+///   the `/set` property check. Property: it accepts exactly what the
+///   `base64` crate (URL-safe alphabet, padding optional) decodes to a
+///   65-octet point `p256` accepts and a 16-octet secret.
 /// - 2: the text as a push URL. Properties: a URL the `/set` check accepts
-///   is accepted in test mode too, gives a VAPID `aud`, and the `url`
-///   crate (which the host connects with) reads the same scheme, host and
-///   port.
+///   is accepted in test mode too, gives a VAPID `aud` naming the same
+///   origin, and the `http::Uri` the host's client sends with (made from
+///   the `url` crate's serialization, as `net/client.rs` does) names the
+///   same scheme, host and port.
 pub fn keys_and_urls(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -54,17 +56,35 @@ fn raw_keys(data: &[u8]) {
 }
 
 fn encoded_keys(text: &str) {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::Engine as _;
+    const B64URL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     let (p256dh, auth) = text.split_once(',').unwrap_or((text, ""));
-    let direct = parse_receiver_keys(p256dh, auth);
     let mut keys = jmap_web_push_guest::json::Map::new();
     keys.insert("p256dh".into(), Value::String(p256dh.into()));
     keys.insert("auth".into(), Value::String(auth.into()));
     let checked = check_keys(&Value::Object(keys), &config());
+    let reference = match (B64URL.decode(p256dh), B64URL.decode(auth)) {
+        (Ok(p), Ok(a)) => {
+            p.len() == 65
+                && p[0] == 0x04
+                && a.len() == 16
+                && p256::PublicKey::from_sec1_bytes(&p).is_ok()
+        }
+        _ => false,
+    };
     assert_eq!(
-        direct.is_ok(),
         matches!(checked, Ok(Some(_))),
-        "keys {p256dh:?} / {auth:?}: parse {direct:?}, /set check {checked:?}"
+        reference,
+        "keys {p256dh:?} / {auth:?}: /set check {checked:?}, base64 + p256 {reference}"
     );
+    if reference {
+        assert!(parse_receiver_keys(p256dh, auth).is_ok());
+    }
 }
 
 fn push_url(text: &str) {
@@ -89,13 +109,19 @@ fn push_url(text: &str) {
         parse_http_url(&aud).is_ok_and(|again| again == parts),
         "{text:?}: its aud {aud:?} does not name the same origin"
     );
-    let host_view = url::Url::parse(text)
+    // What the host's client sends with: the `url` crate's serialization
+    // parsed as an `http::Uri` (host-harness/src/net/client.rs).
+    let serialized = url::Url::parse(text)
         .unwrap_or_else(|e| panic!("{text:?} is accepted but the host cannot parse it: {e}"));
-    assert_eq!(host_view.scheme(), parts.scheme, "{text:?}");
+    let uri: http::Uri = serialized
+        .as_str()
+        .parse()
+        .unwrap_or_else(|e| panic!("{text:?} is accepted but is not an http::Uri: {e}"));
+    assert_eq!(uri.scheme_str(), Some(parts.scheme.as_str()), "{text:?}");
     assert_eq!(
-        host_view.host().map(|h| h.to_owned()),
-        Some(parts.parsed_host.clone()),
-        "{text:?}: host and guest read different hosts"
+        uri.host().map(str::to_ascii_lowercase),
+        Some(parts.host()),
+        "{text:?}: the client would connect to another host"
     );
-    assert_eq!(host_view.port(), parts.port, "{text:?}");
+    assert_eq!(uri.port_u16(), parts.port, "{text:?}");
 }

@@ -9,7 +9,7 @@
 //! | target | surface | properties beyond "no panic" |
 //! | --- | --- | --- |
 //! | [`jmap_methods`] | `PushSubscription/get` and `/set` arguments through the guest's core, on a store, over several calls | answers are JSON objects; every record the plugin wrote reads back |
-//! | [`keys_and_urls`] | receiver keys (raw and base64url) and push URLs | key validation agrees with `p256`; an accepted push URL gives a VAPID `aud` and the host's parser reads the same host and port |
+//! | [`keys_and_urls`] | receiver keys (raw and base64url) and push URLs | key validation agrees with the `base64` crate and `p256`; an accepted push URL gives a VAPID `aud` for the same origin, and the `http::Uri` the host sends with names the same host and port |
 //! | [`stored_records`] | reading stored subscription and pending records, due keys | what reads, writes back to a record that reads the same |
 //! | [`event_intake`] | `POST /events` bodies, then delivery of what parses | delivery of any parsed event does not fail on its content |
 //! | [`request_envelope`] | `POST /jmap/api` bodies: the envelope and result references | a parsed request respects `maxCallsInRequest`; references resolve or fail with a JMAP error type |

@@ -357,8 +357,8 @@ fn a_burst_to_an_unreachable_https_push_service_fails_within_about_one_connect_t
 #[test]
 fn a_push_service_closing_during_the_handshake_is_a_connection_error_not_a_tls_error() {
     // Closes every connection as soon as it is accepted: a push service
-    // shedding load. The pushes must stay retryable (B6 retries connection
-    // errors; a TLS error refuses the push).
+    // shedding load. The pushes must stay retryable as connection errors
+    // (a TLS error refuses a verification push at once).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -31,4 +31,5 @@ mod interop;
 mod sandbox;
 mod server;
 mod store_contract;
+mod store_hygiene;
 mod walking_skeleton;

@@ -9,12 +9,13 @@
 //!   (`invalid-argument` results are events the plugin refuses for good).
 //! - 503 with `Retry-After` when the store failed: the events before the
 //!   failing one were taken (`results`), that one and the rest were not
-//!   (`notTaken`, their count). The mail server MUST send those again; the
-//!   plugin took nothing of the failing event that a repeat would push
-//!   twice to the same subscription (a store failure leaves nothing
-//!   half-written, and what it delivered before the failure is recorded).
-//! - 400 for a body that is not events, 401/403 for the token, 500 when
-//!   the plugin trapped.
+//!   (`notTaken`, their count). The mail server MUST send those again.
+//!   Nothing is lost, but the failing event may have reached some
+//!   subscriptions before the store failed, and they get it again
+//!   (at-least-once).
+//! - 500 when the plugin trapped, with the same `results` and `notTaken`
+//!   (and the same at-least-once for the event that trapped).
+//! - 400 for a body that is not events, 401/403 for the token.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{json_response, problem, trap, AppState};
+use super::{json_response, problem, trapped, AppState};
 use jmap_web_push_host::{AccountChanges, CallError, PluginError, StateChange, TypeState};
 use jmap_web_push_protocol::event_intake as intake;
 
@@ -113,13 +114,38 @@ pub(super) async fn events(
             }
             Ok(Ok(Err(PluginError::StoreUnavailable(why)))) => {
                 tracing::warn!(error = %why, "event not taken: the store is unavailable");
-                return not_taken(results, total, &why);
+                let detail = format!(
+                    "the store is unavailable ({why}): event {} and the {} after it were not taken; send them again",
+                    results.len(),
+                    total - results.len() - 1
+                );
+                return not_taken(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "about:blank",
+                    detail,
+                    results,
+                    total,
+                );
             }
             Ok(Ok(Err(e))) => {
                 state.metrics.events.fetch_add(1, Ordering::Relaxed);
                 results.push(json!({"error": format!("{e:?}")}))
             }
-            Ok(Err(e)) => return trap(&state, e),
+            Ok(Err(e)) => {
+                let detail = format!(
+                    "the plugin failed on event {} ({}): it and the {} after it were not taken",
+                    results.len(),
+                    trapped(&state, e),
+                    total - results.len() - 1
+                );
+                return not_taken(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "urn:ietf:params:jmap:error:serverFail",
+                    detail,
+                    results,
+                    total,
+                );
+            }
             Err(e) => {
                 return problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,26 +158,32 @@ pub(super) async fn events(
     json_response(json!({ "results": results }))
 }
 
-/// 503: the store failed on event `results.len()`; it and the ones after it
-/// were not taken and must be sent again.
-fn not_taken(results: Vec<Value>, total: usize, why: &str) -> Response {
-    let taken = results.len();
+/// A problem answer for a batch cut short at event `results.len()`: the
+/// results of the events taken before it and how many were not taken
+/// (`notTaken`), which the mail server sends again; 503s say when
+/// (`Retry-After`).
+fn not_taken(
+    status: StatusCode,
+    kind: &str,
+    detail: String,
+    results: Vec<Value>,
+    total: usize,
+) -> Response {
     let body = json!({
-        "type": "about:blank",
-        "status": 503,
-        "detail": format!(
-            "the store is unavailable ({why}): event {taken} and the {} after it were not taken; send them again",
-            total - taken - 1
-        ),
+        "type": kind,
+        "status": status.as_u16(),
+        "detail": detail,
+        "notTaken": total - results.len(),
         "results": results,
-        "notTaken": total - taken,
     });
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, body.to_string()).into_response();
+    let mut r = (status, body.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }

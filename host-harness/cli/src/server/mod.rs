@@ -469,13 +469,18 @@ fn json_response(v: Value) -> Response {
 }
 
 pub(super) fn trap(state: &AppState, e: CallError) -> Response {
-    state.metrics.traps.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(error = %e, "plugin call failed");
     problem(
         StatusCode::INTERNAL_SERVER_ERROR,
         "urn:ietf:params:jmap:error:serverFail",
-        e.to_string(),
+        trapped(state, e),
     )
+}
+
+/// Counts and logs a failed plugin call; its description.
+pub(super) fn trapped(state: &AppState, e: CallError) -> String {
+    state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(error = %e, "plugin call failed");
+    e.to_string()
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {

@@ -86,7 +86,11 @@ fn run_case_over(misbehaviour: Misbehaviour, accounts: usize, expect: Expect, tl
             front.port()
         ));
         std::fs::write(&ca, pem).expect("CA file");
-        let s = TestServer::start_configured(|settings| settings.http.extra_ca_files = vec![ca]);
+        let s = TestServer::start_configured(|settings| {
+            settings.http.extra_ca_files = vec![ca.clone()];
+        });
+        // Read when the server started.
+        let _ = std::fs::remove_file(&ca);
         (front, s)
     } else {
         (FaultyFront::start(upstream), start(false))

@@ -146,7 +146,14 @@ fn a_postgresql_outage_refuses_events_with_503_and_loses_nothing() {
     };
     let db = Database::create(&server_url);
     let front = FaultyFront::start(db.addr);
-    let url = format!("postgres://postgres@127.0.0.1:{}/{}", front.port(), db.name);
+    // The server's user and password, through the front, on the new
+    // database.
+    let mut through_front = db.config.clone();
+    through_front
+        .host("127.0.0.1")
+        .port(front.port())
+        .dbname(&db.name);
+    let url = pg_url_of(&through_front);
     let s = TestServer::start_configured(|settings| {
         settings.store.kind = StoreKind::Postgres;
         settings.store.url = Some(url);
@@ -248,9 +255,28 @@ fn a_value_larger_than_the_store_accepts_is_refused_as_too_large_and_loses_nothi
     assert!(r["created"]["c"]["id"].is_string(), "{r}");
 }
 
+/// `postgres://user[:password]@host:port/dbname` of a configuration with
+/// one TCP host.
+fn pg_url_of(config: &postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("postgres");
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}{password}@{host}:{port}/{db}")
+}
+
 /// A database of its own on the test PostgreSQL server, dropped on drop.
 struct Database {
     admin_url: String,
+    /// The server's configuration (user, password, host, port).
+    config: postgres::Config,
     name: String,
     addr: std::net::SocketAddr,
 }
@@ -265,22 +291,23 @@ impl Database {
                 .map(|d| d.as_micros())
                 .unwrap_or(0)
         );
-        let mut client =
-            postgres::Client::connect(server_url, postgres::NoTls).expect("test PostgreSQL");
+        let config: postgres::Config = server_url.parse().expect("a PostgreSQL URL");
+        let mut client = config.connect(postgres::NoTls).expect("test PostgreSQL");
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create database");
-        let authority = server_url
-            .split_once("@")
-            .map(|(_, rest)| rest)
-            .and_then(|rest| rest.split('/').next())
-            .expect("postgres://user@host:port/db");
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            other => panic!("the test server must be reached over TCP, not {other:?}"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
             .ok()
             .and_then(|mut a| a.next())
             .expect("the server's address");
         Database {
             admin_url: server_url.to_owned(),
+            config,
             name,
             addr,
         }

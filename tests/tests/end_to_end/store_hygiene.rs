@@ -1,0 +1,135 @@
+//! What the plugin leaves in the store: under a steady churn of creates,
+//! verifications, pushes and destroys the number of keys stays steady, and
+//! a destroyed or updated subscription leaves no entry behind to wait for
+//! its old expiry (found by the soak bench: the store grew by one key per
+//! destroyed subscription).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use jmap_web_push_host::store::memory::MemoryStore;
+use jmap_web_push_host::store::KvStore;
+use jmap_web_push_host::PluginConfig;
+use jmap_web_push_tests::{
+    call, caller, plugin_with, state_change, test_config, verified_subscription, Gateway,
+    PushClient,
+};
+use serde_json::json;
+
+/// Keys by their first path segment (`sub`, `due`, `owner`, ...).
+fn census(store: &MemoryStore) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for key in store.list_keys("", None, 1_000_000).expect("list").keys {
+        let family = key.split('/').next().unwrap_or_default().to_owned();
+        *out.entry(family).or_default() += 1;
+    }
+    out
+}
+
+fn config() -> PluginConfig {
+    PluginConfig {
+        max_creates_per_hour: 100_000,
+        max_subscriptions_per_owner: 100_000,
+        ..test_config()
+    }
+}
+
+#[test]
+fn a_steady_churn_of_subscriptions_keeps_the_number_of_keys_steady() {
+    const ALIVE: usize = 10;
+    let store = Arc::new(MemoryStore::new());
+    let plugin = plugin_with(store.clone(), config());
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let alice = caller("alice", None);
+    let mut alive = VecDeque::new();
+    for round in 0..60 {
+        let path = format!("c{round}");
+        alive.push_back(verified_subscription(
+            &plugin,
+            &gateway,
+            &client,
+            &alice,
+            &path,
+            json!(null),
+        ));
+        let event = state_change("alice", &[("a1", "Email", &format!("s{round}"))]);
+        plugin
+            .state_changed(&event)
+            .expect("no trap")
+            .expect("taken");
+        if alive.len() > ALIVE {
+            let old = alive.pop_front().expect("oldest");
+            let r = call(
+                &plugin,
+                &alice,
+                "PushSubscription/set",
+                json!({"destroy": [old]}),
+            )
+            .expect("destroy");
+            assert_eq!(r["destroyed"].as_array().map(Vec::len), Some(1), "{r}");
+        }
+    }
+    let keys = census(&store);
+    for family in ["sub", "owner", "dcid"] {
+        assert_eq!(keys.get(family), Some(&ALIVE), "{family}: {keys:?}");
+    }
+    // One expiry entry per live subscription; nothing pending.
+    assert_eq!(keys.get("due"), Some(&ALIVE), "{keys:?}");
+    assert_eq!(keys.get("pending"), None, "{keys:?}");
+}
+
+#[test]
+fn changing_expires_keeps_one_expiry_entry() {
+    let store = Arc::new(MemoryStore::new());
+    let plugin = plugin_with(store.clone(), config());
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let alice = caller("alice", None);
+    let id = verified_subscription(&plugin, &gateway, &client, &alice, "e", json!(null));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // Five different times within the 7-day lifetime.
+    for day in 1..=5 {
+        let expires = jmap_web_push_guest::utcdate::format(now + day * 86_400);
+        let r = call(
+            &plugin,
+            &alice,
+            "PushSubscription/set",
+            json!({"update": {id.clone(): {"expires": expires}}}),
+        )
+        .expect("update");
+        assert!(r["updated"].get(&id).is_some(), "{r}");
+    }
+    let expiry_entries = store
+        .list_keys("due/", None, 1_000)
+        .expect("list")
+        .keys
+        .into_iter()
+        .filter(|k| k.ends_with(&format!("/x/{id}")))
+        .count();
+    assert_eq!(expiry_entries, 1);
+    let got = call(
+        &plugin,
+        &alice,
+        "PushSubscription/get",
+        json!({"ids": [id.clone()], "properties": ["expires"]}),
+    )
+    .expect("get");
+    let stored = got["list"][0]["expires"]
+        .as_str()
+        .expect("expires")
+        .to_owned();
+    assert!(
+        store
+            .get(&format!(
+                "due/{:020}/x/{id}",
+                jmap_web_push_guest::utcdate::parse(&stored).expect("a UTCDate") * 1000
+            ))
+            .expect("get")
+            .is_some(),
+        "the one entry is for the expiry in force ({stored})"
+    );
+}
