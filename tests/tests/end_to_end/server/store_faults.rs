@@ -148,11 +148,16 @@ fn a_postgresql_outage_refuses_events_with_503_and_loses_nothing() {
     let front = FaultyFront::start(db.addr);
     // The server's user and password, through the front, on the new
     // database.
-    let mut through_front = db.config.clone();
+    // (`Config::host` adds a host, so a new configuration.)
+    let mut through_front = postgres::Config::new();
     through_front
+        .user(db.config.get_user().unwrap_or("postgres"))
         .host("127.0.0.1")
         .port(front.port())
         .dbname(&db.name);
+    if let Some(password) = db.config.get_password() {
+        through_front.password(password);
+    }
     let url = pg_url_of(&through_front);
     let s = TestServer::start_configured(|settings| {
         settings.store.kind = StoreKind::Postgres;
