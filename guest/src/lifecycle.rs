@@ -283,8 +283,20 @@ pub fn tick(plugin: &mut Plugin, env: &mut Env<'_>) -> Result<TickReport, Plugin
         match entry.kind {
             DueKind::Expiry => {
                 if let Some((sub, _)) = repo::load(env.store, &entry.id)? {
-                    if sub.expires * 1000 <= now && repo::erase(env.store, &sub)? {
-                        report.expired += 1;
+                    if sub.expires * 1000 <= now {
+                        if repo::erase(env.store, &sub)? {
+                            report.expired += 1;
+                        }
+                    } else {
+                        // A stale entry (the expiry was moved, maybe by a
+                        // racing update): make sure the one in force is
+                        // there before this one goes, so the subscription
+                        // still expires.
+                        env.store.put(
+                            &repo::due_key(sub.expires * 1000, DueKind::Expiry, &sub.id),
+                            b"",
+                            Condition::Any,
+                        )?;
                     }
                 }
                 env.store.delete(&entry.key, Condition::Any)?;

@@ -217,8 +217,9 @@ pub(super) fn apply_answers(
             if !kept {
                 // The owed change must not be dropped silently.
                 return Err(PluginError::StoreUnavailable(format!(
-                    "{pkey}: {} write conflicts in a row",
-                    super::MAX_CONFLICTS
+                    "{pkey}: {} {}",
+                    super::MAX_CONFLICTS,
+                    super::CONFLICTS
                 )));
             }
         }

@@ -94,6 +94,9 @@ const LEASE_MS: u64 = 60_000;
 /// (and fails with `StoreUnavailable`, so that it is sent again).
 const MAX_CONFLICTS: usize = 8;
 
+/// How the message of that failure ends (not an outage: the store works).
+const CONFLICTS: &str = "write conflicts in a row";
+
 /// One subscription's work in a batch.
 struct Job {
     sub: Subscription,
@@ -276,7 +279,7 @@ pub fn state_changed_shard(
             // Never drop a change silently: the caller is told the store
             // could not take it, and the event is sent again.
             return Err(PluginError::StoreUnavailable(format!(
-                "{key}: {MAX_CONFLICTS} write conflicts in a row"
+                "{key}: {MAX_CONFLICTS} {CONFLICTS}"
             )));
         }
         if let Some(pending) = send {

@@ -158,16 +158,29 @@ pub(super) fn send_jobs(
             results[i].push((part, a));
         }
     }
-    // Every job's answers are acted on even when one fails (the store
-    // refusing a write), so that as much as possible is recorded; the
-    // first failure is then reported.
-    let mut first_error = None;
+    // Every job's answers are acted on even when one fails on write
+    // conflicts, so that as much as possible is recorded; an unreachable
+    // store stops it (each further write would wait for it). A failure
+    // that has the event sent again (`StoreUnavailable`) is the one
+    // reported, so that no owed change is left behind.
+    let mut failure: Option<PluginError> = None;
     for (job, parts) in jobs.into_iter().zip(results) {
-        if let Err(e) = apply_answers(env, job, parts, report) {
-            first_error.get_or_insert(e);
+        let Err(e) = apply_answers(env, job, parts, report) else {
+            continue;
+        };
+        let outage =
+            matches!(&e, PluginError::StoreUnavailable(m) if !m.ends_with(super::CONFLICTS));
+        let resend = matches!(e, PluginError::StoreUnavailable(_));
+        if failure.is_none()
+            || (resend && !matches!(failure, Some(PluginError::StoreUnavailable(_))))
+        {
+            failure = Some(e);
+        }
+        if outage {
+            break;
         }
     }
-    first_error.map_or(Ok(()), Err)
+    failure.map_or(Ok(()), Err)
 }
 
 /// Encrypts the bodies of the current piece (`requests`, whose owners are

@@ -663,14 +663,18 @@ fn update_one(
         }
         match repo::save(env.store, &sub, Condition::Version(version)) {
             Ok(_) => {
-                if sub.expires != old_expires {
-                    // The new expiry entry, then the old one goes (a
-                    // failure in between leaves a stale entry, which
-                    // `tick` drops when it comes due).
+                if patch.contains_key("expires") {
+                    // The entry of the expiry in force (written again on a
+                    // retry of the same update), then the old one goes. A
+                    // failure or a race in between leaves an entry that is
+                    // stale or missing; `tick` puts the right one back when
+                    // it meets a stale one.
                     let key = repo::due_key(sub.expires * 1000, DueKind::Expiry, id);
                     env.store.put(&key, b"", Condition::Any)?;
-                    let old = repo::due_key(old_expires * 1000, DueKind::Expiry, id);
-                    env.store.delete(&old, Condition::Any)?;
+                    if sub.expires != old_expires {
+                        let old = repo::due_key(old_expires * 1000, DueKind::Expiry, id);
+                        env.store.delete(&old, Condition::Any)?;
+                    }
                 }
                 return Ok(if changed.is_empty() {
                     Value::Null

@@ -182,10 +182,15 @@ pub struct RefError {
 }
 
 /// Resolves `#name` arguments (RFC 8620 §3.7) against earlier responses
-/// `(name, arguments, call id)`.
+/// `(name, arguments, call id)`. Every value a reference resolves to is
+/// counted against `budget` (one budget per request, starting at
+/// [`MAX_RESOLVED_VALUES`]) before it is copied: a request MUST NOT be able
+/// to multiply itself through references (thousands of references to one
+/// large answer, or `Core/echo` chains doubling an answer per call).
 pub fn resolve_references(
     args: &mut Map<String, Value>,
     earlier: &[(String, Value, String)],
+    budget: &mut usize,
 ) -> Result<(), RefError> {
     let refs: Vec<String> = args
         .keys()
@@ -220,47 +225,66 @@ pub fn resolve_references(
                 "no earlier {name} response with call id {result_of}"
             )));
         };
-        let value = evaluate_path(response, path)
-            .ok_or_else(|| bad(format!("path {path} does not resolve")))?;
-        if exceeds(&value, MAX_RESOLVED_VALUES) {
-            // Each call could otherwise double the one before it
-            // (`Core/echo` of two references to the previous answer).
-            return Err(bad(format!(
-                "{key} resolves to more than {MAX_RESOLVED_VALUES} JSON values"
-            )));
-        }
-        args.insert(plain, value);
+        let found =
+            find(response, path).ok_or_else(|| bad(format!("path {path} does not resolve")))?;
+        let values = found.count(*budget).ok_or_else(|| {
+            bad(format!(
+                "{key}: the request's references resolve to more than {MAX_RESOLVED_VALUES} JSON values"
+            ))
+        })?;
+        *budget -= values;
+        args.insert(plain, found.to_value());
     }
     Ok(())
 }
 
 /// Most JSON values (every array, object, string, number, ... counted)
-/// one result reference may resolve to.
+/// the result references of one request may resolve to, together.
 pub const MAX_RESOLVED_VALUES: usize = 100_000;
 
-/// Whether `value` holds more than `max` JSON values, counting without
-/// recursion and stopping as soon as it knows.
-fn exceeds(value: &Value, max: usize) -> bool {
-    let mut stack = vec![value];
-    let mut seen = 0usize;
-    while let Some(v) = stack.pop() {
-        seen += 1;
-        if seen > max {
-            return true;
-        }
-        match v {
-            Value::Array(items) => stack.extend(items),
-            Value::Object(members) => stack.extend(members.values()),
-            _ => {}
-        }
-    }
-    false
+/// What a path points to, borrowed: one value, or the values a `*`
+/// collected (flattened as RFC 8620 §3.7 says).
+enum Found<'a> {
+    One(&'a Value),
+    Many(Vec<&'a Value>),
 }
 
-/// Evaluates a JSON Pointer with the RFC 8620 `*` extension.
-pub fn evaluate_path(value: &Value, path: &str) -> Option<Value> {
+impl Found<'_> {
+    /// How many JSON values a copy would hold, if at most `max`.
+    fn count(&self, max: usize) -> Option<usize> {
+        let mut stack: Vec<&Value> = match self {
+            Found::One(v) => vec![*v],
+            Found::Many(items) => items.clone(),
+        };
+        // The array `Many` becomes.
+        let mut seen = usize::from(matches!(self, Found::Many(_)));
+        while let Some(v) = stack.pop() {
+            seen += 1;
+            if seen > max {
+                return None;
+            }
+            match v {
+                Value::Array(items) => stack.extend(items),
+                Value::Object(members) => stack.extend(members.values()),
+                _ => {}
+            }
+        }
+        Some(seen)
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Found::One(v) => (*v).clone(),
+            Found::Many(items) => Value::Array(items.iter().map(|v| (*v).clone()).collect()),
+        }
+    }
+}
+
+/// Evaluates a JSON Pointer with the RFC 8620 `*` extension, without
+/// copying.
+fn find<'a>(value: &'a Value, path: &str) -> Option<Found<'a>> {
     if path.is_empty() {
-        return Some(value.clone());
+        return Some(Found::One(value));
     }
     let rest = path.strip_prefix('/')?;
     let (token, tail) = match rest.find('/') {
@@ -272,19 +296,25 @@ pub fn evaluate_path(value: &Value, path: &str) -> Option<Value> {
         Value::Array(items) if token == "*" => {
             let mut out = Vec::new();
             for item in items {
-                match evaluate_path(item, tail)? {
-                    Value::Array(inner) => out.extend(inner),
-                    v => out.push(v),
+                match find(item, tail)? {
+                    Found::One(Value::Array(inner)) => out.extend(inner),
+                    Found::One(v) => out.push(v),
+                    Found::Many(inner) => out.extend(inner),
                 }
             }
-            Some(Value::Array(out))
+            Some(Found::Many(out))
         }
         Value::Array(items) => items
             .get(token.parse::<usize>().ok()?)
-            .and_then(|v| evaluate_path(v, tail)),
-        Value::Object(m) => m.get(&token).and_then(|v| evaluate_path(v, tail)),
+            .and_then(|v| find(v, tail)),
+        Value::Object(m) => m.get(&token).and_then(|v| find(v, tail)),
         _ => None,
     }
+}
+
+/// Evaluates a JSON Pointer with the RFC 8620 `*` extension.
+pub fn evaluate_path(value: &Value, path: &str) -> Option<Value> {
+    find(value, path).map(|f| f.to_value())
 }
 
 #[cfg(test)]
@@ -352,7 +382,7 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-            match resolve_references(&mut args, &earlier) {
+            match resolve_references(&mut args, &earlier, &mut MAX_RESOLVED_VALUES.clone()) {
                 Ok(()) => earlier.push(("Core/echo".into(), Value::Object(args), format!("c{i}"))),
                 Err(e) => {
                     assert_eq!(e.kind, "invalidResultReference");
@@ -366,6 +396,37 @@ mod tests {
     }
 
     #[test]
+    fn many_references_to_one_large_answer_share_one_budget() {
+        // One answer of 99,990 values, then a call naming it 20 times: each
+        // reference alone is under the cap, together they are not.
+        let earlier = vec![(
+            "Core/echo".to_string(),
+            json!({"a": vec![0; 99_988]}),
+            "c0".to_string(),
+        )];
+        let mut refs = Map::new();
+        for n in 0..20 {
+            refs.insert(
+                format!("#r{n}"),
+                json!({"resultOf": "c0", "name": "Core/echo", "path": ""}),
+            );
+        }
+        let mut budget = MAX_RESOLVED_VALUES;
+        let e = resolve_references(&mut refs, &earlier, &mut budget).unwrap_err();
+        assert_eq!(e.kind, "invalidResultReference");
+        // A request whose references stay within the budget resolves, and
+        // what they took is gone from it.
+        let mut small = json!({"#x": {"resultOf": "c0", "name": "Core/echo", "path": "/a/0"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let mut budget = MAX_RESOLVED_VALUES;
+        resolve_references(&mut small, &earlier, &mut budget).unwrap();
+        assert_eq!(small["x"], json!(0));
+        assert_eq!(budget, MAX_RESOLVED_VALUES - 1);
+    }
+
+    #[test]
     fn result_references() {
         let earlier = vec![(
             "PushSubscription/get".to_string(),
@@ -376,14 +437,16 @@ mod tests {
             .as_object()
             .cloned()
             .unwrap();
-        resolve_references(&mut args, &earlier).unwrap();
+        resolve_references(&mut args, &earlier, &mut MAX_RESOLVED_VALUES.clone()).unwrap();
         assert_eq!(args["destroy"], json!(["a", "b"]));
         let mut bad = json!({"#destroy": {"resultOf": "c9", "name": "PushSubscription/get", "path": "/list"}})
             .as_object()
             .cloned()
             .unwrap();
         assert_eq!(
-            resolve_references(&mut bad, &earlier).unwrap_err().kind,
+            resolve_references(&mut bad, &earlier, &mut MAX_RESOLVED_VALUES.clone())
+                .unwrap_err()
+                .kind,
             "invalidResultReference"
         );
         let mut dup = json!({"destroy": [], "#destroy": {}})
@@ -391,7 +454,9 @@ mod tests {
             .cloned()
             .unwrap();
         assert_eq!(
-            resolve_references(&mut dup, &earlier).unwrap_err().kind,
+            resolve_references(&mut dup, &earlier, &mut MAX_RESOLVED_VALUES.clone())
+                .unwrap_err()
+                .kind,
             "invalidArguments"
         );
     }

@@ -32,8 +32,9 @@ pub fn request_envelope(data: &[u8]) {
     assert!(request.calls.len() <= MAX_CALLS);
     assert!(request.using.iter().all(|u| supported.contains(u)));
     let mut earlier: Vec<(String, Value, String)> = Vec::new();
+    let mut budget = envelope::MAX_RESOLVED_VALUES;
     for (name, mut args, id) in request.calls {
-        match envelope::resolve_references(&mut args, &earlier) {
+        match envelope::resolve_references(&mut args, &earlier, &mut budget) {
             Ok(()) => earlier.push((name, Value::Object(args), id)),
             Err(e) => {
                 assert!(

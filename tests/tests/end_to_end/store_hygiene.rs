@@ -133,3 +133,45 @@ fn changing_expires_keeps_one_expiry_entry() {
         "the one entry is for the expiry in force ({stored})"
     );
 }
+
+#[test]
+fn tick_puts_back_the_expiry_entry_of_a_subscription_whose_entry_went_stale() {
+    // An update racing another (or failing half-way) can leave only an
+    // entry for an expiry no longer in force; the subscription must still
+    // expire at its own time.
+    use jmap_web_push_host::store::Condition;
+    let store = Arc::new(MemoryStore::new());
+    let plugin = plugin_with(store.clone(), config());
+    let gateway = Gateway::start();
+    let client = PushClient::new();
+    let alice = caller("alice", None);
+    let id = verified_subscription(&plugin, &gateway, &client, &alice, "r", json!(null));
+    let entries = |store: &MemoryStore| -> Vec<String> {
+        store
+            .list_keys("due/", None, 1_000)
+            .expect("list")
+            .keys
+            .into_iter()
+            .filter(|k| k.ends_with(&format!("/x/{id}")))
+            .collect()
+    };
+    let in_force = entries(&store);
+    assert_eq!(in_force.len(), 1);
+    store.delete(&in_force[0], Condition::Any).expect("delete");
+    let stale = format!("due/{:020}/x/{id}", 1_000);
+    store.put(&stale, b"", Condition::Any).expect("put");
+    plugin.tick().expect("no trap").expect("tick");
+    assert_eq!(
+        entries(&store),
+        in_force,
+        "the entry in force is back, the stale one gone"
+    );
+    let got = call(
+        &plugin,
+        &alice,
+        "PushSubscription/get",
+        json!({"ids": [id.clone()]}),
+    )
+    .expect("get");
+    assert_eq!(got["list"].as_array().map(Vec::len), Some(1), "{got}");
+}

@@ -105,8 +105,10 @@ pub(super) async fn api_handler(
     let echo_created = request.created_ids.is_some();
     let mut created_ids = request.created_ids.unwrap_or_default();
     let mut responses: Vec<(String, Value, String)> = Vec::new();
+    // One budget for every reference of the request (RFC 8620 §3.7).
+    let mut reference_budget = api::MAX_RESOLVED_VALUES;
     for (name, mut args, call_id) in request.calls {
-        if let Err(e) = api::resolve_references(&mut args, &responses) {
+        if let Err(e) = api::resolve_references(&mut args, &responses, &mut reference_budget) {
             responses.push((
                 "error".into(),
                 json!({"type": e.kind, "description": e.description}),
