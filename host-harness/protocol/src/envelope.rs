@@ -304,12 +304,20 @@ fn find<'a>(value: &'a Value, path: &str) -> Option<Found<'a>> {
             }
             Some(Found::Many(out))
         }
-        Value::Array(items) => items
-            .get(token.parse::<usize>().ok()?)
-            .and_then(|v| find(v, tail)),
+        Value::Array(items) => items.get(array_index(&token)?).and_then(|v| find(v, tail)),
         Value::Object(m) => m.get(&token).and_then(|v| find(v, tail)),
         _ => None,
     }
+}
+
+/// An array index token of RFC 6901 §4: `0`, or digits without a leading
+/// zero (no sign, no `01`).
+fn array_index(token: &str) -> Option<usize> {
+    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
 }
 
 /// Evaluates a JSON Pointer with the RFC 8620 `*` extension.
@@ -424,6 +432,16 @@ mod tests {
         resolve_references(&mut small, &earlier, &mut budget).unwrap();
         assert_eq!(small["x"], json!(0));
         assert_eq!(budget, MAX_RESOLVED_VALUES - 1);
+    }
+
+    #[test]
+    fn array_indexes_are_plain_digits() {
+        let v = json!({"list": ["a", "b"]});
+        assert_eq!(evaluate_path(&v, "/list/0"), Some(json!("a")));
+        assert_eq!(evaluate_path(&v, "/list/1"), Some(json!("b")));
+        for path in ["/list/+1", "/list/01", "/list/-0", "/list/", "/list/2"] {
+            assert_eq!(evaluate_path(&v, path), None, "{path}");
+        }
     }
 
     #[test]
