@@ -28,9 +28,18 @@ pub fn event_intake(data: &[u8]) {
     let mut http = ScriptedPushService::new(data);
     for (step, event) in events.into_iter().take(MAX_EVENTS).enumerate() {
         let now = now_ms(step);
+        if let Event::StateChange { username, .. } = &event {
+            verified_subscription(&mut store, username, &format!("s{step}"), now);
+        }
+        let mut env = Env {
+            store: &mut store,
+            http: &mut http,
+            log: &mut log,
+            config: &config,
+            now_ms: now,
+        };
         match event {
             Event::StateChange { username, changed } => {
-                verified_subscription(&mut store, &username, &format!("s{step}"), now);
                 let mut plugin_changed = Changed::new();
                 for account in changed {
                     let types = plugin_changed.entry(account.account_id).or_default();
@@ -42,13 +51,6 @@ pub fn event_intake(data: &[u8]) {
                     username,
                     changed: plugin_changed,
                 };
-                let mut env = Env {
-                    store: &mut store,
-                    http: &mut http,
-                    log: &mut log,
-                    config: &config,
-                    now_ms: now,
-                };
                 if let Err(e) = delivery::state_changed(&mut plugin, &mut env, &event) {
                     panic!("a parsed StateChange was refused: {e:?}: {event:?}");
                 }
@@ -58,25 +60,11 @@ pub fn event_intake(data: &[u8]) {
                 username,
                 credential_id,
             } => {
-                let mut env = Env {
-                    store: &mut store,
-                    http: &mut http,
-                    log: &mut log,
-                    config: &config,
-                    now_ms: now,
-                };
                 if let Err(e) = lifecycle::credential_revoked(&mut env, &username, &credential_id) {
                     panic!("a parsed CredentialRevoked was refused: {e:?}");
                 }
             }
             Event::UserDeleted { username } => {
-                let mut env = Env {
-                    store: &mut store,
-                    http: &mut http,
-                    log: &mut log,
-                    config: &config,
-                    now_ms: now,
-                };
                 if let Err(e) = lifecycle::user_deleted(&mut env, &username) {
                     panic!("a parsed UserDeleted was refused: {e:?}");
                 }
