@@ -5,7 +5,7 @@
 //! `JMAP_WEB_PUSH_CONSUMER` ([`jmap_web_push_tests::FIXTURE_PATH`],
 //! [`jmap_web_push_tests::CONSUMER_PATH`]).
 
-#[path = "../host-harness/build_components.rs"]
+#[path = "../host-harness/components/build_components.rs"]
 mod components;
 
 use components::Build;

@@ -24,11 +24,11 @@ use crate::sandbox::BoxError;
 /// The adapter components built with this harness (see `wit/adapters.wit`).
 pub mod adapters {
     /// `store` over `wasi:keyvalue@0.2.0-draft` (store, atomics, batch).
-    pub const STORE_KV: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_ADAPTER_STORE_KV"));
+    pub const STORE_KV: &[u8] = jmap_web_push_components::adapters::STORE_KV;
     /// `http-out` over `wasi:http/outgoing-handler@0.2.12`.
-    pub const HTTP_OUT: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_ADAPTER_HTTP_OUT"));
+    pub const HTTP_OUT: &[u8] = jmap_web_push_components::adapters::HTTP_OUT;
     /// `host` and `types` from `wasi:cli/environment` and `wasi:cli/stderr`.
-    pub const HOST_ENV: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_ADAPTER_HOST_ENV"));
+    pub const HOST_ENV: &[u8] = jmap_web_push_components::adapters::HOST_ENV;
 }
 
 /// Why a composition or a target check failed.

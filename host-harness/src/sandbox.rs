@@ -30,9 +30,9 @@ pub enum Flavour {
 /// The guest components built into this harness.
 pub mod builtin {
     /// The `+wide-arithmetic` build.
-    pub const WIDE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_WIDE"));
+    pub const WIDE: &[u8] = jmap_web_push_components::plugin::WIDE;
     /// The portable build.
-    pub const PORTABLE: &[u8] = include_bytes!(env!("JMAP_WEB_PUSH_GUEST_PORTABLE"));
+    pub const PORTABLE: &[u8] = jmap_web_push_components::plugin::PORTABLE;
 }
 
 /// Sandbox limits and loading options.

@@ -9,7 +9,8 @@
 //! - the adapter components for composition (`wit/adapters.wit`).
 //!
 //! The test-only components are built by `tests/build.rs`, so `cargo run`
-//! does not build them.
+//! does not build them. This crate has no dependencies, so cargo runs this
+//! script at the very start of a build, beside wasmtime's compilation.
 
 #[path = "build_components.rs"]
 mod components;

@@ -1,13 +1,19 @@
 //! Nested cargo builds of WebAssembly components, shared by the build
-//! scripts of `host-harness` (the plugin in both flavours and the adapters,
-//! embedded in the harness) and `tests` (the test-only components: the
-//! misbehaving fixture and the example mail server). Included with
-//! `#[path]`: build scripts cannot depend on a workspace crate without
-//! building it for the host first.
+//! scripts of `host-harness/components` (the plugin in both flavours and
+//! the adapters, embedded in the harness) and `tests` (the test-only
+//! components: the misbehaving fixture and the example mail server).
+//! Included with `#[path]`: build scripts cannot depend on a workspace crate
+//! without building it for the host first.
 //!
-//! Each nested build has its own target directory under the workspace
-//! target directory (`guest-<name>`), so the outer build's lock is never
-//! contended and the builds stay incremental.
+//! Every nested build uses one target directory, `components` under the
+//! workspace target directory (never the outer build's, whose lock the
+//! outer cargo holds). Sharing it means the host-side part of a build
+//! (proc macros such as wit-bindgen's and serde's, build scripts) is
+//! compiled once for all flavours and components: `--target` keeps the
+//! flavour's rustflags off host artifacts, and cargo keys the target
+//! artifacts by their rustflags, so the flavours' dependencies sit side by
+//! side. Only the final component files share a name across flavours, so
+//! each build copies its components to `guest-<name>/` at once.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -31,10 +37,15 @@ pub struct Build {
     pub flags: &'static str,
 }
 
-/// The workspace root, from the calling package's manifest directory.
+/// The workspace root: the nearest ancestor of the calling package's
+/// manifest directory that holds `wit/` and a `Cargo.lock`.
 pub fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().expect("workspace root").to_path_buf()
+    manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("wit").is_dir() && dir.join("Cargo.lock").is_file())
+        .expect("workspace root (a directory with wit/ and Cargo.lock) above the package")
+        .to_path_buf()
 }
 
 /// Tells cargo to rerun the build script when any of `paths` (relative to
@@ -47,7 +58,7 @@ pub fn rerun_if_changed(root: &Path, paths: &[&str]) {
         "guest/config",
         "Cargo.toml",
         "Cargo.lock",
-        "host-harness/build_components.rs",
+        "host-harness/components/build_components.rs",
     ];
     for p in COMMON.iter().chain(paths) {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
@@ -55,8 +66,9 @@ pub fn rerun_if_changed(root: &Path, paths: &[&str]) {
     println!("cargo:rerun-if-env-changed=JMAP_WEB_PUSH_GUEST_PROFILE");
 }
 
-/// Runs each build and sets `JMAP_WEB_PUSH_<VAR>` to each component's path
-/// for the calling package's compilation.
+/// Runs each build in turn, copies its components to `guest-<name>/`
+/// under the target directory and sets `JMAP_WEB_PUSH_<VAR>` to each copy's
+/// path for the calling package's compilation.
 pub fn build_all(root: &Path, builds: &[Build]) {
     let target_root = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -65,8 +77,8 @@ pub fn build_all(root: &Path, builds: &[Build]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     ensure_target(&target_root);
     let profile = env::var("JMAP_WEB_PUSH_GUEST_PROFILE").unwrap_or_else(|_| "guest".into());
+    let target_dir = target_root.join("components");
     for build in builds {
-        let target_dir = target_root.join(format!("guest-{}", build.name));
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(root).args(["build", "--quiet"]);
         for (_, package) in build.packages {
@@ -94,15 +106,31 @@ pub fn build_all(root: &Path, builds: &[Build]) {
         } else {
             profile.as_str()
         };
+        let out_dir = target_root.join(format!("guest-{}", build.name));
+        std::fs::create_dir_all(&out_dir).expect("create the components' directory");
         for (var, package) in build.packages {
-            let wasm = target_dir
-                .join(TARGET)
-                .join(dir_profile)
-                .join(format!("{}.wasm", package.replace('-', "_")));
-            assert!(wasm.exists(), "component missing at {}", wasm.display());
-            println!("cargo:rustc-env=JMAP_WEB_PUSH_{var}={}", wasm.display());
+            let file = format!("{}.wasm", package.replace('-', "_"));
+            let built = target_dir.join(TARGET).join(dir_profile).join(&file);
+            assert!(built.exists(), "component missing at {}", built.display());
+            let copy = out_dir.join(&file);
+            copy_if_changed(&built, &copy);
+            println!("cargo:rustc-env=JMAP_WEB_PUSH_{var}={}", copy.display());
         }
     }
+}
+
+/// Copies `from` to `to` unless `to` already holds the same bytes, so an
+/// unchanged component keeps its modification time and does not make cargo
+/// recompile the crates that embed it.
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).expect("read a built component");
+    if std::fs::read(to).ok().as_deref() == Some(&bytes[..]) {
+        return;
+    }
+    // Write beside, then rename: a reader never sees half a component.
+    let partial = to.with_extension("wasm.partial");
+    std::fs::write(&partial, &bytes).expect("write a component copy");
+    std::fs::rename(&partial, to).expect("move a component copy into place");
 }
 
 /// Installs the wasm target with rustup when it is missing (a fresh machine
