@@ -1,5 +1,5 @@
 //! Builds the test-only components with a nested cargo invocation (see
-//! `host-harness/build_components.rs`): the misbehaving fixture of the
+//! `host-harness/components/build_components.rs`): the misbehaving fixture of the
 //! sandbox tests and the example mail server of the composition tests.
 //! Their paths reach the tests as `JMAP_WEB_PUSH_GUEST_FIXTURE` and
 //! `JMAP_WEB_PUSH_CONSUMER` ([`jmap_web_push_tests::FIXTURE_PATH`],

@@ -82,7 +82,7 @@ fn calls_from_many_threads_run_in_parallel_instances() {
 }
 
 /// The size budget: the shipped (wide) component and the portable one are
-/// at most 1 MiB (1,048,576 octets) each, as `host-harness/build.rs` builds
+/// at most 1 MiB (1,048,576 octets) each, as `host-harness/components/build.rs` builds
 /// them (`--profile guest`, stripped). The plugin is built on vetted crates
 /// (`url` and its IDNA tables among them) rather than for size; a change
 /// that grows it past 1 MiB fails here, not only in the benchmark's
