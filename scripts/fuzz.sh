@@ -11,7 +11,7 @@
 # timeout (10 s) or memory blow-up (2 GiB) stops the run, leaves the input
 # in target/fuzz/artifacts/<target>/ and fails the script: copy that file
 # into tests/fuzz/corpus/<target>/ and it becomes a regression test of
-# `cargo test`. The last line per target is "fuzz: <target>: <runs> runs
+# `cargo test --workspace`. The last line per target is "fuzz: <target>: <runs> runs
 # in <s> s".
 set -euo pipefail
 cd "$(dirname "$0")/.."

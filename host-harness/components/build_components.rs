@@ -11,9 +11,15 @@
 //! (proc macros such as wit-bindgen's and serde's, build scripts) is
 //! compiled once for all flavours and components: `--target` keeps the
 //! flavour's rustflags off host artifacts, and cargo keys the target
-//! artifacts by their rustflags, so the flavours' dependencies sit side by
-//! side. Only the final component files share a name across flavours, so
-//! each build copies its components to `guest-<name>/` at once.
+//! artifacts of dependencies by their rustflags, so the flavours'
+//! dependencies sit side by side. The workspace's own component crates are
+//! the exception: one file and one fingerprint per crate, so building the
+//! other flavour recompiles the plugin crate (about 6 s with its LTO link),
+//! and each build copies its components to `out/<profile>/<name>/` at once,
+//! before the next build overwrites them.
+//!
+//! When the tests' build script and the harness's run at the same time, the
+//! second nested cargo waits for the first one's lock on the directory.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,8 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// `CARGO_ENCODED_RUSTFLAGS` wants.
 const STACK: &str = "-Clink-arg=-zstack-size=262144";
 
-/// One nested build: its name (the target directory is `guest-<name>`),
+/// One nested build: its name (its components are copied to
+/// `components/out/<profile>/<name>/` under the target directory),
 /// the packages with the environment variable naming each one's component,
 /// and extra encoded rustflags (each starting with 0x1f).
 pub struct Build {
@@ -66,8 +73,8 @@ pub fn rerun_if_changed(root: &Path, paths: &[&str]) {
     println!("cargo:rerun-if-env-changed=JMAP_WEB_PUSH_GUEST_PROFILE");
 }
 
-/// Runs each build in turn, copies its components to `guest-<name>/`
-/// under the target directory and sets `JMAP_WEB_PUSH_<VAR>` to each copy's
+/// Runs each build in turn, copies its components to
+/// `components/out/<profile>/<name>/` under the target directory and sets `JMAP_WEB_PUSH_<VAR>` to each copy's
 /// path for the calling package's compilation.
 pub fn build_all(root: &Path, builds: &[Build]) {
     let target_root = env::var_os("CARGO_TARGET_DIR")
@@ -106,7 +113,7 @@ pub fn build_all(root: &Path, builds: &[Build]) {
         } else {
             profile.as_str()
         };
-        let out_dir = target_root.join(format!("guest-{}", build.name));
+        let out_dir = target_dir.join("out").join(&profile).join(build.name);
         std::fs::create_dir_all(&out_dir).expect("create the components' directory");
         for (var, package) in build.packages {
             let file = format!("{}.wasm", package.replace('-', "_"));
@@ -127,8 +134,10 @@ fn copy_if_changed(from: &Path, to: &Path) {
     if std::fs::read(to).ok().as_deref() == Some(&bytes[..]) {
         return;
     }
-    // Write beside, then rename: a reader never sees half a component.
-    let partial = to.with_extension("wasm.partial");
+    // Write beside, then rename: a reader never sees half a component. The
+    // process id keeps two outer builds (say debug and release) that copy
+    // at the same moment from sharing the partial file.
+    let partial = to.with_extension(format!("wasm.{}.partial", std::process::id()));
     std::fs::write(&partial, &bytes).expect("write a component copy");
     std::fs::rename(&partial, to).expect("move a component copy into place");
 }

@@ -1,6 +1,6 @@
 //! Replays every committed input of every fuzz target: the seeds and each
 //! input a fuzzing run ever found a crash with (its regression test).
-//! Runs in the ordinary `cargo test`, without libFuzzer.
+//! Runs in the ordinary `cargo test --workspace` (the test command), without libFuzzer.
 
 use std::fs;
 use std::path::{Path, PathBuf};
