@@ -238,25 +238,37 @@ pub(super) fn apply_answers(
                                 }
                             }
                             p.changed.retain(|_, ts| !ts.is_empty());
+                            // A conflict here means yet another writer
+                            // changed the record: it now owns its due entry.
+                            // Any other failure is the store's, and MUST fail
+                            // the call rather than leave the newer changes
+                            // without a due entry (the one below is erased).
                             if p.changed.is_empty() {
-                                env.store.delete(&pkey, Condition::Version(e.version)).ok();
+                                match env.store.delete(&pkey, Condition::Version(e.version)) {
+                                    Ok(_) | Err(StoreError::Conflict) => {}
+                                    Err(e) => return Err(e.into()),
+                                }
                             } else {
                                 let old = p.next_attempt_ms;
                                 p.next_attempt_ms = now;
-                                if env
-                                    .store
-                                    .put(&pkey, &encode(&p), Condition::Version(e.version))
-                                    .is_ok()
-                                {
-                                    env.store.put(
-                                        &repo::due_key(now, DueKind::Push, &sub.id),
-                                        b"",
-                                        Condition::Any,
-                                    )?;
-                                    env.store.delete(
-                                        &repo::due_key(old, DueKind::Push, &sub.id),
-                                        Condition::Any,
-                                    )?;
+                                match env.store.put(
+                                    &pkey,
+                                    &encode(&p),
+                                    Condition::Version(e.version),
+                                ) {
+                                    Ok(_) => {
+                                        env.store.put(
+                                            &repo::due_key(now, DueKind::Push, &sub.id),
+                                            b"",
+                                            Condition::Any,
+                                        )?;
+                                        env.store.delete(
+                                            &repo::due_key(old, DueKind::Push, &sub.id),
+                                            Condition::Any,
+                                        )?;
+                                    }
+                                    Err(StoreError::Conflict) => {}
+                                    Err(e) => return Err(e.into()),
                                 }
                             }
                         }

@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 
 /// Answers from a queue (default 201) and records requests.
 #[derive(Default)]
-struct Scripted {
-    answers: VecDeque<u16>,
-    sent: Vec<HttpRequest>,
+pub(super) struct Scripted {
+    pub(super) answers: VecDeque<u16>,
+    pub(super) sent: Vec<HttpRequest>,
 }
 
 impl HttpOut for Scripted {
@@ -40,7 +40,7 @@ fn subscription(store: &mut MemoryStore, now_ms: u64) -> String {
     subscription_with_id(store, now_ms, "sub1")
 }
 
-fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> String {
+pub(super) fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> String {
     let owner = Owner {
         username: "alice".into(),
         credential_id: None,
@@ -76,7 +76,7 @@ fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> Strin
     sub.id
 }
 
-fn event(state: &str) -> StateChange {
+pub(super) fn event(state: &str) -> StateChange {
     let mut changed = Changed::new();
     changed
         .entry("a1".into())
@@ -434,115 +434,4 @@ fn unencrypted_push_headers() {
         String::from_utf8(req.body.clone()).unwrap(),
         r#"{"@type":"StateChange","changed":{"a1":{"Email":"s1"}}}"#
     );
-}
-
-/// A store whose conditional writes of pending records fail with `error`
-/// (another host always winning, or a value the backend refuses).
-struct PendingWritesFail {
-    inner: MemoryStore,
-    error: StoreError,
-}
-
-impl Store for PendingWritesFail {
-    fn get(&mut self, key: &str) -> Result<Option<crate::ports::Entry>, StoreError> {
-        self.inner.get(key)
-    }
-    fn get_many(
-        &mut self,
-        keys: &[String],
-    ) -> Result<Vec<Option<crate::ports::Entry>>, StoreError> {
-        self.inner.get_many(keys)
-    }
-    fn put(&mut self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError> {
-        if key.starts_with(repo::PENDING_PREFIX) && !matches!(cond, Condition::Any) {
-            return Err(self.error.clone());
-        }
-        self.inner.put(key, value, cond)
-    }
-    fn delete(&mut self, key: &str, cond: Condition) -> Result<bool, StoreError> {
-        self.inner.delete(key, cond)
-    }
-    fn list_keys(
-        &mut self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<crate::ports::KeyPage, StoreError> {
-        self.inner.list_keys(prefix, after, limit)
-    }
-}
-
-/// Two subscriptions, `sub1` with a pending change due now (so the event
-/// must claim it with a conditional write) and `sub2` with none.
-fn one_pending_one_not(now_ms: u64) -> MemoryStore {
-    let mut store = MemoryStore::new();
-    subscription_with_id(&mut store, now_ms, "sub1");
-    subscription_with_id(&mut store, now_ms, "sub2");
-    let mut owed = Changed::new();
-    owed.entry("a1".into())
-        .or_default()
-        .insert("Mailbox".into(), "m1".into());
-    let pending = Pending {
-        changed: owed,
-        first_ms: now_ms - 1_000,
-        attempts: 1,
-        next_attempt_ms: now_ms - 1,
-        reason: "503".into(),
-    };
-    store
-        .put(&pending_key("sub1"), &encode(&pending), Condition::Any)
-        .unwrap();
-    store
-}
-
-#[test]
-fn a_pending_record_that_always_conflicts_fails_the_event_instead_of_dropping_it() {
-    let now = 1_800_000_000_000;
-    let mut store = PendingWritesFail {
-        inner: one_pending_one_not(now),
-        error: StoreError::Conflict,
-    };
-    let mut http = Scripted::default();
-    let mut log = NoLog;
-    let config = Config::default();
-    let mut env = Env {
-        store: &mut store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
-    match state_changed(&mut Plugin::new(), &mut env, &event("s1")) {
-        Err(PluginError::StoreUnavailable(why)) => {
-            assert!(why.contains("write conflicts"), "{why}")
-        }
-        other => panic!("expected the event to fail, got {other:?}"),
-    }
-    // Nothing was sent that a repeat of the event would send again, and
-    // the owed change is still there.
-    assert!(http.sent.is_empty());
-    assert!(store.inner.get(&pending_key("sub1")).unwrap().is_some());
-}
-
-#[test]
-fn a_pending_record_too_large_for_the_store_drops_that_change_only() {
-    let now = 1_800_000_000_000;
-    let mut store = PendingWritesFail {
-        inner: one_pending_one_not(now),
-        error: StoreError::TooLarge,
-    };
-    let mut http = Scripted::default();
-    let mut log = NoLog;
-    let config = Config::default();
-    let mut env = Env {
-        store: &mut store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
-    let report = state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
-    assert_eq!((report.delivered, report.dropped), (1, 1), "{report:?}");
-    assert_eq!(http.sent.len(), 1);
-    assert!(http.sent[0].url.ends_with("/sub2"));
 }

@@ -383,3 +383,5 @@ fn encode(p: &Pending) -> Vec<u8> {
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod store_fault_tests;
