@@ -227,10 +227,25 @@ pub(super) fn apply_answers(
             // Nothing owed: clear the pending record we held, unless newer
             // changes arrived meanwhile (then they become due at once).
             if let Some((sent, version)) = job.pending {
+                // The due entry now in force for what is still owed, if this
+                // call wrote one (it must survive the lease's removal below).
+                let mut rescheduled: Option<u64> = None;
                 match env.store.delete(&pkey, Condition::Version(version)) {
                     Ok(_) => {}
                     Err(StoreError::Conflict) => {
-                        if let Some(e) = env.store.get(&pkey)? {
+                        // Another writer changed the record while the push
+                        // was out: usually an event merged a newer change
+                        // and, the record not being due, relied on the lease
+                        // entry this call erases below. So take out what was
+                        // sent and make the rest due now, re-reading on every
+                        // conflict; giving up (or any other store failure)
+                        // fails the call with the lease entry still there.
+                        let mut settled = false;
+                        for _ in 0..super::MAX_CONFLICTS {
+                            let Some(e) = env.store.get(&pkey)? else {
+                                settled = true; // erased meanwhile: nothing owed
+                                break;
+                            };
                             let mut p = Pending::from_record(&e.value).unwrap_or_default();
                             for (a, ts) in &sent.changed {
                                 if let Some(slot) = p.changed.get_mut(a) {
@@ -238,47 +253,55 @@ pub(super) fn apply_answers(
                                 }
                             }
                             p.changed.retain(|_, ts| !ts.is_empty());
-                            // A conflict here means yet another writer
-                            // changed the record: it now owns its due entry.
-                            // Any other failure is the store's, and MUST fail
-                            // the call rather than leave the newer changes
-                            // without a due entry (the one below is erased).
-                            if p.changed.is_empty() {
-                                match env.store.delete(&pkey, Condition::Version(e.version)) {
-                                    Ok(_) | Err(StoreError::Conflict) => {}
-                                    Err(e) => return Err(e.into()),
-                                }
+                            let written = if p.changed.is_empty() {
+                                env.store
+                                    .delete(&pkey, Condition::Version(e.version))
+                                    .map(|_| ())
                             } else {
                                 let old = p.next_attempt_ms;
                                 p.next_attempt_ms = now;
-                                match env.store.put(
-                                    &pkey,
-                                    &encode(&p),
-                                    Condition::Version(e.version),
-                                ) {
-                                    Ok(_) => {
-                                        env.store.put(
-                                            &repo::due_key(now, DueKind::Push, &sub.id),
-                                            b"",
-                                            Condition::Any,
-                                        )?;
-                                        env.store.delete(
-                                            &repo::due_key(old, DueKind::Push, &sub.id),
-                                            Condition::Any,
-                                        )?;
-                                    }
-                                    Err(StoreError::Conflict) => {}
-                                    Err(e) => return Err(e.into()),
+                                env.store
+                                    .put(&pkey, &encode(&p), Condition::Version(e.version))
+                                    .map(|_| rescheduled = Some(old))
+                            };
+                            match written {
+                                Ok(()) => {
+                                    settled = true;
+                                    break;
                                 }
+                                Err(StoreError::Conflict) => continue,
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        if !settled {
+                            return Err(PluginError::StoreUnavailable(format!(
+                                "{pkey}: {} {}",
+                                super::MAX_CONFLICTS,
+                                super::CONFLICTS
+                            )));
+                        }
+                        if let Some(old) = rescheduled {
+                            env.store.put(
+                                &repo::due_key(now, DueKind::Push, &sub.id),
+                                b"",
+                                Condition::Any,
+                            )?;
+                            if old != now {
+                                env.store.delete(
+                                    &repo::due_key(old, DueKind::Push, &sub.id),
+                                    Condition::Any,
+                                )?;
                             }
                         }
                     }
                     Err(e) => return Err(e.into()),
                 }
-                env.store.delete(
-                    &repo::due_key(sent.next_attempt_ms, DueKind::Push, &sub.id),
-                    Condition::Any,
-                )?;
+                if rescheduled.is_none() || sent.next_attempt_ms != now {
+                    env.store.delete(
+                        &repo::due_key(sent.next_attempt_ms, DueKind::Push, &sub.id),
+                        Condition::Any,
+                    )?;
+                }
             }
         }
     }

@@ -322,7 +322,15 @@ pub fn send_due(
             }
         };
         if p.next_attempt_ms != entry.at_ms {
-            // Stale entry: the record was rescheduled.
+            // Stale entry: the record was rescheduled. Its own entry is
+            // written after the record, so a failure in between can leave
+            // this one as its only entry: put the entry in force back
+            // before this one goes (an idempotent write).
+            env.store.put(
+                &repo::due_key(p.next_attempt_ms, DueKind::Push, &entry.id),
+                b"",
+                Condition::Any,
+            )?;
             env.store.delete(&entry.key, Condition::Any)?;
             continue;
         }
@@ -342,7 +350,13 @@ pub fn send_due(
                     sub.id, p.attempts, p.reason
                 ),
             );
-            env.store.delete(&key, Condition::Version(e.version)).ok();
+            match env.store.delete(&key, Condition::Version(e.version)) {
+                Ok(_) => {}
+                // A change merged meanwhile relies on this entry: keep it,
+                // the next tick reads the record again.
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
             env.store.delete(&entry.key, Condition::Any)?;
             report.count("dropped", "expired");
             continue;

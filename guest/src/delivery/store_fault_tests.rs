@@ -119,16 +119,34 @@ fn a_pending_record_too_large_for_the_store_drops_that_change_only() {
     assert!(http.sent[0].url.ends_with("/sub2"));
 }
 
-/// A store where, when the engine clears a pending record after its push
-/// went out, another writer has just merged a newer change into it (so the
-/// conditional delete conflicts), and the store then fails the engine's
-/// reschedule of that newer change.
-struct NewerChangeThenOutage {
+/// A store where other writers race the engine on a pending record after
+/// its push went out: when the engine clears the record, an event has just
+/// merged `Calendar c9` into it (so the conditional delete conflicts); when
+/// `race_reschedule`, another event merges `Contact c10` just before the
+/// engine's first reschedule of the rest (a second conflict). With
+/// `outage`, the store then fails every further pending-record write.
+struct RacedAfterPush {
     inner: MemoryStore,
+    race_reschedule: bool,
+    outage: bool,
     merged: bool,
 }
 
-impl Store for NewerChangeThenOutage {
+impl RacedAfterPush {
+    fn merge(&mut self, key: &str, type_name: &str, state: &str) -> Result<(), StoreError> {
+        let entry = self.inner.get(key)?.expect("the pending record");
+        let mut newer = Pending::from_record(&entry.value).expect("a pending record");
+        newer
+            .changed
+            .entry("a1".into())
+            .or_default()
+            .insert(type_name.into(), state.into());
+        self.inner.put(key, &encode(&newer), Condition::Any)?;
+        Ok(())
+    }
+}
+
+impl Store for RacedAfterPush {
     fn get(&mut self, key: &str) -> Result<Option<crate::ports::Entry>, StoreError> {
         self.inner.get(key)
     }
@@ -140,23 +158,21 @@ impl Store for NewerChangeThenOutage {
     }
     fn put(&mut self, key: &str, value: &[u8], cond: Condition) -> Result<u64, StoreError> {
         if self.merged && key.starts_with(repo::PENDING_PREFIX) {
-            return Err(StoreError::Unavailable("injected outage".into()));
+            if self.outage {
+                return Err(StoreError::Unavailable("injected outage".into()));
+            }
+            if std::mem::take(&mut self.race_reschedule) {
+                self.merge(key, "Contact", "c10")?;
+            }
         }
         self.inner.put(key, value, cond)
     }
     fn delete(&mut self, key: &str, cond: Condition) -> Result<bool, StoreError> {
-        if key.starts_with(repo::PENDING_PREFIX) && matches!(cond, Condition::Version(_)) {
-            let entry = self
-                .inner
-                .get(key)?
-                .expect("the pending record being cleared");
-            let mut newer = Pending::from_record(&entry.value).expect("a pending record");
-            newer
-                .changed
-                .entry("a1".into())
-                .or_default()
-                .insert("Calendar".into(), "c9".into());
-            self.inner.put(key, &encode(&newer), Condition::Any)?;
+        if key.starts_with(repo::PENDING_PREFIX)
+            && matches!(cond, Condition::Version(_))
+            && !self.merged
+        {
+            self.merge(key, "Calendar", "c9")?;
             self.merged = true;
         }
         self.inner.delete(key, cond)
@@ -171,30 +187,41 @@ impl Store for NewerChangeThenOutage {
     }
 }
 
+fn env_on<'a>(
+    store: &'a mut RacedAfterPush,
+    http: &'a mut Scripted,
+    log: &'a mut NoLog,
+    config: &'a Config,
+    now_ms: u64,
+) -> Env<'a> {
+    Env {
+        store,
+        http,
+        log,
+        config,
+        now_ms,
+    }
+}
+
 #[test]
 fn a_store_failure_while_rescheduling_a_newer_change_fails_the_call_and_keeps_it_due() {
     let now = 1_800_000_000_000;
-    let mut store = NewerChangeThenOutage {
+    let mut store = RacedAfterPush {
         inner: one_pending_one_not(now),
+        race_reschedule: false,
+        outage: true,
         merged: false,
     };
-    let mut http = Scripted::default();
-    let mut log = NoLog;
-    let config = Config::default();
-    let mut env = Env {
-        store: &mut store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
     match state_changed(&mut Plugin::new(), &mut env, &event("s1")) {
         Err(PluginError::StoreUnavailable(why)) => assert!(why.contains("injected"), "{why}"),
         other => panic!("expected the store's failure, got {other:?}"),
     }
     assert!(store.merged, "the push went out and the record was cleared");
-    // The newer change is still owed, and a due entry still points at the
-    // subscription, so a later tick delivers it.
+    // The newer change is still owed, and the due entry of its record's
+    // next attempt (the lease of the push that went out) is still there,
+    // so a later tick delivers it.
     let entry = store
         .inner
         .get(&pending_key("sub1"))
@@ -205,10 +232,88 @@ fn a_store_failure_while_rescheduling_a_newer_change_fails_the_call_and_keeps_it
         owed.changed["a1"].get("Calendar").map(String::as_str),
         Some("c9")
     );
-    let due = store.inner.list_keys(repo::DUE_PREFIX, None, 100).unwrap();
+    let due = repo::due_key(owed.next_attempt_ms, DueKind::Push, "sub1");
+    assert!(store.inner.get(&due).unwrap().is_some(), "{due} is gone");
+}
+
+#[test]
+fn changes_merged_while_a_push_was_out_become_due_at_once_even_after_repeated_conflicts() {
+    let now = 1_800_000_000_000;
+    let mut store = RacedAfterPush {
+        inner: one_pending_one_not(now),
+        race_reschedule: true,
+        outage: false,
+        merged: false,
+    };
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
+    let report = state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
+    assert_eq!(report.delivered, 2, "{report:?}");
     assert!(
-        due.keys.iter().any(|k| k.ends_with("/sub1")),
-        "no due entry left for sub1: {:?}",
-        due.keys
+        !store.race_reschedule,
+        "the second writer raced the reschedule"
     );
+    // What was sent (Mailbox m1, Email s1) is no longer owed; both changes
+    // merged meanwhile are, due now, with a due entry to match and the
+    // push's lease entry gone.
+    let entry = store
+        .inner
+        .get(&pending_key("sub1"))
+        .unwrap()
+        .expect("still owed");
+    let owed = Pending::from_record(&entry.value).unwrap();
+    let a1 = &owed.changed["a1"];
+    assert_eq!(a1.get("Calendar").map(String::as_str), Some("c9"));
+    assert_eq!(a1.get("Contact").map(String::as_str), Some("c10"));
+    assert!(
+        !a1.contains_key("Mailbox") && !a1.contains_key("Email"),
+        "{a1:?}"
+    );
+    assert_eq!(owed.next_attempt_ms, now);
+    let due = store
+        .inner
+        .list_keys(repo::DUE_PREFIX, None, 100)
+        .unwrap()
+        .keys;
+    assert_eq!(due, vec![repo::due_key(now, DueKind::Push, "sub1")]);
+}
+
+#[test]
+fn a_stale_due_entry_that_is_a_records_only_entry_gives_way_to_the_one_in_force() {
+    // A record rescheduled to `later` whose own due entry was never written
+    // (the store failed between the two writes): only the old entry is left.
+    let now = 1_800_000_000_000;
+    let later = now + 30_000;
+    let mut inner = MemoryStore::new();
+    subscription_with_id(&mut inner, now, "sub1");
+    let mut owed = Changed::new();
+    owed.entry("a1".into())
+        .or_default()
+        .insert("Mailbox".into(), "m1".into());
+    let pending = Pending {
+        changed: owed,
+        first_ms: now - 1_000,
+        attempts: 1,
+        next_attempt_ms: later,
+        reason: "503".into(),
+    };
+    inner
+        .put(&pending_key("sub1"), &encode(&pending), Condition::Any)
+        .unwrap();
+    let stale = repo::due_key(now - 5, DueKind::Push, "sub1");
+    inner.put(&stale, b"", Condition::Any).unwrap();
+    let entry = repo::parse_due_key(&stale).expect("a due key");
+
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = Env {
+        store: &mut inner,
+        http: &mut http,
+        log: &mut log,
+        config: &config,
+        now_ms: now,
+    };
+    send_due(&mut Plugin::new(), &mut env, vec![entry]).expect("tick");
+    assert!(http.sent.is_empty(), "not due yet");
+    let due = inner.list_keys(repo::DUE_PREFIX, None, 100).unwrap().keys;
+    assert_eq!(due, vec![repo::due_key(later, DueKind::Push, "sub1")]);
 }
