@@ -227,9 +227,10 @@ pub(super) fn apply_answers(
             // Nothing owed: clear the pending record we held, unless newer
             // changes arrived meanwhile (then they become due at once).
             if let Some((sent, version)) = job.pending {
-                // The due entry now in force for what is still owed, if this
-                // call wrote one (it must survive the lease's removal below).
-                let mut rescheduled: Option<u64> = None;
+                // The record's due time before and after this call rewrote
+                // it, if it did (the entry in force must survive the lease's
+                // removal below).
+                let mut rescheduled: Option<(u64, u64)> = None;
                 match env.store.delete(&pkey, Condition::Version(version)) {
                     Ok(_) => {}
                     Err(StoreError::Conflict) => {
@@ -259,10 +260,20 @@ pub(super) fn apply_answers(
                                     .map(|_| ())
                             } else {
                                 let old = p.next_attempt_ms;
-                                p.next_attempt_ms = now;
+                                if old == sent.next_attempt_ms {
+                                    // Still on this push's lease: what is left
+                                    // arrived after the claim, a fresh owed
+                                    // change, due at once.
+                                    p.next_attempt_ms = now;
+                                    p.first_ms = now;
+                                    p.attempts = 0;
+                                }
+                                // Otherwise another writer scheduled it (say a
+                                // retry after its own 429): that schedule stays.
+                                let new = p.next_attempt_ms;
                                 env.store
                                     .put(&pkey, &encode(&p), Condition::Version(e.version))
-                                    .map(|_| rescheduled = Some(old))
+                                    .map(|_| rescheduled = Some((old, new)))
                             };
                             match written {
                                 Ok(()) => {
@@ -280,13 +291,13 @@ pub(super) fn apply_answers(
                                 super::CONFLICTS
                             )));
                         }
-                        if let Some(old) = rescheduled {
+                        if let Some((old, new)) = rescheduled {
                             env.store.put(
-                                &repo::due_key(now, DueKind::Push, &sub.id),
+                                &repo::due_key(new, DueKind::Push, &sub.id),
                                 b"",
                                 Condition::Any,
                             )?;
-                            if old != now {
+                            if old != new {
                                 env.store.delete(
                                     &repo::due_key(old, DueKind::Push, &sub.id),
                                     Condition::Any,
@@ -296,7 +307,7 @@ pub(super) fn apply_answers(
                     }
                     Err(e) => return Err(e.into()),
                 }
-                if rescheduled.is_none() || sent.next_attempt_ms != now {
+                if rescheduled.is_none_or(|(_, new)| new != sent.next_attempt_ms) {
                     env.store.delete(
                         &repo::due_key(sent.next_attempt_ms, DueKind::Push, &sub.id),
                         Condition::Any,

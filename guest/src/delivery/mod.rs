@@ -343,13 +343,6 @@ pub fn send_due(
             continue;
         };
         if now.saturating_sub(p.first_ms) > u64::from(env.config.give_up_after_secs) * 1000 {
-            env.log(
-                LogLevel::Warn,
-                &format!(
-                    "pending push for {} given up after {} attempts ({})",
-                    sub.id, p.attempts, p.reason
-                ),
-            );
             match env.store.delete(&key, Condition::Version(e.version)) {
                 Ok(_) => {}
                 // A change merged meanwhile relies on this entry: keep it,
@@ -357,6 +350,13 @@ pub fn send_due(
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
+            env.log(
+                LogLevel::Warn,
+                &format!(
+                    "pending push for {} given up after {} attempts ({})",
+                    sub.id, p.attempts, p.reason
+                ),
+            );
             env.store.delete(&entry.key, Condition::Any)?;
             report.count("dropped", "expired");
             continue;

@@ -127,6 +127,9 @@ fn a_pending_record_too_large_for_the_store_drops_that_change_only() {
 /// `outage`, the store then fails every further pending-record write.
 struct RacedAfterPush {
     inner: MemoryStore,
+    /// The first racing writer also reschedules the record to this time,
+    /// with its own due entry (another host's retry after a 429).
+    other_schedule: Option<u64>,
     race_reschedule: bool,
     outage: bool,
     merged: bool,
@@ -173,6 +176,17 @@ impl Store for RacedAfterPush {
             && !self.merged
         {
             self.merge(key, "Calendar", "c9")?;
+            if let Some(at) = self.other_schedule {
+                let entry = self.inner.get(key)?.expect("the pending record");
+                let mut p = Pending::from_record(&entry.value).expect("a pending record");
+                p.next_attempt_ms = at;
+                self.inner.put(key, &encode(&p), Condition::Any)?;
+                let id = key
+                    .strip_prefix(repo::PENDING_PREFIX)
+                    .expect("a pending key");
+                self.inner
+                    .put(&repo::due_key(at, DueKind::Push, id), b"", Condition::Any)?;
+            }
             self.merged = true;
         }
         self.inner.delete(key, cond)
@@ -208,6 +222,7 @@ fn a_store_failure_while_rescheduling_a_newer_change_fails_the_call_and_keeps_it
     let now = 1_800_000_000_000;
     let mut store = RacedAfterPush {
         inner: one_pending_one_not(now),
+        other_schedule: None,
         race_reschedule: false,
         outage: true,
         merged: false,
@@ -241,6 +256,7 @@ fn changes_merged_while_a_push_was_out_become_due_at_once_even_after_repeated_co
     let now = 1_800_000_000_000;
     let mut store = RacedAfterPush {
         inner: one_pending_one_not(now),
+        other_schedule: None,
         race_reschedule: true,
         outage: false,
         merged: false,
@@ -316,4 +332,41 @@ fn a_stale_due_entry_that_is_a_records_only_entry_gives_way_to_the_one_in_force(
     assert!(http.sent.is_empty(), "not due yet");
     let due = inner.list_keys(repo::DUE_PREFIX, None, 100).unwrap().keys;
     assert_eq!(due, vec![repo::due_key(later, DueKind::Push, "sub1")]);
+}
+
+#[test]
+fn a_retry_another_host_scheduled_while_a_push_was_out_keeps_its_time() {
+    let now = 1_800_000_000_000;
+    let retry_at = now + 120_000;
+    let mut store = RacedAfterPush {
+        inner: one_pending_one_not(now),
+        other_schedule: Some(retry_at),
+        race_reschedule: false,
+        outage: false,
+        merged: false,
+    };
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
+    state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
+    let entry = store
+        .inner
+        .get(&pending_key("sub1"))
+        .unwrap()
+        .expect("still owed");
+    let owed = Pending::from_record(&entry.value).unwrap();
+    assert_eq!(
+        owed.next_attempt_ms, retry_at,
+        "the other host's Retry-After stands"
+    );
+    assert_eq!(
+        owed.changed["a1"].keys().collect::<Vec<_>>(),
+        vec!["Calendar"],
+        "what was sent is no longer owed"
+    );
+    let due = store
+        .inner
+        .list_keys(repo::DUE_PREFIX, None, 100)
+        .unwrap()
+        .keys;
+    assert_eq!(due, vec![repo::due_key(retry_at, DueKind::Push, "sub1")]);
 }
