@@ -216,11 +216,7 @@ pub(super) fn apply_answers(
             }
             if !kept {
                 // The owed change must not be dropped silently.
-                return Err(PluginError::StoreUnavailable(format!(
-                    "{pkey}: {} {}",
-                    super::MAX_CONFLICTS,
-                    super::CONFLICTS
-                )));
+                return Err(super::too_many_conflicts(&pkey));
             }
         }
         None => {
@@ -285,11 +281,7 @@ pub(super) fn apply_answers(
                             }
                         }
                         if !settled {
-                            return Err(PluginError::StoreUnavailable(format!(
-                                "{pkey}: {} {}",
-                                super::MAX_CONFLICTS,
-                                super::CONFLICTS
-                            )));
+                            return Err(super::too_many_conflicts(&pkey));
                         }
                         if let Some((old, new)) = rescheduled {
                             env.store.put(

@@ -97,6 +97,13 @@ const MAX_CONFLICTS: usize = 8;
 /// How the message of that failure ends (not an outage: the store works).
 const CONFLICTS: &str = "write conflicts in a row";
 
+/// The error of giving up on `key` after [`MAX_CONFLICTS`] conflicts: the
+/// caller is told the store could not take the change (its text ends with
+/// [`CONFLICTS`], which `send_jobs` tells from an outage).
+fn too_many_conflicts(key: &str) -> PluginError {
+    PluginError::StoreUnavailable(format!("{key}: {MAX_CONFLICTS} {CONFLICTS}"))
+}
+
 /// One subscription's work in a batch.
 struct Job {
     sub: Subscription,
@@ -278,9 +285,7 @@ pub fn state_changed_shard(
         if !settled {
             // Never drop a change silently: the caller is told the store
             // could not take it, and the event is sent again.
-            return Err(PluginError::StoreUnavailable(format!(
-                "{key}: {MAX_CONFLICTS} {CONFLICTS}"
-            )));
+            return Err(too_many_conflicts(&key));
         }
         if let Some(pending) = send {
             jobs.push(Job {

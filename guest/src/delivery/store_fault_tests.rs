@@ -8,6 +8,23 @@ use super::*;
 use crate::config::Config;
 use crate::ports::{MemoryStore, NoLog, Store};
 
+/// The engine's environment on `store`, a scripted push service, no log.
+fn env_on<'a>(
+    store: &'a mut dyn Store,
+    http: &'a mut Scripted,
+    log: &'a mut NoLog,
+    config: &'a Config,
+    now_ms: u64,
+) -> Env<'a> {
+    Env {
+        store,
+        http,
+        log,
+        config,
+        now_ms,
+    }
+}
+
 /// A store whose conditional writes of pending records fail with `error`
 /// (another host always winning, or a value the backend refuses).
 struct PendingWritesFail {
@@ -74,16 +91,8 @@ fn a_pending_record_that_always_conflicts_fails_the_event_instead_of_dropping_it
         inner: one_pending_one_not(now),
         error: StoreError::Conflict,
     };
-    let mut http = Scripted::default();
-    let mut log = NoLog;
-    let config = Config::default();
-    let mut env = Env {
-        store: &mut store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
     match state_changed(&mut Plugin::new(), &mut env, &event("s1")) {
         Err(PluginError::StoreUnavailable(why)) => {
             assert!(why.contains("write conflicts"), "{why}")
@@ -103,16 +112,8 @@ fn a_pending_record_too_large_for_the_store_drops_that_change_only() {
         inner: one_pending_one_not(now),
         error: StoreError::TooLarge,
     };
-    let mut http = Scripted::default();
-    let mut log = NoLog;
-    let config = Config::default();
-    let mut env = Env {
-        store: &mut store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
+    let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
     let report = state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
     assert_eq!((report.delivered, report.dropped), (1, 1), "{report:?}");
     assert_eq!(http.sent.len(), 1);
@@ -198,22 +199,6 @@ impl Store for RacedAfterPush {
         limit: u32,
     ) -> Result<crate::ports::KeyPage, StoreError> {
         self.inner.list_keys(prefix, after, limit)
-    }
-}
-
-fn env_on<'a>(
-    store: &'a mut RacedAfterPush,
-    http: &'a mut Scripted,
-    log: &'a mut NoLog,
-    config: &'a Config,
-    now_ms: u64,
-) -> Env<'a> {
-    Env {
-        store,
-        http,
-        log,
-        config,
-        now_ms,
     }
 }
 
@@ -321,13 +306,7 @@ fn a_stale_due_entry_that_is_a_records_only_entry_gives_way_to_the_one_in_force(
     let entry = repo::parse_due_key(&stale).expect("a due key");
 
     let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
-    let mut env = Env {
-        store: &mut inner,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms: now,
-    };
+    let mut env = env_on(&mut inner, &mut http, &mut log, &config, now);
     send_due(&mut Plugin::new(), &mut env, vec![entry]).expect("tick");
     assert!(http.sent.is_empty(), "not due yet");
     let due = inner.list_keys(repo::DUE_PREFIX, None, 100).unwrap().keys;
