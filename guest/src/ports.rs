@@ -294,15 +294,19 @@ impl Log for NoLog {
     fn log(&mut self, _level: LogLevel, _message: &str) {}
 }
 
-/// A logger that keeps every push outcome (and drops log lines), for tests.
+/// A logger that keeps every log line and push outcome, for tests.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingLog {
+    /// The lines written so far, in order.
+    pub lines: Vec<(LogLevel, String)>,
     /// The outcomes reported so far, in order.
     pub outcomes: Vec<PushOutcome>,
 }
 
 impl Log for RecordingLog {
-    fn log(&mut self, _level: LogLevel, _message: &str) {}
+    fn log(&mut self, level: LogLevel, message: &str) {
+        self.lines.push((level, message.to_string()));
+    }
 
     fn push_outcome(&mut self, outcome: PushOutcome) {
         self.outcomes.push(outcome);

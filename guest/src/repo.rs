@@ -223,15 +223,21 @@ pub fn user_ids(store: &mut dyn Store, username: &str) -> Result<Vec<String>, St
         .collect())
 }
 
-/// Erases a subscription and everything that points to it: the record (so
-/// url and keys are gone), the owner index, the deviceClientId
-/// reservation, the pending record, and the due entries of its expiry and
-/// of a verification still being sent (they would otherwise stay until
-/// they come due, up to the subscription's lifetime). The due entry of a
+/// Erases a subscription and everything that points to it: the owner
+/// index, the deviceClientId reservation, the pending record, the due
+/// entry of a verification still being sent, the record itself (so url
+/// and keys are gone) and the due entry of its expiry. The due entry of a
 /// pending push (due within the retry cap) is left for `tick`, which drops
 /// it when it finds no record. Returns whether the record existed.
+///
+/// The order is the contract: what leads to the record goes before it and
+/// its expiry entry after it. A store failing part-way (the call then
+/// returns its error) leaves at most the record and its expiry entry,
+/// which no event, `get`, quota count or verification reaches any more,
+/// and which `tick` erases when the expiry comes due. It never leaves an
+/// owner index entry without its record, which would count against the
+/// user's quota for ever.
 pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreError> {
-    let existed = store.delete(&sub_key(&sub.id), Condition::Any)?;
     store.delete(
         &format!("{}{}", owner_prefix(&sub.owner), sub.id),
         Condition::Any,
@@ -247,13 +253,14 @@ pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreErr
         }
     }
     store.delete(&pending_key(&sub.id), Condition::Any)?;
+    if let Some(at) = sub.verification.next_attempt_ms {
+        store.delete(&due_key(at, DueKind::Verification, &sub.id), Condition::Any)?;
+    }
+    let existed = store.delete(&sub_key(&sub.id), Condition::Any)?;
     store.delete(
         &due_key(sub.expires * 1000, DueKind::Expiry, &sub.id),
         Condition::Any,
     )?;
-    if let Some(at) = sub.verification.next_attempt_ms {
-        store.delete(&due_key(at, DueKind::Verification, &sub.id), Condition::Any)?;
-    }
     Ok(existed)
 }
 

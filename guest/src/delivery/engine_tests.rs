@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 
 /// Answers from a queue (default 201) and records requests.
 #[derive(Default)]
-pub(super) struct Scripted {
-    pub(super) answers: VecDeque<u16>,
-    pub(super) sent: Vec<HttpRequest>,
+pub(crate) struct Scripted {
+    pub(crate) answers: VecDeque<u16>,
+    pub(crate) sent: Vec<HttpRequest>,
 }
 
 impl HttpOut for Scripted {

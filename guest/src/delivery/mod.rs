@@ -401,6 +401,6 @@ fn encode(p: &Pending) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod engine_tests;
+pub(crate) mod engine_tests;
 #[cfg(test)]
 mod store_fault_tests;

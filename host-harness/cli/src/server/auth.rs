@@ -74,9 +74,9 @@ pub fn token_sha256(token: &str) -> String {
         .collect()
 }
 
-/// Compares in time that depends only on the lengths.
+/// Compares in time that depends only on the lengths (`subtle`).
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 impl Authenticator {
