@@ -131,7 +131,8 @@ pub(super) fn apply_answers(
         sub.refusals = Default::default();
         sub_dirty = true;
     }
-    if delivered && env.config.min_push_interval_secs > 0 {
+    let min_interval_ms = u64::from(env.config.min_push_interval_secs) * 1000;
+    if delivered && min_interval_ms > 0 {
         sub.last_push_ms = now;
         sub_dirty = true;
     }
@@ -259,8 +260,14 @@ pub(super) fn apply_answers(
                                 if old == sent.next_attempt_ms {
                                     // Still on this push's lease: what is left
                                     // arrived after the claim, a fresh owed
-                                    // change, due at once.
-                                    p.next_attempt_ms = now;
+                                    // change, due at once (or once the minimum
+                                    // interval since the push just delivered
+                                    // is over, as an event would have it).
+                                    p.next_attempt_ms = if delivered {
+                                        now.saturating_add(min_interval_ms)
+                                    } else {
+                                        now
+                                    };
                                     p.first_ms = now;
                                     p.attempts = 0;
                                 }

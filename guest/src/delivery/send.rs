@@ -133,15 +133,20 @@ pub(super) fn send_jobs(
                         one.insert(account.clone(), types.clone());
                         let json = state_change_json(&one);
                         let msg = message(env, &jobs[i].sub, &one, json);
-                        if let Ok(r) = push::build_request(
+                        match push::build_request(
                             env.config,
                             signer.as_deref_mut(),
                             &jobs[i].sub,
                             &msg,
                             now_secs,
                         ) {
-                            retry_requests.push(r);
-                            retry_owners.push((i, one));
+                            Ok(r) => {
+                                retry_requests.push(r);
+                                retry_owners.push((i, one));
+                            }
+                            // As in the first pass: logged, counted, and
+                            // that account's change is not kept.
+                            Err(e) => build_failed(env, &jobs[i].sub.id, &e, report),
                         }
                     }
                 } else {

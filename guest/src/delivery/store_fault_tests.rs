@@ -280,6 +280,49 @@ fn changes_merged_while_a_push_was_out_become_due_at_once_even_after_repeated_co
 }
 
 #[test]
+fn changes_merged_while_a_push_was_out_wait_for_the_minimum_push_interval() {
+    let now = 1_800_000_000_000;
+    let mut store = RacedAfterPush {
+        inner: one_pending_one_not(now),
+        other_schedule: None,
+        race_reschedule: false,
+        outage: false,
+        merged: false,
+    };
+    let config = Config {
+        min_push_interval_secs: 60,
+        ..Config::default()
+    };
+    let (mut http, mut log) = (Scripted::default(), NoLog);
+    let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
+    let report = state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
+    assert_eq!(report.delivered, 2, "{report:?}");
+    assert!(store.merged, "the push went out and the record was cleared");
+    // The change merged while the push was out is owed, due once the
+    // interval since that push is over, with a due entry to match.
+    let entry = store
+        .inner
+        .get(&pending_key("sub1"))
+        .unwrap()
+        .expect("still owed");
+    let owed = Pending::from_record(&entry.value).unwrap();
+    assert_eq!(
+        owed.changed["a1"].get("Calendar").map(String::as_str),
+        Some("c9")
+    );
+    assert_eq!(owed.next_attempt_ms, now + 60_000);
+    let due = store
+        .inner
+        .list_keys(repo::DUE_PREFIX, None, 100)
+        .unwrap()
+        .keys;
+    assert_eq!(
+        due,
+        vec![repo::due_key(now + 60_000, DueKind::Push, "sub1")]
+    );
+}
+
+#[test]
 fn a_stale_due_entry_that_is_a_records_only_entry_gives_way_to_the_one_in_force() {
     // A record rescheduled to `later` whose own due entry was never written
     // (the store failed between the two writes): only the old entry is left.
