@@ -372,10 +372,12 @@ pub fn parse_http_url(input: &str) -> Result<PushUrl, UrlSyntaxError> {
 }
 
 /// Checks a push URL (behaviour B1) and returns its parts: at most 2048
-/// octets, `https` ([`parse_http_url`]), and a host that is neither a
-/// literal address in a denied range nor a name of the local host
-/// ([`is_local_name`]). With `insecure_test_mode`, `http://` and loopback
-/// (literals and local names) are allowed, never private or other ranges.
+/// octets, `https` ([`parse_http_url`]), a host that is neither a literal
+/// address in a denied range nor a name of the local host
+/// ([`is_local_name`]), and a name DNS can resolve (no empty label, labels
+/// of at most 63 octets, at most 253 in all). With `insecure_test_mode`,
+/// `http://` and loopback (literals and local names) are allowed, never
+/// private or other ranges.
 pub fn check_push_url(url: &str, insecure_test_mode: bool) -> Result<PushUrl, UrlError> {
     if url.len() > MAX_URL_OCTETS {
         return Err(UrlError::TooLong(url.len()));
@@ -398,6 +400,16 @@ pub fn check_push_url(url: &str, insecure_test_mode: bool) -> Result<PushUrl, Ur
     if let Some((ip, range)) = denied {
         if !(insecure_test_mode && range == DeniedRange::Loopback) {
             return Err(UrlError::Denied(ip, range));
+        }
+    }
+    // WHATWG keeps names DNS cannot resolve: empty labels (`a..b`, `.a`),
+    // labels over 63 octets, names over 253; a push to one could only fail
+    // later, as a connection error. UTS #46's VerifyDNSLength (the `idna`
+    // crate that `url` uses) refuses them; one root dot
+    // (`push.example.net.`) stays allowed.
+    if let url::Host::Domain(d) = &parsed.parsed_host {
+        if !idna::uts46::verify_dns_length(d, true) {
+            return Err(UrlError::Syntax(UrlSyntaxError::InvalidHost));
         }
     }
     Ok(parsed)
@@ -587,7 +599,26 @@ mod tests {
                 "{url}"
             );
         }
+        // Names DNS cannot resolve (found failing later as TLS errors).
+        let long_label = format!("https://{}.example.net/", "a".repeat(64));
+        let long_name = format!("https://{}net/", "abcdefghi.".repeat(26));
         for url in [
+            "https://a..example.net/",
+            "https://.example.net/",
+            "https://push.example.net../",
+            "https://./",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert_eq!(
+                check_push_url(url, false),
+                Err(UrlError::Syntax(UrlSyntaxError::InvalidHost)),
+                "{url}"
+            );
+        }
+        let longest_label = format!("https://{}.example.net/", "a".repeat(63));
+        for url in [
+            longest_label.as_str(),
             "https://push-1.example.net/",
             "https://_push.example.net/",
             "https://push.example.net./",
