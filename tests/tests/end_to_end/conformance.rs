@@ -592,6 +592,8 @@ fn set_method_should_not_created_when_invalid_url_property() {
         json!("https://[::ffff:10.0.0.1]/push"),
         json!("https://169.254.169.254/latest"),
         json!(format!("https://push.example.com/{}", "a".repeat(2100))),
+        json!("https://push..example.com/x"),
+        json!(format!("https://{}.example.com/x", "a".repeat(64))),
         json!(42),
         json!(null),
     ] {
