@@ -15,6 +15,9 @@
 //! This crate also holds the randomness source (and the P-256 scalar and
 //! point types of the ECDH). Randomness comes from `getrandom`, which uses
 //! `wasi:random` on `wasm32-wasip2` and the operating system natively.
+//! Secrets are wiped with `zeroize`; the crate has no `unsafe` code.
+
+#![forbid(unsafe_code)]
 
 use core::fmt;
 
