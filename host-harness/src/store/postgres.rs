@@ -24,14 +24,17 @@
 //!
 //! The client is the synchronous `postgres` crate: call the store from plain
 //! or blocking threads (`spawn_blocking`), never from inside an async task,
-//! as for the rest of the harness. Connections are kept in a small bounded
-//! pool. A connection failure, a timeout or a server shutting down is
-//! [`StoreError::Unavailable`]; reads are retried once on a fresh
+//! as for the rest of the harness. Connections are pooled by `r2d2`
+//! (at most `pool_size`, opened on demand, checked with a round trip only
+//! after 30 s idle). A connection failure, a timeout, no free connection
+//! within the connect timeout or a server shutting down is
+//! [`StoreError::Unavailable`]; reads are retried once on another
 //! connection when a pooled one turns out to be dead.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
@@ -162,26 +165,158 @@ const LIST_OPEN_AFTER: usize = 11;
 const COUNT_BOUNDED: usize = 12;
 const COUNT_OPEN: usize = 13;
 
-/// A pooled connection and its prepared statements.
+/// A connection and its prepared statements, as the pool keeps it.
 struct Conn {
     client: Client,
     statements: Vec<Statement>,
-    idle_since: Instant,
+    /// When an operation last finished on it.
+    last_used: Instant,
+    /// The schema generation it prepared its statements for.
+    generation: u64,
+    /// An operation failed in a way that says the connection may be dead.
+    broken: bool,
 }
 
-#[derive(Default)]
-struct PoolState {
-    idle: Vec<Conn>,
-    open: usize,
+/// Why the pool could not open or keep a connection.
+#[derive(Debug)]
+enum ConnError {
+    /// The server or the network said no.
+    Postgres(postgres::Error),
+    /// The schema was dropped since the connection prepared its statements.
+    Stale,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Postgres(e) => write!(f, "{e}"),
+            ConnError::Stale => f.write_str("prepared for a dropped schema"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnError::Postgres(e) => Some(e),
+            ConnError::Stale => None,
+        }
+    }
+}
+
+/// How the pool (`r2d2`) opens, checks and discards connections: the
+/// session settings, the schema on first use and the prepared statements
+/// on every new connection; a round trip to check one only when it has
+/// been idle longer than [`VALIDATE_AFTER`].
+struct Manager {
+    pg: postgres::Config,
+    schema: String,
+    statement_timeout: Duration,
+    connect_timeout: Duration,
+    schema_ready: OnceLock<()>,
+    /// Bumped when the schema is dropped: older connections are discarded.
+    generation: Arc<AtomicU64>,
+    /// The last attempt to open a connection failed (cleared by the next
+    /// that succeeds).
+    failing: Arc<AtomicBool>,
+}
+
+impl Manager {
+    /// A new connection with its session settings and statements (and the
+    /// schema, the first time).
+    fn open(&self) -> Result<Conn, ConnError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut client = self.pg.connect(NoTls).map_err(ConnError::Postgres)?;
+        let ms = self.statement_timeout.as_millis().max(1);
+        let schema = quote_ident(&self.schema);
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {ms}; SET search_path TO {schema}"
+            ))
+            .map_err(ConnError::Postgres)?;
+        if self.schema_ready.get().is_none() {
+            // Serialized across processes: concurrent `CREATE … IF NOT
+            // EXISTS` of the same object can fail on the catalog's unique
+            // index.
+            let mut txn = client.transaction().map_err(ConnError::Postgres)?;
+            txn.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock(7253210418731); \
+                 CREATE SCHEMA IF NOT EXISTS {schema}; \
+                 CREATE TABLE IF NOT EXISTS {schema}.kv (\
+                     key TEXT COLLATE \"C\" PRIMARY KEY, \
+                     value BYTEA NOT NULL, \
+                     version BIGINT NOT NULL); \
+                 CREATE SEQUENCE IF NOT EXISTS {schema}.kv_version MINVALUE 1 START 1;"
+            ))
+            .map_err(ConnError::Postgres)?;
+            txn.commit().map_err(ConnError::Postgres)?;
+            let _ = self.schema_ready.set(());
+        }
+        let statements = SQL
+            .iter()
+            .map(|sql| client.prepare(sql))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConnError::Postgres)?;
+        Ok(Conn {
+            client,
+            statements,
+            last_used: Instant::now(),
+            generation,
+            broken: false,
+        })
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = ConnError;
+
+    fn connect(&self) -> Result<Conn, ConnError> {
+        let conn = self.open();
+        self.failing.store(conn.is_err(), Ordering::Release);
+        conn
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ConnError> {
+        if conn.generation != self.generation.load(Ordering::Acquire) {
+            return Err(ConnError::Stale);
+        }
+        if conn.last_used.elapsed() > VALIDATE_AFTER {
+            conn.client
+                .is_valid(self.connect_timeout)
+                .map_err(ConnError::Postgres)?;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken
+            || conn.client.is_closed()
+            || conn.generation != self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Connection failures go to the log at debug level; the operation that
+/// waited for the connection reports the last one as
+/// [`StoreError::Unavailable`].
+#[derive(Debug)]
+struct TraceErrors;
+
+impl r2d2::HandleError<ConnError> for TraceErrors {
+    fn handle_error(&self, error: ConnError) {
+        tracing::debug!(%error, "PostgreSQL connection failed");
+    }
 }
 
 /// A [`KvStore`] in a PostgreSQL database.
 pub struct PostgresStore {
     config: PostgresConfig,
-    pg: postgres::Config,
-    schema_ready: OnceLock<()>,
-    pool: Mutex<PoolState>,
-    returned: Condvar,
+    /// Always `Some` but in `drop`, which may hand it to another thread.
+    pool: Option<r2d2::Pool<Manager>>,
+    /// The manager's schema generation.
+    generation: Arc<AtomicU64>,
+    /// Whether the manager's last attempt to connect failed.
+    failing: Arc<AtomicBool>,
 }
 
 impl Drop for PostgresStore {
@@ -190,32 +325,25 @@ impl Drop for PostgresStore {
     /// server dropping its store as it shuts down), so there they are
     /// closed on a thread of their own.
     fn drop(&mut self) {
-        let idle = std::mem::take(
-            &mut self
-                .pool
-                .get_mut()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .idle,
-        );
-        if idle.is_empty() {
+        let Some(pool) = self.pool.take() else {
             return;
-        }
+        };
         if tokio::runtime::Handle::try_current().is_ok() {
             // Handed over only once the thread runs: a thread that cannot
             // be started must not drop them here.
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<Conn>>();
+            let (tx, rx) = std::sync::mpsc::channel::<r2d2::Pool<Manager>>();
             let closing = std::thread::Builder::new()
                 .name("jmap-web-push-pg-close".into())
                 .spawn(move || drop(rx.recv()));
             match closing {
                 Ok(_) => {
-                    if let Err(unsent) = tx.send(idle) {
+                    if let Err(unsent) = tx.send(pool) {
                         std::mem::forget(unsent.0);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "PostgreSQL connections left open until exit");
-                    std::mem::forget(idle);
+                    std::mem::forget(pool);
                 }
             }
         }
@@ -232,6 +360,10 @@ impl fmt::Debug for PostgresStore {
 
 /// A connection idle longer than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(30);
+
+/// How often an operation waiting for a connection looks whether the
+/// last attempt to open one failed.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 fn classify(e: &postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
@@ -292,8 +424,7 @@ impl PostgresStore {
     /// missing.
     pub fn open_with(config: PostgresConfig) -> Result<Self, StoreError> {
         let store = Self::open_lazy(config)?;
-        let conn = store.acquire()?;
-        store.release(conn, true);
+        store.with_conn(false, |_, _| Ok(()))?;
         Ok(store)
     }
 
@@ -311,150 +442,116 @@ impl PostgresStore {
         if pg.get_application_name().is_none() {
             pg.application_name("jmap-web-push");
         }
+        let generation = Arc::new(AtomicU64::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let manager = Manager {
+            pg,
+            schema: config.schema.clone().unwrap_or_else(|| "public".into()),
+            statement_timeout: config.statement_timeout,
+            connect_timeout: config.connect_timeout,
+            schema_ready: OnceLock::new(),
+            generation: generation.clone(),
+            failing: failing.clone(),
+        };
+        // Connections open on demand (none at start, none kept open for
+        // their own sake) up to `pool_size`; an operation waits at most the
+        // connect timeout for one. Idle ones are closed after 10 minutes.
+        let pool = r2d2::Pool::builder()
+            .max_size(u32::try_from(config.pool_size.max(1)).unwrap_or(u32::MAX))
+            .min_idle(Some(0))
+            .connection_timeout(config.connect_timeout)
+            .test_on_check_out(true)
+            .error_handler(Box::new(TraceErrors))
+            .build_unchecked(manager);
         Ok(PostgresStore {
             config,
-            pg,
-            schema_ready: OnceLock::new(),
-            pool: Mutex::new(PoolState::default()),
-            returned: Condvar::new(),
+            pool: Some(pool),
+            generation,
+            failing,
         })
     }
 
-    fn schema(&self) -> &str {
-        self.config.schema.as_deref().unwrap_or("public")
-    }
-
-    fn connect(&self) -> Result<Conn, StoreError> {
-        let mut client = self.pg.connect(NoTls).map_err(|e| classify(&e))?;
-        let ms = self.config.statement_timeout.as_millis().max(1);
-        let schema = quote_ident(self.schema());
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {ms}; SET search_path TO {schema}"
-            ))
-            .map_err(|e| classify(&e))?;
-        if self.schema_ready.get().is_none() {
-            // Serialized across processes: concurrent `CREATE … IF NOT
-            // EXISTS` of the same object can fail on the catalog's unique
-            // index.
-            let mut txn = client.transaction().map_err(|e| classify(&e))?;
-            txn.batch_execute(&format!(
-                "SELECT pg_advisory_xact_lock(7253210418731); \
-                 CREATE SCHEMA IF NOT EXISTS {schema}; \
-                 CREATE TABLE IF NOT EXISTS {schema}.kv (\
-                     key TEXT COLLATE \"C\" PRIMARY KEY, \
-                     value BYTEA NOT NULL, \
-                     version BIGINT NOT NULL); \
-                 CREATE SEQUENCE IF NOT EXISTS {schema}.kv_version MINVALUE 1 START 1;"
-            ))
-            .map_err(|e| classify(&e))?;
-            txn.commit().map_err(|e| classify(&e))?;
-            let _ = self.schema_ready.set(());
-        }
-        let statements = SQL
-            .iter()
-            .map(|sql| client.prepare(sql))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| classify(&e))?;
-        Ok(Conn {
-            client,
-            statements,
-            idle_since: Instant::now(),
-        })
-    }
-
-    fn lock_pool(&self) -> Result<std::sync::MutexGuard<'_, PoolState>, StoreError> {
+    fn pool(&self) -> Result<&r2d2::Pool<Manager>, StoreError> {
         self.pool
-            .lock()
-            .map_err(|_| StoreError::Other("postgres pool lock poisoned".into()))
-    }
-
-    /// A healthy connection: an idle one, or a new one while fewer than
-    /// `pool_size` are open, or the next one returned.
-    fn acquire(&self) -> Result<Conn, StoreError> {
-        let wait = self.config.connect_timeout + self.config.statement_timeout;
-        let deadline = Instant::now() + wait;
-        let mut pool = self.lock_pool()?;
-        loop {
-            if let Some(mut conn) = pool.idle.pop() {
-                drop(pool);
-                let stale = conn.idle_since.elapsed() > VALIDATE_AFTER;
-                if !conn.client.is_closed()
-                    && (!stale || conn.client.is_valid(self.config.connect_timeout).is_ok())
-                {
-                    return Ok(conn);
-                }
-                self.forget();
-                pool = self.lock_pool()?;
-                continue;
-            }
-            if pool.open < self.config.pool_size.max(1) {
-                pool.open += 1;
-                drop(pool);
-                return self.connect().inspect_err(|_| self.forget());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unavailable(format!(
-                    "postgres: no free connection within {wait:?}"
-                )));
-            }
-            pool = self
-                .returned
-                .wait_timeout(pool, deadline - now)
-                .map_err(|_| StoreError::Other("postgres pool lock poisoned".into()))?
-                .0;
-        }
-    }
-
-    /// Gives a connection back (or closes it when it may be broken).
-    fn release(&self, mut conn: Conn, healthy: bool) {
-        if healthy && !conn.client.is_closed() {
-            conn.idle_since = Instant::now();
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.idle.push(conn);
-                drop(pool);
-                self.returned.notify_one();
-                return;
-            }
-        }
-        drop(conn);
-        self.forget();
-    }
-
-    /// Counts a connection as closed.
-    fn forget(&self) {
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.open = pool.open.saturating_sub(1);
-        }
-        self.returned.notify_one();
+            .as_ref()
+            .ok_or_else(|| StoreError::Other("postgres: the store is closing".into()))
     }
 
     /// Runs `f` on a pooled connection. A connection whose error says it
-    /// may be broken is closed. With `retry_read`, a failure of a
-    /// connection taken from the pool (not a fresh one) is retried once.
+    /// may be broken is closed. With `retry_read`, such a failure is
+    /// retried once on another connection.
     fn with_conn<T>(
         &self,
         retry_read: bool,
         mut f: impl FnMut(&mut Client, &[Statement]) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
+        let pool = self.pool()?;
         let mut attempts = if retry_read { 2 } else { 1 };
         loop {
             attempts -= 1;
-            let mut conn = self.acquire()?;
-            match f(&mut conn.client, &conn.statements) {
+            let mut conn = self.checkout(pool)?;
+            let Conn {
+                client, statements, ..
+            } = &mut *conn;
+            match f(client, statements) {
                 Ok(v) => {
-                    self.release(conn, true);
+                    conn.last_used = Instant::now();
                     return Ok(v);
                 }
                 Err(e) => {
                     let err = classify(&e);
                     let broken = matches!(err, StoreError::Unavailable(_));
-                    self.release(conn, !broken);
+                    conn.broken = broken;
+                    conn.last_used = Instant::now();
+                    drop(conn);
                     if !(broken && attempts > 0) {
                         return Err(err);
                     }
                 }
+            }
+        }
+    }
+
+    /// A connection from the pool. While the last attempt to connect
+    /// failed (the server is down or refuses us), an operation that finds
+    /// no idle connection fails at once instead of waiting the connect
+    /// timeout: the pool keeps trying to connect in the background, and the
+    /// first operation after a success goes through. Otherwise it waits up
+    /// to the connect timeout for a free or new connection, and fails as
+    /// soon as an attempt to open one fails.
+    fn checkout(
+        &self,
+        pool: &r2d2::Pool<Manager>,
+    ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        let failed = |e: r2d2::Error| {
+            StoreError::Unavailable(format!(
+                "postgres: not connected, the last attempt failed ({e}); retrying"
+            ))
+        };
+        if self.failing.load(Ordering::Acquire) {
+            return match pool.try_get() {
+                Some(conn) => Ok(conn),
+                // Asks the pool for a connection without waiting, which has
+                // it try again in the background if it is not already.
+                None => pool.get_timeout(Duration::ZERO).map_err(failed),
+            };
+        }
+        // Waits in short slices, so that a connection attempt failing
+        // meanwhile ends the wait too.
+        let deadline = Instant::now() + self.config.connect_timeout;
+        loop {
+            let now = Instant::now();
+            let slice = (deadline.saturating_duration_since(now)).min(WAIT_SLICE);
+            match pool.get_timeout(slice) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if self.failing.load(Ordering::Acquire) => return Err(failed(e)),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(StoreError::Unavailable(format!(
+                        "postgres: no free connection within {:?} ({e})",
+                        self.config.connect_timeout
+                    )))
+                }
+                Err(_) => {}
             }
         }
     }
@@ -466,13 +563,14 @@ impl PostgresStore {
         self.with_conn(false, |c, _| {
             c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         })?;
-        // Pooled connections hold statements of the dropped table.
-        if let Ok(mut pool) = self.pool.lock() {
-            let n = pool.idle.len();
-            pool.idle.clear();
-            pool.open = pool.open.saturating_sub(n);
-        }
+        // Pooled connections hold statements of the dropped table: the
+        // pool discards them as they come up.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    fn schema(&self) -> &str {
+        self.config.schema.as_deref().unwrap_or("public")
     }
 }
 
