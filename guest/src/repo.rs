@@ -223,21 +223,35 @@ pub fn user_ids(store: &mut dyn Store, username: &str) -> Result<Vec<String>, St
         .collect())
 }
 
-/// Erases a subscription and everything that points to it: the owner
-/// index, the deviceClientId reservation, the pending record, the due
-/// entry of a verification still being sent, the record itself (so url
-/// and keys are gone) and the due entry of its expiry. The due entry of a
+/// Erases a subscription and everything that points to it: the pending
+/// record, the due entry of a verification still being sent, the owner
+/// index, the deviceClientId reservation, the record itself (so url and
+/// keys are gone) and the due entry of its expiry. The due entry of a
 /// pending push (due within the retry cap) is left for `tick`, which drops
-/// it when it finds no record. Returns whether the record existed.
+/// it when it finds no pending record. Returns whether the record existed.
 ///
-/// The order is the contract: what leads to the record goes before it and
-/// its expiry entry after it. A store failing part-way (the call then
-/// returns its error) leaves at most the record and its expiry entry,
-/// which no event, `get`, quota count or verification reaches any more,
-/// and which `tick` erases when the expiry comes due. It never leaves an
-/// owner index entry without its record, which would count against the
-/// user's quota for ever.
+/// The order is the contract, for a store that fails part-way (the call
+/// then returns its error):
+///
+/// - what `tick` would send from (the owed change, the verification
+///   retry) goes first, so a subscription that is no longer listed is never
+///   pushed to;
+/// - then the owner index: until it goes, the subscription is listed, and
+///   a repeated destroy (or the erasure of its user or credential) finds
+///   it again;
+/// - then the reservation, which thus never outlives the index (so a
+///   second subscription can never hold the same deviceClientId) and
+///   always outlives the record (so a reservation without its record is
+///   always a leftover, which a create may take over);
+/// - the record, then its expiry entry last: whatever stays behind once
+///   the index is gone is erased by `tick` at the expiry. Until then the
+///   record can still be read, updated or destroyed by its id, and a
+///   create with its deviceClientId names it in `existingId`.
 pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreError> {
+    store.delete(&pending_key(&sub.id), Condition::Any)?;
+    if let Some(at) = sub.verification.next_attempt_ms {
+        store.delete(&due_key(at, DueKind::Verification, &sub.id), Condition::Any)?;
+    }
     store.delete(
         &format!("{}{}", owner_prefix(&sub.owner), sub.id),
         Condition::Any,
@@ -251,10 +265,6 @@ pub fn erase(store: &mut dyn Store, sub: &Subscription) -> Result<bool, StoreErr
                 Err(err) => return Err(err),
             }
         }
-    }
-    store.delete(&pending_key(&sub.id), Condition::Any)?;
-    if let Some(at) = sub.verification.next_attempt_ms {
-        store.delete(&due_key(at, DueKind::Verification, &sub.id), Condition::Any)?;
     }
     let existed = store.delete(&sub_key(&sub.id), Condition::Any)?;
     store.delete(

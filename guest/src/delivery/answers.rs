@@ -222,7 +222,8 @@ pub(super) fn apply_answers(
         }
         None => {
             // Nothing owed: clear the pending record we held, unless newer
-            // changes arrived meanwhile (then they become due at once).
+            // changes arrived meanwhile (then they become due at once, or
+            // after the minimum push interval).
             if let Some((sent, version)) = job.pending {
                 // The record's due time before and after this call rewrote
                 // it, if it did (the entry in force must survive the lease's
@@ -235,7 +236,8 @@ pub(super) fn apply_answers(
                         // was out: usually an event merged a newer change
                         // and, the record not being due, relied on the lease
                         // entry this call erases below. So take out what was
-                        // sent and make the rest due now, re-reading on every
+                        // sent and make the rest due (now, or after the
+                        // minimum push interval), re-reading on every
                         // conflict; giving up (or any other store failure)
                         // fails the call with the lease entry still there.
                         let mut settled = false;

@@ -40,7 +40,7 @@ fn subscription(store: &mut MemoryStore, now_ms: u64) -> String {
     subscription_with_id(store, now_ms, "sub1")
 }
 
-pub(super) fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> String {
+pub(crate) fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &str) -> String {
     let owner = Owner {
         username: "alice".into(),
         credential_id: None,
@@ -76,7 +76,7 @@ pub(super) fn subscription_with_id(store: &mut MemoryStore, now_ms: u64, id: &st
     sub.id
 }
 
-pub(super) fn event(state: &str) -> StateChange {
+pub(crate) fn event(state: &str) -> StateChange {
     let mut changed = Changed::new();
     changed
         .entry("a1".into())

@@ -333,7 +333,7 @@ pub(super) fn encode_uncompressed(p: &Affine) -> [u8; 65] {
 }
 
 /// `k·G` in Jacobian coordinates (never the identity for `k ∈ [1, n-1]`);
-/// see [`public_key_uncompressed`] for the exceptional cases.
+/// see [`super::public_key_uncompressed`] for the exceptional cases.
 pub(super) fn base_mul(secret: &SecretScalar) -> Jacobian {
     let mut digits = radix16(&secret.0);
     let table = base_table();

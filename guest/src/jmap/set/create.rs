@@ -219,16 +219,16 @@ fn prepare_create(
 }
 
 /// Takes back a create that is reported in `notCreated`, logging it when
-/// the store fails part-way. What such a failure leaves (`repo::erase`'s
-/// order) is at most the record and its expiry entry, out of reach of the
-/// client, its quota and delivery, and erased by `tick` at the expiry.
+/// the store fails part-way. What such a failure can leave is described
+/// at `repo::erase`: nothing is ever pushed for it, and once its owner
+/// index is gone, `tick` erases the rest at its expiry.
 fn undo_create(env: &mut Env<'_>, sub: &Subscription) {
     if let Err(e) = repo::erase(env.store, sub) {
         env.log(
             LogLevel::Error,
             &format!(
                 "push subscription {} was refused but could not be erased ({e}); \
-                 its record stays, unreachable, until its expiry at {}",
+                 what is left of it is erased at its expiry, {}",
                 sub.id,
                 crate::utcdate::format(sub.expires)
             ),
@@ -355,7 +355,7 @@ fn finish_create(
     match outcome {
         VerificationOutcome::Refused(why) => {
             // Nothing stays stored (B4), not even the expiry entry.
-            repo::erase(env.store, &sub).map_err(|e| fail(e, &cid))?;
+            undo_create(env, &sub);
             return Err((cid, SetError::invalid_property("url", why)));
         }
         VerificationOutcome::Delivered => {

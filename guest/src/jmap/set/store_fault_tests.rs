@@ -90,8 +90,22 @@ fn set_call(
     now_ms: u64,
     args: &str,
 ) -> (Map<String, Value>, RecordingLog) {
+    set_call_answered(plugin, store, now_ms, args, &[])
+}
+
+/// The same, the push service answering `answers` in turn (then 201).
+fn set_call_answered(
+    plugin: &mut Plugin,
+    store: &mut dyn Store,
+    now_ms: u64,
+    args: &str,
+    answers: &[u16],
+) -> (Map<String, Value>, RecordingLog) {
     let (mut http, mut log, config) = (
-        Scripted::default(),
+        Scripted {
+            answers: answers.iter().copied().collect(),
+            ..Scripted::default()
+        },
         RecordingLog::default(),
         Config::default(),
     );
@@ -116,7 +130,8 @@ fn create_args(dcid: &str) -> String {
     )
 }
 
-fn tick(plugin: &mut Plugin, store: &mut dyn Store, now_ms: u64) -> lifecycle::TickReport {
+/// Runs `tick`; returns how many requests it sent.
+fn tick(plugin: &mut Plugin, store: &mut dyn Store, now_ms: u64) -> usize {
     let (mut http, mut log, config) = (
         Scripted::default(),
         RecordingLog::default(),
@@ -129,7 +144,16 @@ fn tick(plugin: &mut Plugin, store: &mut dyn Store, now_ms: u64) -> lifecycle::T
         config: &config,
         now_ms,
     };
-    lifecycle::tick(plugin, &mut env).expect("tick")
+    lifecycle::tick(plugin, &mut env).expect("tick");
+    http.sent.len()
+}
+
+/// Whether alice's subscriptions list `id`.
+fn listed(store: &mut dyn Store, id: &str) -> bool {
+    repo::owner_ids(store, &alice())
+        .expect("readable")
+        .iter()
+        .any(|i| i == id)
 }
 
 #[test]
@@ -226,4 +250,68 @@ fn a_destroy_that_fails_part_way_can_be_repeated_and_frees_the_quota_at_once() {
     );
     assert!(store.keys_under(repo::SUB_PREFIX).is_empty());
     assert!(store.keys_under(repo::DUE_PREFIX).is_empty());
+}
+
+#[test]
+fn a_destroy_that_fails_part_way_leaves_nothing_pushed_to_once_unlisted() {
+    // (deletes that fail, how the subscription gets something to send)
+    for failing in [vec![repo::PENDING_PREFIX], vec![repo::DUE_PREFIX]] {
+        let mut store = FailingWrites::new(vec![], vec![]);
+        store.failing = false;
+        let mut plugin = Plugin::new();
+        let id = if failing == vec![repo::PENDING_PREFIX] {
+            // A verified subscription owing a change its push service
+            // refused with 503.
+            crate::delivery::engine_tests::subscription_with_id(&mut store.inner, NOW_MS, "sub1");
+            let (mut log, config) = (RecordingLog::default(), Config::default());
+            let mut http = Scripted {
+                answers: [503].into_iter().collect(),
+                ..Scripted::default()
+            };
+            let mut env = Env {
+                store: &mut store,
+                http: &mut http,
+                log: &mut log,
+                config: &config,
+                now_ms: NOW_MS,
+            };
+            let event = crate::delivery::engine_tests::event("s1");
+            crate::delivery::state_changed(&mut plugin, &mut env, &event).expect("taken");
+            assert_eq!(store.keys_under(repo::PENDING_PREFIX).len(), 1);
+            "sub1".to_string()
+        } else {
+            // A new subscription whose verification push got a 503: it is
+            // sent again later.
+            let (response, _) = set_call_answered(
+                &mut plugin,
+                &mut store,
+                NOW_MS,
+                &create_args("phone"),
+                &[503],
+            );
+            response["created"]["c1"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("created: {response:?}"))
+                .to_string()
+        };
+
+        store.delete_prefixes = failing.clone();
+        store.failing = true;
+        let destroy = format!(r#"{{"destroy":["{id}"]}}"#);
+        let (response, _) = set_call(&mut plugin, &mut store, NOW_MS + 1_000, &destroy);
+        assert_eq!(
+            response["notDestroyed"][id.as_str()]["type"],
+            "serverFail",
+            "{failing:?}: {response:?}"
+        );
+
+        // Whatever `tick` sends later goes to a subscription the client
+        // still sees (and can destroy again).
+        store.failing = false;
+        let sent = tick(&mut plugin, &mut store, NOW_MS + 3_600_000);
+        assert!(
+            sent == 0 || listed(&mut store, &id),
+            "{failing:?}: {sent} pushes to a subscription no longer listed"
+        );
+    }
 }
