@@ -27,14 +27,18 @@
 //! as for the rest of the harness. Connections are pooled by `r2d2`
 //! (at most `pool_size`, opened on demand, checked with a round trip only
 //! after 30 s idle). A connection failure, a timeout, no free connection
-//! within the connect timeout or a server shutting down is
-//! [`StoreError::Unavailable`]; reads are retried once on another
-//! connection when a pooled one turns out to be dead.
+//! within `connect_timeout + statement_timeout` or a server shutting down
+//! is [`StoreError::Unavailable`]; reads are retried once on another
+//! connection when a pooled one turns out to be dead. While the last
+//! attempt to connect failed and no connection is open, every operation
+//! fails at once with that attempt's error (`Unavailable` for an outage,
+//! `Other` for, say, an unknown database) and `r2d2` keeps trying in the
+//! background.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
@@ -216,9 +220,9 @@ struct Manager {
     schema_ready: OnceLock<()>,
     /// Bumped when the schema is dropped: older connections are discarded.
     generation: Arc<AtomicU64>,
-    /// The last attempt to open a connection failed (cleared by the next
-    /// that succeeds).
-    failing: Arc<AtomicBool>,
+    /// Why the last attempt to open a connection failed, classified
+    /// (cleared by the next that succeeds).
+    last_failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl Manager {
@@ -273,7 +277,15 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Conn, ConnError> {
         let conn = self.open();
-        self.failing.store(conn.is_err(), Ordering::Release);
+        let failure = match &conn {
+            Ok(_) => None,
+            Err(ConnError::Postgres(e)) => Some(classify(e)),
+            Err(ConnError::Stale) => None,
+        };
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
         conn
     }
 
@@ -315,8 +327,8 @@ pub struct PostgresStore {
     pool: Option<r2d2::Pool<Manager>>,
     /// The manager's schema generation.
     generation: Arc<AtomicU64>,
-    /// Whether the manager's last attempt to connect failed.
-    failing: Arc<AtomicBool>,
+    /// Why the manager's last attempt to connect failed, if it did.
+    last_failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl Drop for PostgresStore {
@@ -358,12 +370,42 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
+/// The worker threads that open and close pooled connections, shared by
+/// every store of the process (r2d2 would start three per store).
+fn workers() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static WORKERS: OnceLock<Arc<scheduled_thread_pool::ScheduledThreadPool>> = OnceLock::new();
+    WORKERS
+        .get_or_init(|| {
+            Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(4)
+                    .thread_name_pattern("jmap-web-push-pg-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
+/// The error of an operation that found no connection because the last
+/// attempt to open one failed: that attempt's, said so.
+fn not_connected(failure: StoreError) -> StoreError {
+    match failure {
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("{m} (not connected; retrying in the background)"))
+        }
+        StoreError::Other(m) => {
+            StoreError::Other(format!("{m} (not connected; retrying in the background)"))
+        }
+        other => other,
+    }
+}
+
 /// A connection idle longer than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(30);
 
 /// How often an operation waiting for a connection looks whether the
 /// last attempt to open one failed.
-const WAIT_SLICE: Duration = Duration::from_millis(50);
+const WAIT_SLICE: Duration = Duration::from_millis(10);
 
 fn classify(e: &postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
@@ -443,7 +485,7 @@ impl PostgresStore {
             pg.application_name("jmap-web-push");
         }
         let generation = Arc::new(AtomicU64::new(0));
-        let failing = Arc::new(AtomicBool::new(false));
+        let last_failure = Arc::new(Mutex::new(None));
         let manager = Manager {
             pg,
             schema: config.schema.clone().unwrap_or_else(|| "public".into()),
@@ -451,15 +493,17 @@ impl PostgresStore {
             connect_timeout: config.connect_timeout,
             schema_ready: OnceLock::new(),
             generation: generation.clone(),
-            failing: failing.clone(),
+            last_failure: last_failure.clone(),
         };
         // Connections open on demand (none at start, none kept open for
-        // their own sake) up to `pool_size`; an operation waits at most the
-        // connect timeout for one. Idle ones are closed after 10 minutes.
+        // their own sake) up to `pool_size`, on worker threads every store
+        // of the process shares; idle ones are closed after 10 minutes,
+        // every one after 30 (r2d2's defaults). `checkout` bounds the waits.
         let pool = r2d2::Pool::builder()
             .max_size(u32::try_from(config.pool_size.max(1)).unwrap_or(u32::MAX))
             .min_idle(Some(0))
-            .connection_timeout(config.connect_timeout)
+            .thread_pool(workers())
+            .connection_timeout(config.connect_timeout.max(Duration::from_millis(1)))
             .test_on_check_out(true)
             .error_handler(Box::new(TraceErrors))
             .build_unchecked(manager);
@@ -467,7 +511,7 @@ impl PostgresStore {
             config,
             pool: Some(pool),
             generation,
-            failing,
+            last_failure,
         })
     }
 
@@ -512,48 +556,55 @@ impl PostgresStore {
         }
     }
 
-    /// A connection from the pool. While the last attempt to connect
-    /// failed (the server is down or refuses us), an operation that finds
-    /// no idle connection fails at once instead of waiting the connect
-    /// timeout: the pool keeps trying to connect in the background, and the
-    /// first operation after a success goes through. Otherwise it waits up
-    /// to the connect timeout for a free or new connection, and fails as
-    /// soon as an attempt to open one fails.
+    /// A connection from the pool, waiting at most `connect_timeout +
+    /// statement_timeout` for a free or new one (as long as a busy
+    /// statement may take). While the last attempt to open one failed (the
+    /// server down, a wrong password, ...) and none is open, it fails at
+    /// once with that attempt's error, classified: the pool keeps trying
+    /// in the background, and the first operation after a success goes
+    /// through. A wait also ends as soon as an attempt to open one fails.
     fn checkout(
         &self,
         pool: &r2d2::Pool<Manager>,
     ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        let failed = |e: r2d2::Error| {
-            StoreError::Unavailable(format!(
-                "postgres: not connected, the last attempt failed ({e}); retrying"
-            ))
-        };
-        if self.failing.load(Ordering::Acquire) {
-            return match pool.try_get() {
-                Some(conn) => Ok(conn),
-                // Asks the pool for a connection without waiting, which has
-                // it try again in the background if it is not already.
-                None => pool.get_timeout(Duration::ZERO).map_err(failed),
-            };
-        }
-        // Waits in short slices, so that a connection attempt failing
-        // meanwhile ends the wait too.
-        let deadline = Instant::now() + self.config.connect_timeout;
-        loop {
-            let now = Instant::now();
-            let slice = (deadline.saturating_duration_since(now)).min(WAIT_SLICE);
-            match pool.get_timeout(slice) {
-                Ok(conn) => return Ok(conn),
-                Err(e) if self.failing.load(Ordering::Acquire) => return Err(failed(e)),
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(StoreError::Unavailable(format!(
-                        "postgres: no free connection within {:?} ({e})",
-                        self.config.connect_timeout
-                    )))
-                }
-                Err(_) => {}
+        if let Some(failure) = self.last_failure() {
+            if pool.state().connections == 0 {
+                // A zero wait still has the pool try again in the
+                // background when it has room (and takes a connection
+                // that came meanwhile).
+                return pool
+                    .get_timeout(Duration::ZERO)
+                    .map_err(|_| not_connected(failure));
             }
         }
+        let wait = self.config.connect_timeout + self.config.statement_timeout;
+        let deadline = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            let slice = deadline.saturating_duration_since(now).min(WAIT_SLICE);
+            match pool.get_timeout(slice) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    if let Some(failure) = self.last_failure() {
+                        if pool.state().connections == 0 {
+                            return Err(not_connected(failure));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(StoreError::Unavailable(format!(
+                            "postgres: no free connection within {wait:?} ({e})"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn last_failure(&self) -> Option<StoreError> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Drops the schema (table, sequence and all). For tests that make a

@@ -898,6 +898,29 @@ fn postgres_with_an_unknown_database_is_not_a_panic() {
 }
 
 #[test]
+fn a_postgres_store_on_an_unknown_database_answers_each_operation_at_once_with_the_reason() {
+    let Some(url) = pg_url() else { return };
+    let url = match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/no_such_database_{}", std::process::id()),
+        None => return,
+    };
+    let lazy = PostgresStore::open_lazy(PostgresConfig::new(url)).expect("a well-formed URL");
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let r = lazy.get("k");
+        assert!(
+            matches!(&r, Err(StoreError::Other(m)) if m.contains("does not exist")),
+            "{r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
 fn postgres_recovers_after_its_connections_are_killed() {
     use jmap_web_push_host::store::postgres::driver::{Client, NoTls};
     let Some(url) = pg_url() else { return };
