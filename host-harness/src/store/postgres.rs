@@ -28,8 +28,9 @@
 //! (at most `pool_size`, opened on demand, checked with a round trip only
 //! after 30 s idle). A connection failure, a timeout, no free connection
 //! within `connect_timeout + statement_timeout` or a server shutting down
-//! is [`StoreError::Unavailable`]; reads are retried once on another
-//! connection when a pooled one turns out to be dead. While the last
+//! is [`StoreError::Unavailable`]; a read that meets a dead pooled
+//! connection goes on to the next (discarding each) until a live or new one
+//! answers. While the last
 //! attempt to connect failed and no connection is open, every operation
 //! fails at once with that attempt's error (`Unavailable` for an outage,
 //! `Other` for, say, an unknown database) and `r2d2` keeps trying in the
@@ -403,9 +404,14 @@ fn not_connected(failure: StoreError) -> StoreError {
 /// A connection idle longer than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(30);
 
-/// How often an operation waiting for a connection looks whether the
-/// last attempt to open one failed.
-const WAIT_SLICE: Duration = Duration::from_millis(10);
+/// The first slice of an operation's wait for a connection, after which it
+/// looks whether the last attempt to open one failed; each further slice
+/// is twice as long, up to [`MAX_WAIT_SLICE`]. (Each slice may have the
+/// pool start one more connection, so they are not all short.)
+const FIRST_WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// The longest slice of a wait for a connection.
+const MAX_WAIT_SLICE: Duration = Duration::from_millis(800);
 
 fn classify(e: &postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
@@ -523,14 +529,20 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection. A connection whose error says it
     /// may be broken is closed. With `retry_read`, such a failure is
-    /// retried once on another connection.
+    /// retried on another connection, at most `pool_size + 1` times in all:
+    /// after a server restart every idle connection is dead, and each is
+    /// discarded in turn until a new one is opened.
     fn with_conn<T>(
         &self,
         retry_read: bool,
         mut f: impl FnMut(&mut Client, &[Statement]) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         let pool = self.pool()?;
-        let mut attempts = if retry_read { 2 } else { 1 };
+        let mut attempts = if retry_read {
+            self.config.pool_size.max(1) + 1
+        } else {
+            1
+        };
         loop {
             attempts -= 1;
             let mut conn = self.checkout(pool)?;
@@ -579,9 +591,11 @@ impl PostgresStore {
         }
         let wait = self.config.connect_timeout + self.config.statement_timeout;
         let deadline = Instant::now() + wait;
+        let mut next_slice = FIRST_WAIT_SLICE;
         loop {
             let now = Instant::now();
-            let slice = deadline.saturating_duration_since(now).min(WAIT_SLICE);
+            let slice = deadline.saturating_duration_since(now).min(next_slice);
+            next_slice = (next_slice * 2).min(MAX_WAIT_SLICE);
             match pool.get_timeout(slice) {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {

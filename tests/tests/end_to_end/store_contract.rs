@@ -933,6 +933,16 @@ fn postgres_recovers_after_its_connections_are_killed() {
     )
     .unwrap();
     store.put("k", b"v", Condition::Any).unwrap();
+    // Several connections in the pool (all of them killed below).
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    store.get("k").unwrap();
+                }
+            });
+        }
+    });
     let mut admin = Client::connect(&url, NoTls).unwrap();
     let killed = admin
         .query(
@@ -942,6 +952,7 @@ fn postgres_recovers_after_its_connections_are_killed() {
         .unwrap()
         .len();
     assert!(killed >= 1, "killed {killed} connections");
+    eprintln!("killed {killed} pooled connections");
     std::thread::sleep(Duration::from_millis(100));
     // Reads retry on a fresh connection; a write may report Unavailable
     // (nothing known to be written), then works.
