@@ -25,6 +25,15 @@ fn env_on<'a>(
     }
 }
 
+/// The change `sub1` still owes, as stored.
+fn owed_by_sub1(store: &mut MemoryStore) -> Pending {
+    let entry = store
+        .get(&pending_key("sub1"))
+        .unwrap()
+        .expect("still owed");
+    Pending::from_record(&entry.value).expect("a pending record")
+}
+
 /// A store whose conditional writes of pending records fail with `error`
 /// (another host always winning, or a value the backend refuses).
 struct PendingWritesFail {
@@ -222,12 +231,7 @@ fn a_store_failure_while_rescheduling_a_newer_change_fails_the_call_and_keeps_it
     // The newer change is still owed, and the due entry of its record's
     // next attempt (the lease of the push that went out) is still there,
     // so a later tick delivers it.
-    let entry = store
-        .inner
-        .get(&pending_key("sub1"))
-        .unwrap()
-        .expect("still owed");
-    let owed = Pending::from_record(&entry.value).unwrap();
+    let owed = owed_by_sub1(&mut store.inner);
     assert_eq!(
         owed.changed["a1"].get("Calendar").map(String::as_str),
         Some("c9")
@@ -257,12 +261,7 @@ fn changes_merged_while_a_push_was_out_become_due_at_once_even_after_repeated_co
     // What was sent (Mailbox m1, Email s1) is no longer owed; both changes
     // merged meanwhile are, due now, with a due entry to match and the
     // push's lease entry gone.
-    let entry = store
-        .inner
-        .get(&pending_key("sub1"))
-        .unwrap()
-        .expect("still owed");
-    let owed = Pending::from_record(&entry.value).unwrap();
+    let owed = owed_by_sub1(&mut store.inner);
     let a1 = &owed.changed["a1"];
     assert_eq!(a1.get("Calendar").map(String::as_str), Some("c9"));
     assert_eq!(a1.get("Contact").map(String::as_str), Some("c10"));
@@ -300,12 +299,7 @@ fn changes_merged_while_a_push_was_out_wait_for_the_minimum_push_interval() {
     assert!(store.merged, "the push went out and the record was cleared");
     // The change merged while the push was out is owed, due once the
     // interval since that push is over, with a due entry to match.
-    let entry = store
-        .inner
-        .get(&pending_key("sub1"))
-        .unwrap()
-        .expect("still owed");
-    let owed = Pending::from_record(&entry.value).unwrap();
+    let owed = owed_by_sub1(&mut store.inner);
     assert_eq!(
         owed.changed["a1"].get("Calendar").map(String::as_str),
         Some("c9")
@@ -370,12 +364,7 @@ fn a_retry_another_host_scheduled_while_a_push_was_out_keeps_its_time() {
     let (mut http, mut log, config) = (Scripted::default(), NoLog, Config::default());
     let mut env = env_on(&mut store, &mut http, &mut log, &config, now);
     state_changed(&mut Plugin::new(), &mut env, &event("s1")).expect("taken");
-    let entry = store
-        .inner
-        .get(&pending_key("sub1"))
-        .unwrap()
-        .expect("still owed");
-    let owed = Pending::from_record(&entry.value).unwrap();
+    let owed = owed_by_sub1(&mut store.inner);
     assert_eq!(
         owed.next_attempt_ms, retry_at,
         "the other host's Retry-After stands"

@@ -39,7 +39,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
@@ -49,7 +49,7 @@ use super::{check_sizes, Condition, Entry, KeyPage, KvStore, StoreError};
 
 mod connections;
 
-use connections::{workers, Conn, Manager, TraceErrors};
+use connections::{workers, Conn, LastFailure, Manager, TraceErrors};
 
 /// The PostgreSQL client crate, for callers (tests, tools) that need a raw
 /// connection beside the store.
@@ -182,7 +182,7 @@ pub struct PostgresStore {
     /// The manager's schema generation.
     generation: Arc<AtomicU64>,
     /// Why the manager's last attempt to connect failed, if it did.
-    last_failure: Arc<Mutex<Option<StoreError>>>,
+    last_failure: Arc<LastFailure>,
 }
 
 impl Drop for PostgresStore {
@@ -325,7 +325,7 @@ impl PostgresStore {
             pg.application_name("jmap-web-push");
         }
         let generation = Arc::new(AtomicU64::new(0));
-        let last_failure = Arc::new(Mutex::new(None));
+        let last_failure = Arc::new(LastFailure::default());
         let manager = Manager {
             pg,
             schema: config.schema.clone().unwrap_or_else(|| "public".into()),
@@ -413,7 +413,7 @@ impl PostgresStore {
         &self,
         pool: &r2d2::Pool<Manager>,
     ) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        if let Some(failure) = self.last_failure() {
+        if let Some(failure) = self.last_failure.get() {
             if pool.state().connections == 0 {
                 // A zero wait still has the pool try again in the
                 // background when it has room (and takes a connection
@@ -433,7 +433,7 @@ impl PostgresStore {
             match pool.get_timeout(slice) {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
-                    if let Some(failure) = self.last_failure() {
+                    if let Some(failure) = self.last_failure.get() {
                         if pool.state().connections == 0 {
                             return Err(not_connected(failure));
                         }
@@ -446,13 +446,6 @@ impl PostgresStore {
                 }
             }
         }
-    }
-
-    fn last_failure(&self) -> Option<StoreError> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     /// Drops the schema (table, sequence and all). For tests that make a

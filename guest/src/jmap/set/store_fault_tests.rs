@@ -83,6 +83,31 @@ fn alice() -> Owner {
     }
 }
 
+/// Runs `f` on an environment over `store` at `now_ms`, the push service
+/// answering `answers` in turn (then 201); returns its result, what was
+/// sent and the log.
+fn with_env<R>(
+    store: &mut dyn Store,
+    now_ms: u64,
+    answers: &[u16],
+    f: impl FnOnce(&mut Env<'_>) -> R,
+) -> (R, Scripted, RecordingLog) {
+    let mut http = Scripted {
+        answers: answers.iter().copied().collect(),
+        ..Scripted::default()
+    };
+    let (mut log, config) = (RecordingLog::default(), Config::default());
+    let mut env = Env {
+        store,
+        http: &mut http,
+        log: &mut log,
+        config: &config,
+        now_ms,
+    };
+    let r = f(&mut env);
+    (r, http, log)
+}
+
 /// Runs one `PushSubscription/set` call; returns its response and log.
 fn set_call(
     plugin: &mut Plugin,
@@ -101,25 +126,12 @@ fn set_call_answered(
     args: &str,
     answers: &[u16],
 ) -> (Map<String, Value>, RecordingLog) {
-    let (mut http, mut log, config) = (
-        Scripted {
-            answers: answers.iter().copied().collect(),
-            ..Scripted::default()
-        },
-        RecordingLog::default(),
-        Config::default(),
-    );
-    let mut env = Env {
-        store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms,
-    };
     let args = json::parse(args).expect("test arguments are JSON");
     let args = args.as_object().expect("an object").clone();
-    let response = super::set(plugin, &mut env, &alice(), &args, &mut Vec::new())
-        .unwrap_or_else(|e| panic!("method error: {e:?}"));
+    let (response, _, log) = with_env(store, now_ms, answers, |env| {
+        super::set(plugin, env, &alice(), &args, &mut Vec::new())
+            .unwrap_or_else(|e| panic!("method error: {e:?}"))
+    });
     let response = response.as_object().expect("an object").clone();
     (response, log)
 }
@@ -132,19 +144,9 @@ fn create_args(dcid: &str) -> String {
 
 /// Runs `tick`; returns how many requests it sent.
 fn tick(plugin: &mut Plugin, store: &mut dyn Store, now_ms: u64) -> usize {
-    let (mut http, mut log, config) = (
-        Scripted::default(),
-        RecordingLog::default(),
-        Config::default(),
-    );
-    let mut env = Env {
-        store,
-        http: &mut http,
-        log: &mut log,
-        config: &config,
-        now_ms,
-    };
-    lifecycle::tick(plugin, &mut env).expect("tick");
+    let (_, http, _) = with_env(store, now_ms, &[], |env| {
+        lifecycle::tick(plugin, env).expect("tick")
+    });
     http.sent.len()
 }
 
@@ -263,20 +265,10 @@ fn a_destroy_that_fails_part_way_leaves_nothing_pushed_to_once_unlisted() {
             // A verified subscription owing a change its push service
             // refused with 503.
             crate::delivery::engine_tests::subscription_with_id(&mut store.inner, NOW_MS, "sub1");
-            let (mut log, config) = (RecordingLog::default(), Config::default());
-            let mut http = Scripted {
-                answers: [503].into_iter().collect(),
-                ..Scripted::default()
-            };
-            let mut env = Env {
-                store: &mut store,
-                http: &mut http,
-                log: &mut log,
-                config: &config,
-                now_ms: NOW_MS,
-            };
             let event = crate::delivery::engine_tests::event("s1");
-            crate::delivery::state_changed(&mut plugin, &mut env, &event).expect("taken");
+            with_env(&mut store, NOW_MS, &[503], |env| {
+                crate::delivery::state_changed(&mut plugin, env, &event).expect("taken")
+            });
             assert_eq!(store.keys_under(repo::PENDING_PREFIX).len(), 1);
             "sub1".to_string()
         } else {

@@ -4,7 +4,7 @@
 //! stale one; the worker threads every store shares.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub(super) struct Manager {
     pub(super) generation: Arc<AtomicU64>,
     /// Why the last attempt to open a connection failed, classified
     /// (cleared by the next that succeeds).
-    pub(super) last_failure: Arc<Mutex<Option<StoreError>>>,
+    pub(super) last_failure: Arc<LastFailure>,
 }
 
 impl Manager {
@@ -125,10 +125,7 @@ impl r2d2::ManageConnection for Manager {
             Err(ConnError::Postgres(e)) => Some(classify(e)),
             Err(ConnError::Stale) => None,
         };
-        *self
-            .last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+        self.last_failure.record(failure);
         conn
     }
 
@@ -181,3 +178,34 @@ pub(super) fn workers() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
 
 /// A connection idle longer than this is checked before use.
 const VALIDATE_AFTER: Duration = Duration::from_secs(30);
+
+/// Why the last attempt to open a connection failed, classified; `None`
+/// once one succeeds. Read by every store operation, so the usual answer
+/// ("it did not fail") is one atomic load.
+#[derive(Default)]
+pub(super) struct LastFailure {
+    failing: AtomicBool,
+    error: Mutex<Option<StoreError>>,
+}
+
+impl LastFailure {
+    fn record(&self, failure: Option<StoreError>) {
+        let mut error = self
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.failing.store(failure.is_some(), Ordering::Release);
+        *error = failure;
+    }
+
+    /// The failure, if the last attempt failed.
+    pub(super) fn get(&self) -> Option<StoreError> {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
