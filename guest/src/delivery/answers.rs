@@ -265,13 +265,18 @@ pub(super) fn apply_answers(
                                     // change, due at once (or once the minimum
                                     // interval since the push just delivered
                                     // is over, as an event would have it).
-                                    p.next_attempt_ms = if delivered {
-                                        now.saturating_add(min_interval_ms)
-                                    } else {
-                                        now
-                                    };
+                                    let wait_ms = if delivered { min_interval_ms } else { 0 };
+                                    p.next_attempt_ms = now.saturating_add(wait_ms);
                                     p.first_ms = now;
                                     p.attempts = 0;
+                                    // No failure of its own yet: it waits for
+                                    // the interval, as an event's record does,
+                                    // or for nothing.
+                                    p.reason = if wait_ms > 0 {
+                                        "interval".into()
+                                    } else {
+                                        String::new()
+                                    };
                                 }
                                 // Otherwise another writer scheduled it (say a
                                 // retry after its own 429): that schedule stays.

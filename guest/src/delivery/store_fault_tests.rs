@@ -270,6 +270,9 @@ fn changes_merged_while_a_push_was_out_become_due_at_once_even_after_repeated_co
         "{a1:?}"
     );
     assert_eq!(owed.next_attempt_ms, now);
+    // A fresh owed change: no attempt and no failure of its own yet (not
+    // the 503 of the record it was merged into).
+    assert_eq!((owed.attempts, owed.reason.as_str()), (0, ""));
     let due = store
         .inner
         .list_keys(repo::DUE_PREFIX, None, 100)
@@ -305,6 +308,11 @@ fn changes_merged_while_a_push_was_out_wait_for_the_minimum_push_interval() {
         Some("c9")
     );
     assert_eq!(owed.next_attempt_ms, now + 60_000);
+    assert_eq!(
+        (owed.attempts, owed.reason.as_str()),
+        (0, "interval"),
+        "it waits for the interval, not for a retry"
+    );
     let due = store
         .inner
         .list_keys(repo::DUE_PREFIX, None, 100)
