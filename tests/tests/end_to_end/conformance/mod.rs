@@ -21,8 +21,9 @@ use jmap_web_push_host::{Caller, MethodError, PluginConfig, PushPlugin};
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};
 
-mod james_set;
+mod james_create;
 mod james_types_and_get;
+mod james_update_and_destroy;
 mod lifecycle;
 mod owners_and_limits;
 mod set_semantics;
