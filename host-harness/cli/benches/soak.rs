@@ -40,18 +40,23 @@ fn b64(bytes: &[u8]) -> String {
 struct Sample {
     at: Duration,
     rss_kib: u64,
+    /// The anonymous part of RSS (heap, stacks, linear memories); the rest
+    /// is file-backed (the binary's and the compiled component's pages).
+    anon_kib: u64,
     fds: usize,
     store_octets: u64,
     rounds: u64,
     pushes: u64,
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`), 0
+/// when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
@@ -196,8 +201,8 @@ fn main() {
     let mut next_sample = Duration::ZERO;
     let start = Instant::now();
     println!("soak: {secs} s, {ROUNDS_PER_SEC} rounds/s, {ALIVE} subscriptions alive");
-    println!("| at | rounds | pushes | RSS MiB | open fds | store MiB |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| at | rounds | pushes | RSS MiB | of it anonymous MiB | open fds | store MiB |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     while start.elapsed() < total {
         let round_start = Instant::now();
         rounds += 1;
@@ -247,18 +252,20 @@ fn main() {
         if at >= next_sample {
             let s = Sample {
                 at,
-                rss_kib: rss_kib(pid),
+                rss_kib: status_kib(pid, "VmRSS"),
+                anon_kib: status_kib(pid, "RssAnon"),
                 fds: fds(pid),
                 store_octets: std::fs::metadata(&store).map_or(0, |m| m.len()),
                 rounds,
                 pushes,
             };
             println!(
-                "| {:.0} s | {} | {} | {:.1} | {} | {:.1} |",
+                "| {:.0} s | {} | {} | {:.1} | {:.1} | {} | {:.1} |",
                 s.at.as_secs_f64(),
                 s.rounds,
                 s.pushes,
                 s.rss_kib as f64 / 1024.0,
+                s.anon_kib as f64 / 1024.0,
                 s.fds,
                 s.store_octets as f64 / 1048576.0
             );
@@ -282,8 +289,8 @@ fn main() {
     let fds_ok = end.fds <= base.fds + 8;
     let store_ok = end.store_octets <= base.store_octets + base.store_octets / 10 + (1 << 20);
     println!(
-        "soak: from {:.0} s to {:.0} s ({} rounds, {} pushes): RSS {:.1} -> {:.1} MiB ({}), \
-         open fds {} -> {} ({}), store {:.1} -> {:.1} MiB ({})",
+        "soak: from {:.0} s to {:.0} s ({} rounds, {} pushes): RSS {:.1} -> {:.1} MiB ({}; \
+         anonymous {:.1} -> {:.1} MiB), open fds {} -> {} ({}), store {:.1} -> {:.1} MiB ({})",
         base.at.as_secs_f64(),
         end.at.as_secs_f64(),
         end.rounds,
@@ -291,6 +298,8 @@ fn main() {
         base.rss_kib as f64 / 1024.0,
         end.rss_kib as f64 / 1024.0,
         if rss_ok { "flat" } else { "GREW" },
+        base.anon_kib as f64 / 1024.0,
+        end.anon_kib as f64 / 1024.0,
         base.fds,
         end.fds,
         if fds_ok { "flat" } else { "GREW" },
