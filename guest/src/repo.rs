@@ -6,7 +6,7 @@
 //! | `pending/<id>` | the subscription's undelivered StateChange and its retry state |
 //! | `owner/<owner-key>/<id>` | empty: the per-owner index |
 //! | `dcid/<owner-key>/<b64(deviceClientId)>` | the id holding that deviceClientId (unique per owner, created with `absent`) |
-//! | `rate/<owner-key>` | recent create times (JSON array of Unix seconds) |
+//! | `rate/<owner-key>` | creates in the last hour, per minute (JSON array of `[minute start, count]`; earlier versions wrote one Unix time per create, still read) |
 //! | `due/<ms, 20 digits>/<kind>/<id>` | empty: work due at that time (`v` verification, `p` pending push, `x` expiry) |
 //! | `vapid/key` | the generated VAPID key |
 //! | `vapid/in-force` | the public VAPID key the subscriptions were last reconciled with |

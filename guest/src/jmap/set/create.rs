@@ -2,8 +2,9 @@
 //! deviceClientId reservation, storing the record, and the verification
 //! push whose answer decides whether it stays (B3, B4).
 
-use crate::json::{self, Map, Value};
+use crate::json::{Map, Value};
 
+use super::rate::CreateLog;
 use super::update::update_verification;
 use super::CAS_ATTEMPTS;
 use super::CLAIM_LEASE_MS;
@@ -246,26 +247,19 @@ fn over_quota(env: &Env<'_>) -> SetError {
     )
 }
 
-/// Counts creates in the last hour; refuses beyond the limit, else records
-/// this one (compare-and-swap, so concurrent creates are all counted).
+/// Counts creates in the last hour ([`CreateLog`]); refuses beyond the
+/// limit, else records this one (compare-and-swap, so concurrent creates
+/// are all counted).
 fn check_rate(env: &mut Env<'_>, owner: &Owner, now: u64) -> Result<(), SetError> {
     let key = repo::rate_key(owner);
     for _ in 0..CAS_ATTEMPTS {
         let entry = env.store.get(&key)?;
-        let mut times: Vec<u64> = entry
+        let mut log = entry
             .as_ref()
-            .and_then(|e| json::parse_slice(&e.value).ok())
-            .and_then(|v| {
-                v.as_array().and_then(|items| {
-                    items
-                        .iter()
-                        .map(Value::as_u64)
-                        .collect::<Option<Vec<u64>>>()
-                })
-            })
+            .map(|e| CreateLog::from_record(&e.value))
             .unwrap_or_default();
-        times.retain(|t| t + 3600 > now);
-        if times.len() >= env.config.max_creates_per_hour as usize {
+        log.expire(now);
+        if log.count() >= u64::from(env.config.max_creates_per_hour) {
             return Err(SetError::new(
                 SetErrorType::RateLimit,
                 format!(
@@ -274,10 +268,8 @@ fn check_rate(env: &mut Env<'_>, owner: &Owner, now: u64) -> Result<(), SetError
                 ),
             ));
         }
-        times.push(now);
-        let bytes = Value::Array(times.into_iter().map(Value::from).collect())
-            .to_string()
-            .into_bytes();
+        log.record(now);
+        let bytes = log.to_record();
         let cond = match &entry {
             Some(e) => Condition::Version(e.version),
             None => Condition::Absent,
