@@ -29,6 +29,7 @@
 
 pub mod addr;
 pub mod config;
+pub mod create_rate;
 pub mod crypto;
 pub mod delivery;
 pub mod error;

@@ -4,10 +4,10 @@
 
 use crate::json::{Map, Value};
 
-use super::rate::CreateLog;
 use super::update::update_verification;
 use super::CAS_ATTEMPTS;
 use super::CLAIM_LEASE_MS;
+use crate::create_rate::CreateLog;
 use crate::delivery::policy;
 use crate::delivery::push;
 use crate::jmap::errors::{MethodError, SetError, SetErrorType};

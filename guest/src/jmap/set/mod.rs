@@ -3,7 +3,6 @@
 //! order destroys, creates and updates run in); one module per operation.
 
 mod create;
-mod rate;
 mod update;
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! The per-owner creation rate limit (`max_creates_per_hour`, B5): how
+//! The per-owner creation rate limit (`max_creates_per_hour`, B3 in docs/behaviour.md): how
 //! many subscriptions an owner created in the last hour, kept in the
-//! store under [`repo::rate_key`](crate::repo::rate_key).
+//! store under [`repo::rate_key`](crate::repo::rate_key), read and
+//! rewritten by every create (compare-and-swap).
 //!
-//! The record counts creates per minute: at most 61 buckets, however high
+//! The record counts creates per minute: at most 66 buckets, however high
 //! the limit, so a create costs the same whether the operator allows 20
 //! an hour or 100,000. (It held one time per create before, read and
-//! rewritten in full by every create: with a limit of 10,000s that was
-//! 100 KiB per create, and the guest's memory grew with it.)
+//! rewritten in full by every create: under a limit of 10,000 or more an
+//! hour that was over 100 KiB per create, and the guest's memory grew
+//! with it.)
 //!
 //! A create counts for at least an hour and at most a minute longer (its
 //! bucket is dropped once the last second it covers is an hour old), so
@@ -20,6 +22,9 @@ use crate::json;
 const BUCKET_SECS: u64 = 60;
 /// How long a create counts against the limit, seconds.
 const WINDOW_SECS: u64 = 3600;
+/// How far ahead of this host's clock a bucket may start and still count
+/// (another host's clock may be ahead), seconds.
+pub const FUTURE_SKEW_SECS: u64 = 300;
 
 /// One entry of the stored record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +39,7 @@ enum Entry {
 
 /// The creates of one owner still counting against the limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct CreateLog {
+pub struct CreateLog {
     /// `(minute start, creates)`, oldest first, one per minute.
     buckets: Vec<(u64, u64)>,
 }
@@ -43,20 +48,30 @@ impl CreateLog {
     /// Reads a stored record, either form. A record that does not parse
     /// reads as empty (as before: the limit fails open rather than
     /// refusing every create of the owner for ever).
-    pub(super) fn from_record(bytes: &[u8]) -> Self {
+    pub fn from_record(bytes: &[u8]) -> Self {
         let entries: Vec<Entry> = json::from_record(bytes).unwrap_or_default();
-        let mut log = CreateLog::default();
-        for e in entries {
-            match e {
-                Entry::Bucket(start, n) => log.add(start, n),
-                Entry::Time(t) => log.add(t, 1),
+        let mut counts: Vec<(u64, u64)> = entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Bucket(at, n) => (minute_of(at), n),
+                Entry::Time(t) => (minute_of(t), 1),
+            })
+            .collect();
+        // Sorted, then merged: a record in any order (or an operator's
+        // edit) reads in O(n log n).
+        counts.sort_unstable_by_key(|&(start, _)| start);
+        let mut buckets: Vec<(u64, u64)> = Vec::with_capacity(counts.len());
+        for (start, n) in counts {
+            match buckets.last_mut() {
+                Some(last) if last.0 == start => last.1 = last.1.saturating_add(n),
+                _ => buckets.push((start, n)),
             }
         }
-        log
+        CreateLog { buckets }
     }
 
     /// The record to store: one `[start, count]` pair per minute.
-    pub(super) fn to_record(&self) -> Vec<u8> {
+    pub fn to_record(&self) -> Vec<u8> {
         let entries: Vec<Entry> = self
             .buckets
             .iter()
@@ -66,29 +81,40 @@ impl CreateLog {
     }
 
     /// Drops the buckets whose every second is at least an hour before
-    /// `now` (Unix seconds).
-    pub(super) fn expire(&mut self, now: u64) {
-        self.buckets
-            .retain(|&(start, _)| start.saturating_add(BUCKET_SECS + WINDOW_SECS) > now + 1);
+    /// `now` (Unix seconds), and those more than [`FUTURE_SKEW_SECS`] after
+    /// it (a clock set far ahead, or an edited record, must not hold the
+    /// limit for ever): at most 66 buckets are left.
+    pub fn expire(&mut self, now: u64) {
+        self.buckets.retain(|&(start, _)| {
+            start.saturating_add(BUCKET_SECS + WINDOW_SECS) > now.saturating_add(1)
+                && start <= now.saturating_add(FUTURE_SKEW_SECS)
+        });
     }
 
     /// Creates still counting.
-    pub(super) fn count(&self) -> u64 {
-        self.buckets.iter().map(|&(_, n)| n).sum()
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .fold(0, |sum, &(_, n)| sum.saturating_add(n))
     }
 
     /// Counts one create at `now` (Unix seconds).
-    pub(super) fn record(&mut self, now: u64) {
+    pub fn record(&mut self, now: u64) {
         self.add(now, 1);
     }
 
     fn add(&mut self, at: u64, n: u64) {
-        let start = at - at % BUCKET_SECS;
+        let start = minute_of(at);
         match self.buckets.binary_search_by_key(&start, |&(s, _)| s) {
             Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(n),
             Err(i) => self.buckets.insert(i, (start, n)),
         }
     }
+}
+
+/// The start of the minute holding `at` (Unix seconds).
+fn minute_of(at: u64) -> u64 {
+    at - at % BUCKET_SECS
 }
 
 #[cfg(test)]
@@ -116,8 +142,8 @@ mod tests {
         // (create time, the last second it counts, the first it does not)
         let cases = [
             (T0, T0 + 3599, T0 + 3600 + 59),
-            (T0 + 59, T0 + 59 + 3599, T0 + 3600 + 60),
-            (T0 + 30, T0 + 30 + 3599, T0 + 3600 + 60),
+            (T0 + 59, T0 + 59 + 3599, T0 + 3600 + 59),
+            (T0 + 30, T0 + 30 + 3599, T0 + 3600 + 59),
         ];
         for (at, still, gone) in cases {
             let log = log_at(&[at]);
@@ -166,5 +192,29 @@ mod tests {
         for bad in [&b"{}"[..], b"[\"x\"]", b"[[1,2,3]]", b"not json", b""] {
             assert_eq!(CreateLog::from_record(bad).count(), 0, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_hostile_record_cannot_overflow_or_hold_the_limit_for_ever() {
+        let text = format!(
+            "[[{T0},18446744073709551615],[{},5],[18446744073709551615,7]]",
+            T0 + 60
+        );
+        let mut log = CreateLog::from_record(text.as_bytes());
+        assert_eq!(log.count(), u64::MAX, "saturates");
+        log.expire(T0 + 120);
+        assert_eq!(log.buckets.len(), 2, "the far-future bucket is dropped");
+        // A bucket a little ahead (another host's clock) still counts.
+        let mut ahead = log_at(&[T0 + FUTURE_SKEW_SECS]);
+        ahead.expire(T0);
+        assert_eq!(ahead.count(), 1);
+    }
+
+    #[test]
+    fn a_record_in_any_order_reads_merged_and_sorted() {
+        let log = CreateLog::from_record(
+            format!("[[{},1],{},[{T0},2],{}]", T0 + 60, T0 + 61, T0 + 5).as_bytes(),
+        );
+        assert_eq!(log.buckets, vec![(T0, 3), (T0 + 60, 2)]);
     }
 }
