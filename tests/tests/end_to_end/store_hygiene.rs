@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::store::KvStore;
-use jmap_web_push_host::PluginConfig;
+use jmap_web_push_host::{PluginConfig, PushPlugin};
 use jmap_web_push_tests::{
     call, caller, plugin_with, state_change, test_config, verified_subscription, Gateway,
     PushClient,
@@ -34,19 +34,18 @@ fn config() -> PluginConfig {
     }
 }
 
-#[test]
-fn a_steady_churn_of_subscriptions_keeps_the_number_of_keys_steady() {
-    const ALIVE: usize = 10;
-    let store = Arc::new(MemoryStore::new());
-    let plugin = plugin_with(store.clone(), config());
+/// Runs `rounds` rounds of churn for alice: create and verify a
+/// subscription, push a StateChange to every live one, destroy the oldest
+/// once more than `alive` are live; calls `after` with the round number.
+fn churn(plugin: &PushPlugin, rounds: usize, alive: usize, mut after: impl FnMut(usize)) {
     let gateway = Gateway::start();
     let client = PushClient::new();
     let alice = caller("alice", None);
-    let mut alive = VecDeque::new();
-    for round in 0..60 {
+    let mut live = VecDeque::new();
+    for round in 0..rounds {
         let path = format!("c{round}");
-        alive.push_back(verified_subscription(
-            &plugin,
+        live.push_back(verified_subscription(
+            plugin,
             &gateway,
             &client,
             &alice,
@@ -58,10 +57,10 @@ fn a_steady_churn_of_subscriptions_keeps_the_number_of_keys_steady() {
             .state_changed(&event)
             .expect("no trap")
             .expect("taken");
-        if alive.len() > ALIVE {
-            let old = alive.pop_front().expect("oldest");
+        if live.len() > alive {
+            let old = live.pop_front().expect("oldest");
             let r = call(
-                &plugin,
+                plugin,
                 &alice,
                 "PushSubscription/set",
                 json!({"destroy": [old]}),
@@ -69,7 +68,17 @@ fn a_steady_churn_of_subscriptions_keeps_the_number_of_keys_steady() {
             .expect("destroy");
             assert_eq!(r["destroyed"].as_array().map(Vec::len), Some(1), "{r}");
         }
+        gateway.clear();
+        after(round);
     }
+}
+
+#[test]
+fn a_steady_churn_of_subscriptions_keeps_the_number_of_keys_steady() {
+    const ALIVE: usize = 10;
+    let store = Arc::new(MemoryStore::new());
+    let plugin = plugin_with(store.clone(), config());
+    churn(&plugin, 60, ALIVE, |_| {});
     let keys = census(&store);
     for family in ["sub", "owner", "dcid"] {
         assert_eq!(keys.get(family), Some(&ALIVE), "{family}: {keys:?}");
@@ -183,45 +192,15 @@ fn tick_puts_back_the_expiry_entry_of_a_subscription_whose_entry_went_stale() {
 /// 64 KiB every thousand creates).
 #[test]
 fn a_steady_churn_keeps_the_guest_memory_steady() {
-    const ALIVE: usize = 5;
     const WARM_UP: usize = 200;
     let store = Arc::new(MemoryStore::new());
     let plugin = plugin_with(store.clone(), config());
-    let gateway = Gateway::start();
-    let client = PushClient::new();
-    let alice = caller("alice", None);
-    let mut alive = VecDeque::new();
     let mut after_warm_up = 0;
-    for round in 0..3000 {
-        let path = format!("m{round}");
-        alive.push_back(verified_subscription(
-            &plugin,
-            &gateway,
-            &client,
-            &alice,
-            &path,
-            json!(null),
-        ));
-        let event = state_change("alice", &[("a1", "Email", &format!("s{round}"))]);
-        plugin
-            .state_changed(&event)
-            .expect("no trap")
-            .expect("taken");
-        if alive.len() > ALIVE {
-            let old = alive.pop_front().expect("oldest");
-            call(
-                &plugin,
-                &alice,
-                "PushSubscription/set",
-                json!({"destroy": [old]}),
-            )
-            .expect("destroy");
-        }
-        gateway.clear();
+    churn(&plugin, 3000, 5, |round| {
         if round + 1 == WARM_UP {
             after_warm_up = plugin.peak_guest_memory();
         }
-    }
+    });
     // The owner's rate record: one count per minute, whatever the limit
     // (it held one time per create: 33 KB after these 3,000).
     let rate = store.list_keys("rate/", None, 10).expect("list").keys;
