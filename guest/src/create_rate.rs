@@ -1,7 +1,7 @@
-//! The per-owner creation rate limit (`max_creates_per_hour`, B3 in docs/behaviour.md): how
-//! many subscriptions an owner created in the last hour, kept in the
-//! store under [`repo::rate_key`](crate::repo::rate_key), read and
-//! rewritten by every create (compare-and-swap).
+//! The per-owner creation rate limit (`max_creates_per_hour`, B3 in
+//! docs/behaviour.md): how many subscriptions an owner created in the last
+//! hour, kept in the store under [`repo::rate_key`](crate::repo::rate_key),
+//! read and rewritten by every create (compare-and-swap).
 //!
 //! The record counts creates per minute: at most 66 buckets, however high
 //! the limit, so a create costs the same whether the operator allows 20
@@ -100,14 +100,10 @@ impl CreateLog {
 
     /// Counts one create at `now` (Unix seconds).
     pub fn record(&mut self, now: u64) {
-        self.add(now, 1);
-    }
-
-    fn add(&mut self, at: u64, n: u64) {
-        let start = minute_of(at);
+        let start = minute_of(now);
         match self.buckets.binary_search_by_key(&start, |&(s, _)| s) {
-            Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(n),
-            Err(i) => self.buckets.insert(i, (start, n)),
+            Ok(i) => self.buckets[i].1 = self.buckets[i].1.saturating_add(1),
+            Err(i) => self.buckets.insert(i, (start, 1)),
         }
     }
 }
