@@ -6,7 +6,7 @@
 #  - OpenSSL headers + pkg-config for Mozilla's `ece` crate (test-only);
 #  - PostgreSQL server binaries, for scripts/pg.sh (the PostgreSQL store's
 #    tests);
-#  - python http_ece and npm web-push-testing into .tools/ (git-ignored),
+#  - python http_ece and npm web-push-testing, web-push and jmap-jam into .tools/ (git-ignored),
 #    for the interoperability tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

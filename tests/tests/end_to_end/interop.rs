@@ -5,7 +5,10 @@
 //!   verify its VAPID header (`scripts/interop/*.py`);
 //! - the npm push-service emulator `web-push-testing` accepts the plugin's
 //!   pushes (its VAPID check passes), decrypts them, and answers 410 for an
-//!   expired subscription, which destroys it.
+//!   expired subscription, which destroys it;
+//! - the npm JMAP client `jmap-jam` subscribes, verifies, receives and
+//!   destroys through `serve` with that emulator as the push service
+//!   ([`jam_client`]).
 //!
 //! The tools live in `.tools/` (git-ignored), installed by
 //! `scripts/setup.sh`. Without them these tests fail and say so.
@@ -22,6 +25,8 @@ use jmap_web_push_host::store::memory::MemoryStore;
 use jmap_web_push_host::PushPlugin;
 use jmap_web_push_tests::*;
 use serde_json::{json, Value};
+
+mod jam_client;
 
 const SETUP_HINT: &str =
     "run scripts/setup.sh first (it installs the interoperability tools into .tools/)";
