@@ -8,7 +8,9 @@
 //!   expired subscription, which destroys it;
 //! - the npm JMAP client `jmap-jam` subscribes, verifies, receives and
 //!   destroys through `serve` with that emulator as the push service
-//!   ([`jam_client`]).
+//!   ([`jam_client`]);
+//! - the Prometheus project's python OpenMetrics parser reads `/metrics`
+//!   ([`metrics_text`]).
 //!
 //! The tools live in `.tools/` (git-ignored), installed by
 //! `scripts/setup.sh`. Without them these tests fail and say so.
@@ -27,6 +29,7 @@ use jmap_web_push_tests::*;
 use serde_json::{json, Value};
 
 mod jam_client;
+mod metrics_text;
 
 const SETUP_HINT: &str =
     "run scripts/setup.sh first (it installs the interoperability tools into .tools/)";

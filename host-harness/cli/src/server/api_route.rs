@@ -50,7 +50,7 @@ pub(super) async fn api_handler(
             };
         }
     };
-    state.metrics.api_requests.fetch_add(1, Ordering::Relaxed);
+    state.metrics.api_requests.inc();
     let limit = current.settings.server.max_size_request;
     let body = match read_body(body, limit, declared).await {
         Ok(b) => b,
@@ -144,7 +144,7 @@ pub(super) async fn api_handler(
                         call_id,
                     )),
                     Ok(Err(e)) => {
-                        state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+                        state.metrics.traps.inc();
                         tracing::error!(error = %e, "plugin call failed");
                         responses.push(("error".into(), json!({"type": "serverFail", "description": e.to_string()}), call_id));
                     }

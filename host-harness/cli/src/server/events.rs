@@ -17,7 +17,6 @@
 //!   (and the same at-least-once for the event that trapped).
 //! - 400 for a body that is not events, 401/403 for the token.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -109,7 +108,7 @@ pub(super) async fn events(
         .await;
         match r {
             Ok(Ok(Ok(v))) => {
-                state.metrics.events.fetch_add(1, Ordering::Relaxed);
+                state.metrics.events.inc();
                 results.push(v)
             }
             Ok(Ok(Err(PluginError::StoreUnavailable(why)))) => {
@@ -128,7 +127,7 @@ pub(super) async fn events(
                 );
             }
             Ok(Ok(Err(e))) => {
-                state.metrics.events.fetch_add(1, Ordering::Relaxed);
+                state.metrics.events.inc();
                 results.push(json!({"error": format!("{e:?}")}))
             }
             Ok(Err(e)) => {

@@ -1,9 +1,16 @@
-//! Prometheus text-format metrics, kept by hand (a few counters and one
-//! histogram need no registry crate).
+//! `GET /metrics`: the `prometheus-client` crate's registry and its
+//! OpenMetrics text encoding (escaping, `_total` suffixes, `# EOF`), with
+//! the store gauges counted at scrape time.
+//!
+//! The `outcome` and `reason` labels come from the plugin's delivery
+//! reports, across the sandbox boundary: the host takes them as untrusted
+//! text. An outcome other than the four the plugin defines is counted as
+//! `other`, a reason is cut to [`MAX_REASON_LEN`] characters, and once
+//! [`MAX_PUSH_SERIES`] distinct pairs exist a new pair is counted under
+//! `reason="other"`, so a misbehaving plugin cannot grow the scrape or the
+//! host's memory without bound.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
@@ -13,31 +20,119 @@ use jmap_web_push_guest::repo::{PENDING_PREFIX, SUB_PREFIX};
 use jmap_web_push_host::net::{OutError, OutResponse};
 use jmap_web_push_host::store::KvStore;
 use jmap_web_push_host::DeliveryReport;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the gateway latency histogram, seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// The outcomes a delivery report may name; anything else is `other`.
+const OUTCOMES: [&str; 4] = ["delivered", "deferred", "dropped", "destroyed"];
+
+/// Most distinct (outcome, reason) series; later new pairs count as
+/// `reason="other"`.
+pub const MAX_PUSH_SERIES: usize = 64;
+
+/// Longest reason label kept, in characters.
+pub const MAX_REASON_LEN: usize = 64;
+
+/// Labels of `jmap_push_pushes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushLabels {
+    outcome: String,
+    reason: String,
+}
+
+/// Labels of `jmap_push_gateway_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    result: String,
+}
+
 /// Everything `/metrics` reports that is counted as it happens.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    /// (outcome, reason) → pushes.
-    pushes: Mutex<BTreeMap<(String, String), u64>>,
-    /// Gateway latency histogram: bucket counts (cumulative at render).
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
-    /// Requests by result class (`2xx`, `4xx`, `timeout`, ...).
-    requests: Mutex<BTreeMap<String, u64>>,
+    /// The counters and the histogram, registered once.
+    registry: Registry,
+    /// Pushes by (outcome, reason).
+    pushes: Family<PushLabels, Counter>,
+    /// The (outcome, reason) pairs counted so far (bounded).
+    push_series: Mutex<BTreeSet<(String, String)>>,
+    /// Requests to push services by result class (`2xx`, `timeout`, ...).
+    requests: Family<RequestLabels, Counter>,
+    /// Time until a push service answered.
+    latency: Histogram,
     /// Guest traps and deadline overruns.
-    pub traps: AtomicU64,
+    pub traps: Counter,
     /// JMAP API requests served.
-    pub api_requests: AtomicU64,
+    pub api_requests: Counter,
     /// Events accepted on `/events`.
-    pub events: AtomicU64,
+    pub events: Counter,
     /// The store gauges and the count that refreshes them.
     gauges: Mutex<StoreGauges>,
     /// Woken when a count finishes.
     counted: tokio::sync::Notify,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let pushes = Family::<PushLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Histogram::new(BUCKETS);
+        let (traps, api_requests, events) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let mut registry = Registry::default();
+        registry.register(
+            "jmap_push_pushes",
+            "Pushes by outcome and reason",
+            pushes.clone(),
+        );
+        registry.register(
+            "jmap_push_gateway_requests",
+            "Requests to push services by result",
+            requests.clone(),
+        );
+        registry.register(
+            "jmap_push_gateway_latency_seconds",
+            "Time until a push service answered",
+            latency.clone(),
+        );
+        registry.register(
+            "jmap_push_guest_traps",
+            "Plugin calls that trapped or overran the CPU deadline",
+            traps.clone(),
+        );
+        registry.register(
+            "jmap_push_api_requests",
+            "JMAP API requests",
+            api_requests.clone(),
+        );
+        registry.register(
+            "jmap_push_events",
+            "Events accepted on /events",
+            events.clone(),
+        );
+        Metrics {
+            registry,
+            pushes,
+            push_series: Mutex::default(),
+            requests,
+            latency,
+            traps,
+            api_requests,
+            events,
+            gauges: Mutex::default(),
+            counted: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// The last figures the store gave, kept when a later count fails.
@@ -104,112 +199,64 @@ impl Metrics {
         }
     }
 
-    /// Counts a delivery report.
+    /// Counts a delivery report (its labels bounded as the module docs
+    /// say).
     pub fn record_report(&self, report: &DeliveryReport) {
-        if let Ok(mut p) = self.pushes.lock() {
-            for d in &report.details {
-                *p.entry((d.outcome.clone(), d.reason.clone())).or_default() += u64::from(d.count);
+        let Ok(mut series) = self.push_series.lock() else {
+            return;
+        };
+        for d in &report.details {
+            let outcome = if OUTCOMES.contains(&d.outcome.as_str()) {
+                d.outcome.clone()
+            } else {
+                "other".to_string()
+            };
+            let mut reason: String = d.reason.chars().take(MAX_REASON_LEN).collect();
+            if !series.contains(&(outcome.clone(), reason.clone())) {
+                if series.len() >= MAX_PUSH_SERIES {
+                    reason = "other".to_string();
+                }
+                series.insert((outcome.clone(), reason.clone()));
             }
+            self.pushes
+                .get_or_create(&PushLabels { outcome, reason })
+                .inc_by(u64::from(d.count));
         }
     }
 
-    fn record_request(&self, seconds: f64, class: String) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        if let Ok(mut r) = self.requests.lock() {
-            *r.entry(class).or_default() += 1;
-        }
+    fn record_request(&self, seconds: f64, result: String) {
+        self.latency.observe(seconds);
+        self.requests.get_or_create(&RequestLabels { result }).inc();
     }
 
-    /// Renders the text format; `subscriptions` and `pending` are gauges
-    /// read from the store at scrape time.
+    /// Renders the OpenMetrics text ([`CONTENT_TYPE`]); `subscriptions`
+    /// and `pending` are gauges read from the store at scrape time, left
+    /// out while unknown.
     pub fn render(&self, subscriptions: Option<u64>, pending: Option<u64>) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP jmap_push_pushes_total Pushes by outcome and reason."
-        );
-        let _ = writeln!(out, "# TYPE jmap_push_pushes_total counter");
-        if let Ok(p) = self.pushes.lock() {
-            for ((outcome, reason), n) in p.iter() {
-                let _ = writeln!(
-                    out,
-                    "jmap_push_pushes_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP jmap_push_gateway_requests_total Requests to push services by result."
-        );
-        let _ = writeln!(out, "# TYPE jmap_push_gateway_requests_total counter");
-        if let Ok(r) = self.requests.lock() {
-            for (class, n) in r.iter() {
-                let _ = writeln!(
-                    out,
-                    "jmap_push_gateway_requests_total{{result=\"{class}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP jmap_push_gateway_latency_seconds Time until a push service answered."
-        );
-        let _ = writeln!(out, "# TYPE jmap_push_gateway_latency_seconds histogram");
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "jmap_push_gateway_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "jmap_push_gateway_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "jmap_push_gateway_latency_seconds_sum {}",
-            self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "jmap_push_gateway_latency_seconds_count {count}");
-        for (name, help, v) in [
+        let mut gauges = Registry::default();
+        for (name, help, value) in [
             (
-                "jmap_push_guest_traps_total",
-                "Plugin calls that trapped or overran the CPU deadline.",
-                self.traps.load(Ordering::Relaxed),
+                "jmap_push_subscriptions",
+                "Stored push subscriptions",
+                subscriptions,
             ),
             (
-                "jmap_push_api_requests_total",
-                "JMAP API requests.",
-                self.api_requests.load(Ordering::Relaxed),
-            ),
-            (
-                "jmap_push_events_total",
-                "Events accepted on /events.",
-                self.events.load(Ordering::Relaxed),
+                "jmap_push_pending_deliveries",
+                "Subscriptions with a pending push",
+                pending,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            if let Some(v) = value {
+                let gauge = Gauge::<i64>::default();
+                gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
+                gauges.register(name, help, gauge);
+            }
         }
-        if let Some(s) = subscriptions {
-            let _ = writeln!(out, "# HELP jmap_push_subscriptions Stored push subscriptions.\n# TYPE jmap_push_subscriptions gauge\njmap_push_subscriptions {s}");
-        }
-        if let Some(p) = pending {
-            let _ = writeln!(out, "# HELP jmap_push_pending_deliveries Subscriptions with a pending push.\n# TYPE jmap_push_pending_deliveries gauge\njmap_push_pending_deliveries {p}");
-        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &gauges))
+            .and_then(|()| encode_eof(&mut out));
         out
     }
 }

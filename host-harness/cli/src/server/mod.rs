@@ -5,7 +5,7 @@
 //! | `GET /.well-known/jmap` | the Session object (authenticated) |
 //! | `POST /jmap/api` | the JMAP API: `PushSubscription/get`, `/set`, `Core/echo` |
 //! | `POST /events` | the mail server's event intake (admin token) |
-//! | `GET /metrics` | Prometheus text format |
+//! | `GET /metrics` | OpenMetrics text (`prometheus-client`) |
 //! | `GET /healthz` | liveness |
 //! | `POST /admin/vapid/rotate`, `GET /admin/vapid`, `POST /admin/reload` | operations (admin token), see [`admin`] |
 //!
@@ -44,7 +44,6 @@ pub mod throttle;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -416,7 +415,7 @@ async fn tick_loop(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<
                 Duration::from_secs(5)
             }
             Ok(Err(e)) => {
-                state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+                state.metrics.traps.inc();
                 tracing::error!(error = %e, "tick trapped");
                 Duration::from_secs(5)
             }
@@ -478,7 +477,7 @@ pub(super) fn trap(state: &AppState, e: CallError) -> Response {
 
 /// Counts and logs a failed plugin call; its description.
 pub(super) fn trapped(state: &AppState, e: CallError) -> String {
-    state.metrics.traps.fetch_add(1, Ordering::Relaxed);
+    state.metrics.traps.inc();
     tracing::error!(error = %e, "plugin call failed");
     e.to_string()
 }
@@ -489,7 +488,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
     let mut r = (StatusCode::OK, state.metrics.render(counts.0, counts.1)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
     );
     r
 }
