@@ -27,6 +27,11 @@ const {default: JamClient} = await import(
 
 const [sessionUrl, bearerToken] = process.argv.slice(2);
 const jam = new JamClient({sessionUrl, bearerToken});
+// The client loads the Session at once; a failure there is reported by the
+// first command that awaits it, not as an unhandled rejection that ends node.
+jam.session.catch(() => {});
+// Every request the client sends gives up after 10 s.
+const options = () => ({fetchInit: {signal: AbortSignal.timeout(10_000)}});
 
 // What the client threw, as JSON: a method error's arguments, a request
 // problem's body, or an Error's message.
@@ -44,7 +49,7 @@ async function run(command) {
 			return jam.session;
 		case 'call': {
 			const [entity, operation] = command.method.split('/');
-			const [data, meta] = await jam.api[entity][operation](command.args);
+			const [data, meta] = await jam.api[entity][operation](command.args, options());
 			return {data, sessionState: meta.sessionState};
 		}
 
@@ -53,7 +58,7 @@ async function run(command) {
 				const all = t.PushSubscription.get({ids: null, properties: ['id']});
 				const gone = t.PushSubscription.set({destroy: all.$ref('/list/*/id')});
 				return {all, gone};
-			});
+			}, options());
 			return {all: results.all, gone: results.gone, sessionState: meta.sessionState};
 		}
 

@@ -8,7 +8,7 @@
 //! CARGO_ENCODED_RUSTFLAGS=-Ctarget-feature=+wide-arithmetic \
 //!   cargo build -p jmap-web-push-crypto --example encrypt_rate --profile guest --target wasm32-wasip2
 //! cargo build -p jmap-web-push-crypto --example encrypt_rate --profile guest
-//! cargo bench -p jmap-web-push --bench wasm_command -- target/wasm32-wasip2/guest/examples/encrypt_rate.wasm
+//! WASM_COMMAND=target/wasm32-wasip2/guest/examples/encrypt_rate.wasm cargo bench -p jmap-web-push --bench wasm_command
 //! target/guest/examples/encrypt_rate
 //! ```
 //!
@@ -38,8 +38,8 @@ impl WasiView for Host {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some(path) = std::env::args().skip(1).find(|a| !a.starts_with('-')) else {
-        println!("wasm_command: no command given (usage in the file's docs); nothing to run");
+    let Some(path) = std::env::var_os("WASM_COMMAND") else {
+        println!("wasm_command: WASM_COMMAND names no command (usage in the file's docs); nothing to run");
         return Ok(());
     };
     // `cargo bench` runs this in the package's directory: a relative path

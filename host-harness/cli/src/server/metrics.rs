@@ -3,15 +3,25 @@
 //! the store gauges counted at scrape time.
 //!
 //! The `outcome` and `reason` labels come from the plugin's delivery
-//! reports, across the sandbox boundary: the host takes them as untrusted
-//! text. An outcome other than the four the plugin defines is counted as
-//! `other`, a reason is cut to [`MAX_REASON_LEN`] characters, and once
+//! reports, across the sandbox boundary, and a reason may carry a push
+//! service's HTTP status, which whoever runs that service chooses. So the
+//! host bounds them ([`push_labels`]): an outcome other than the four the
+//! plugin defines is `other`; a status is kept for the statuses in
+//! [`KEPT_STATUSES`] and counted by class (`4xx`, ...) otherwise (any three
+//! digits from 100 to 999, as HTTP clients pass them on); any other
+//! reason is cut to [`MAX_REASON_LEN`] characters, and once
 //! [`MAX_PUSH_SERIES`] distinct pairs exist a new pair is counted under
-//! `reason="other"`, so a misbehaving plugin cannot grow the scrape or the
-//! host's memory without bound.
+//! `reason="_overflow"` (one such series per outcome at most). A scrape
+//! and the host's memory stay bounded whatever the plugin or the push
+//! services send.
+//!
+//! Compared with the hand-written Prometheus 0.0.4 text of earlier
+//! versions: the same metric names, bucket bounds written as floats
+//! (`le="1.0"`, as Prometheus 3 normalises them anyway), no HELP/TYPE
+//! lines for a family with no series yet, and `# EOF` at the end.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::{Duration, Instant};
 
@@ -37,9 +47,15 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 /// The outcomes a delivery report may name; anything else is `other`.
 const OUTCOMES: [&str; 4] = ["delivered", "deferred", "dropped", "destroyed"];
 
-/// Most distinct (outcome, reason) series; later new pairs count as
-/// `reason="other"`.
+/// Most distinct (outcome, reason) series before new pairs count as
+/// `reason="_overflow"` (plus one such series per outcome).
 pub const MAX_PUSH_SERIES: usize = 64;
+
+/// The reason new pairs count under past [`MAX_PUSH_SERIES`].
+pub const OVERFLOW_REASON: &str = "_overflow";
+
+/// HTTP statuses kept as reasons; any other status counts by its class.
+pub const KEPT_STATUSES: [u16; 12] = [400, 401, 403, 404, 408, 410, 413, 429, 500, 502, 503, 504];
 
 /// Longest reason label kept, in characters.
 pub const MAX_REASON_LEN: usize = 64;
@@ -202,24 +218,14 @@ impl Metrics {
     /// Counts a delivery report (its labels bounded as the module docs
     /// say).
     pub fn record_report(&self, report: &DeliveryReport) {
-        let Ok(mut series) = self.push_series.lock() else {
-            return;
-        };
+        let mut series = self
+            .push_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for d in &report.details {
-            let outcome = if OUTCOMES.contains(&d.outcome.as_str()) {
-                d.outcome.clone()
-            } else {
-                "other".to_string()
-            };
-            let mut reason: String = d.reason.chars().take(MAX_REASON_LEN).collect();
-            if !series.contains(&(outcome.clone(), reason.clone())) {
-                if series.len() >= MAX_PUSH_SERIES {
-                    reason = "other".to_string();
-                }
-                series.insert((outcome.clone(), reason.clone()));
-            }
+            let labels = push_labels(&mut series, &d.outcome, &d.reason);
             self.pushes
-                .get_or_create(&PushLabels { outcome, reason })
+                .get_or_create(&labels)
                 .inc_by(u64::from(d.count));
         }
     }
@@ -261,6 +267,35 @@ impl Metrics {
     }
 }
 
+/// The labels one (outcome, reason) of a delivery report is counted
+/// under, bounded as the module docs say; `series` holds the pairs counted
+/// so far.
+fn push_labels(series: &mut BTreeSet<(String, String)>, outcome: &str, reason: &str) -> PushLabels {
+    let outcome = if OUTCOMES.contains(&outcome) {
+        outcome
+    } else {
+        "other"
+    };
+    let status = (reason.len() == 3)
+        .then(|| reason.parse::<u16>().ok())
+        .flatten()
+        .filter(|s| (100..=999).contains(s));
+    let reason = match status {
+        Some(s) if KEPT_STATUSES.contains(&s) => s.to_string(),
+        Some(s) => format!("{}xx", s / 100),
+        None => reason.chars().take(MAX_REASON_LEN).collect(),
+    };
+    let mut key = (outcome.to_string(), reason);
+    if !series.contains(&key) && series.len() >= MAX_PUSH_SERIES {
+        key.1 = OVERFLOW_REASON.to_string();
+    }
+    series.insert(key.clone());
+    PushLabels {
+        outcome: key.0,
+        reason: key.1,
+    }
+}
+
 impl Metrics {
     /// An observer for [`jmap_web_push_host::net::HttpClient::with_observer`] that counts
     /// every request's result and latency.
@@ -277,5 +312,132 @@ impl Metrics {
             };
             metrics.record_request(elapsed.as_secs_f64(), class);
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(
+        series: &mut BTreeSet<(String, String)>,
+        outcome: &str,
+        reason: &str,
+    ) -> (String, String) {
+        let l = push_labels(series, outcome, reason);
+        (l.outcome, l.reason)
+    }
+
+    fn pair(outcome: &str, reason: &str) -> (String, String) {
+        (outcome.to_string(), reason.to_string())
+    }
+
+    #[test]
+    fn push_service_statuses_map_to_a_fixed_set() {
+        let mut series = BTreeSet::new();
+        assert_eq!(
+            labels(&mut series, "deferred", "503"),
+            pair("deferred", "503")
+        );
+        assert_eq!(
+            labels(&mut series, "destroyed", "404"),
+            pair("destroyed", "404")
+        );
+        assert_eq!(
+            labels(&mut series, "deferred", "599"),
+            pair("deferred", "5xx")
+        );
+        assert_eq!(
+            labels(&mut series, "dropped", "418"),
+            pair("dropped", "4xx")
+        );
+        // Not a three-digit status: kept as text.
+        assert_eq!(
+            labels(&mut series, "dropped", "0503"),
+            pair("dropped", "0503")
+        );
+        assert_eq!(
+            labels(&mut series, "dropped", "+50"),
+            pair("dropped", "+50")
+        );
+        // A push service choosing every status it can (hyper passes 100 to
+        // 999) fills the kept statuses and nine classes, nothing more.
+        let mut series = BTreeSet::new();
+        for status in 100..1000 {
+            labels(&mut series, "deferred", &status.to_string());
+        }
+        assert_eq!(series.len(), KEPT_STATUSES.len() + 9, "{series:?}");
+        assert!(!series.iter().any(|(_, r)| r == OVERFLOW_REASON));
+    }
+
+    #[test]
+    fn unknown_outcomes_and_long_reasons_are_bounded() {
+        let mut series = BTreeSet::new();
+        assert_eq!(labels(&mut series, "exploded\n", "x"), pair("other", "x"));
+        let long = "é".repeat(MAX_REASON_LEN + 10);
+        let (_, reason) = labels(&mut series, "dropped", &long);
+        assert_eq!(reason.chars().count(), MAX_REASON_LEN);
+        assert!(long.starts_with(&reason));
+    }
+
+    #[test]
+    fn past_the_series_bound_new_pairs_share_one_overflow_series_per_outcome() {
+        let mut series = BTreeSet::new();
+        for i in 0..MAX_PUSH_SERIES {
+            assert_eq!(
+                labels(&mut series, "dropped", &format!("r{i}")).1,
+                format!("r{i}")
+            );
+        }
+        assert_eq!(
+            labels(&mut series, "dropped", "new"),
+            pair("dropped", OVERFLOW_REASON)
+        );
+        assert_eq!(
+            labels(&mut series, "dropped", "newer"),
+            pair("dropped", OVERFLOW_REASON)
+        );
+        assert_eq!(
+            labels(&mut series, "deferred", "new"),
+            pair("deferred", OVERFLOW_REASON)
+        );
+        // A pair counted before the bound keeps its own series.
+        assert_eq!(labels(&mut series, "dropped", "r0"), pair("dropped", "r0"));
+        assert_eq!(series.len(), MAX_PUSH_SERIES + 2);
+        for outcome in OUTCOMES.iter().chain(&["other"]) {
+            labels(&mut series, outcome, "yet another");
+        }
+        assert_eq!(series.len(), MAX_PUSH_SERIES + OUTCOMES.len() + 1);
+    }
+
+    #[test]
+    fn every_reported_push_is_counted_once_in_the_text() {
+        let metrics = Metrics::default();
+        let details = (0..100)
+            .map(|i| jmap_web_push_host::OutcomeCount {
+                outcome: "dropped".into(),
+                reason: format!("reason-{i}"),
+                count: 2,
+            })
+            .collect();
+        metrics.record_report(&DeliveryReport {
+            delivered: 0,
+            deferred: 0,
+            dropped: 200,
+            destroyed: 0,
+            details,
+        });
+        let text = metrics.render(None, None);
+        let overflow = format!(
+            "jmap_push_pushes_total{{outcome=\"dropped\",reason=\"{OVERFLOW_REASON}\"}} {}",
+            2 * (100 - MAX_PUSH_SERIES)
+        );
+        assert!(text.contains(&overflow), "{text}");
+        assert!(text.contains("jmap_push_pushes_total{outcome=\"dropped\",reason=\"reason-0\"} 2"));
+        assert_eq!(
+            text.matches("jmap_push_pushes_total{").count(),
+            MAX_PUSH_SERIES + 1
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -7,18 +7,25 @@
 //! push service received.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{node_modules, repo_root, Emulator, SETUP_HINT};
 use jmap_web_push_tests::TestServer;
 
+/// How long one command may take before the test gives up on node.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The jam bridge script, killed on drop.
 struct Jam {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// The bridge's answer lines, read on a thread of their own so that a
+    /// stalled node fails the test after [`ANSWER_TIMEOUT`].
+    answers: Receiver<String>,
 }
 
 impl Jam {
@@ -40,20 +47,34 @@ impl Jam {
             .unwrap_or_else(|e| panic!("cannot start node ({e}): {SETUP_HINT}"));
         let stdin = child.stdin.take().expect("stdin");
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, answers) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Jam {
             child,
             stdin,
-            stdout,
+            answers,
         }
     }
 
     /// One command; the bridge's answer (`{"ok": ...}` or `{"error": ...}`).
     fn send(&mut self, command: Value) -> Value {
         writeln!(self.stdin, "{command}").expect("write to the jam bridge");
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .expect("read from the jam bridge");
+        let line = match self.answers.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("the jam bridge gave no answer in {ANSWER_TIMEOUT:?} to {command}")
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!(
+                "the jam bridge ended ({:?}) before answering {command}",
+                self.child.wait()
+            ),
+        };
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?} for {command}"))
     }
 
