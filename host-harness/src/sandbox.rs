@@ -241,8 +241,12 @@ impl Sandbox {
             (None, Flavour::Wide) => builtin::WIDE,
             (None, Flavour::Portable) => builtin::PORTABLE,
         };
-        let (component, load_report) =
-            load_component(&engine, bytes, options.aot_cache_dir.as_ref())?;
+        let (component, load_report) = load_component(
+            &engine,
+            options.flavour,
+            bytes,
+            options.aot_cache_dir.as_ref(),
+        )?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -318,8 +322,12 @@ impl Sandbox {
     /// the sandbox's CPU deadline when made through
     /// [`EmbeddedComponent::with_deadline`].
     pub fn instantiate_component(&self, bytes: &[u8]) -> anyhow::Result<EmbeddedComponent> {
-        let (component, _) =
-            load_component(&self.engine, bytes, self.options.aot_cache_dir.as_ref())?;
+        let (component, _) = load_component(
+            &self.engine,
+            self.options.flavour,
+            bytes,
+            self.options.aot_cache_dir.as_ref(),
+        )?;
         let mut store = self.new_store();
         let instance = self.linker.instantiate(&mut store, &component)?;
         let ticks = self.deadline_ticks();
@@ -448,61 +456,83 @@ impl EmbeddedComponent {
 
 /// Compiles `bytes`, or loads the compiled form from `cache_dir` keyed by
 /// the engine's compatibility hash and the component's hash.
+/// Compiles `bytes` on an engine of its own, configured as `engine` is
+/// (`flavour`), and drops that engine with its compiler: wasmtime keeps
+/// each compiling thread's Cranelift context in the engine for reuse, which
+/// a long-lived engine would hold for as long as it runs. Then gives the
+/// freed heap back to the system (glibc keeps it in its arenas otherwise).
+/// Without this a cold start stayed about 30 MiB above a warm one
+/// (BENCHMARKS.md, "Cold start").
+fn compile(flavour: Flavour, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let compiled = Sandbox::engine(flavour)?.precompile_component(bytes)?;
+    release_freed_heap();
+    Ok(compiled)
+}
+
+/// `malloc_trim(0)` where the allocator is glibc's.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` has no preconditions; it only releases free
+    // memory at the top of or inside the arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The plugin (or another component) compiled for `engine`: from the AOT
+/// cache in `cache_dir` when it holds this component for this engine's
+/// configuration, else compiled (see [`compile`]) and written there.
 fn load_component(
     engine: &Engine,
+    flavour: Flavour,
     bytes: &[u8],
     cache_dir: Option<&PathBuf>,
 ) -> anyhow::Result<(Component, LoadReport)> {
     let t = Instant::now();
+    let report = |compiled: bool| LoadReport {
+        compiled,
+        load_time: t.elapsed(),
+        component_size: bytes.len(),
+    };
     let Some(dir) = cache_dir else {
-        let c = Component::new(engine, bytes)?;
-        return Ok((
-            c,
-            LoadReport {
-                compiled: true,
-                load_time: t.elapsed(),
-                component_size: bytes.len(),
-            },
-        ));
+        let compiled = compile(flavour, bytes)?;
+        // SAFETY: serialized just now by an engine of the same
+        // configuration (`Sandbox::engine(flavour)`), never left memory.
+        let c = unsafe { Component::deserialize(engine, &compiled) }?;
+        return Ok((c, report(true)));
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     bytes.hash(&mut h);
     let path = dir.join(format!("plugin-{:016x}.cwasm", h.finish()));
     if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of an
+        // SAFETY: the file was written by `Engine::precompile_component` of an
         // engine with the same compatibility hash (it is in the name), in a
         // directory only this tool writes to.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => {
-                return Ok((
-                    c,
-                    LoadReport {
-                        compiled: false,
-                        load_time: t.elapsed(),
-                        component_size: bytes.len(),
-                    },
-                ))
-            }
+            Ok(c) => return Ok((c, report(false))),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "AOT cache entry unusable; recompiling")
             }
         }
     }
-    let c = Component::new(engine, bytes)?;
-    let compiled = c.serialize()?;
-    if std::fs::create_dir_all(dir).is_ok() {
+    let compiled = compile(flavour, bytes)?;
+    let cached = std::fs::create_dir_all(dir).is_ok() && {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &compiled).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
-    }
-    Ok((
-        c,
-        LoadReport {
-            compiled: true,
-            load_time: t.elapsed(),
-            component_size: bytes.len(),
-        },
-    ))
+        std::fs::write(&tmp, &compiled).is_ok() && std::fs::rename(&tmp, &path).is_ok()
+    };
+    // Run from the file when it was written, as a warm start does: the code
+    // is then a file mapping, not anonymous memory.
+    let from_file = if cached {
+        // SAFETY: as above; the file was written just now from `compiled`.
+        unsafe { Component::deserialize_file(engine, &path) }.ok()
+    } else {
+        None
+    };
+    let c = match from_file {
+        Some(c) => c,
+        // SAFETY: as in the case without a cache directory.
+        None => unsafe { Component::deserialize(engine, &compiled) }?,
+    };
+    Ok((c, report(true)))
 }

@@ -15,12 +15,15 @@
 //!
 //! Run: `cargo bench -p jmap-web-push --bench soak` (Linux: it reads /proc).
 
+mod common;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::{free_port, status_kib, KillOnDrop};
 use jmap_web_push::gateway::Gateway;
 use jmap_web_push::server::auth::token_sha256;
 use jmap_web_push_guest::crypto::ece::receiver::webpush_decrypt;
@@ -49,28 +52,8 @@ struct Sample {
     pushes: u64,
 }
 
-/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`), 0
-/// when unreadable.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn start_serve(dir: &Path, store: &Path) -> (Child, String) {
@@ -107,16 +90,6 @@ credentials = [{{ id = "t", token_sha256 = "{}" }}]
         .spawn()
         .expect("serve starts");
     (child, format!("http://127.0.0.1:{port}"))
-}
-
-/// The `serve` child, killed however the bench ends (a panic included).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Client {
