@@ -4,7 +4,8 @@
 //! imports (what an instance can reach) is [`crate::imports`].
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,6 +197,9 @@ impl Drop for EpochTicker {
 /// The loaded plugin: compiled once, linked once, instances pooled.
 pub struct Sandbox {
     engine: Engine,
+    /// The configuration `engine` was built from, for compiling on an
+    /// engine of its own ([`compile`]).
+    config: wasmtime::Config,
     linker: Linker<HostState>,
     pre: PluginPre<HostState>,
     shared: Arc<Shared>,
@@ -219,9 +223,10 @@ pub struct LoadReport {
 }
 
 impl Sandbox {
-    /// Builds the engine for `flavour` (epoch interruption on; wide
-    /// arithmetic when the flavour needs it).
-    pub fn engine(flavour: Flavour) -> anyhow::Result<Engine> {
+    /// The engine configuration for `flavour`: the component model, epoch
+    /// interruption, wide arithmetic when the flavour needs it, and the
+    /// perf map when `JMAP_WEB_PUSH_PERFMAP` is set.
+    pub fn config(flavour: Flavour) -> wasmtime::Config {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -231,22 +236,24 @@ impl Sandbox {
         if std::env::var_os("JMAP_WEB_PUSH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        Ok(Engine::new(&config)?)
+        config
+    }
+
+    /// Builds the engine for `flavour` ([`Sandbox::config`]).
+    pub fn engine(flavour: Flavour) -> anyhow::Result<Engine> {
+        Ok(Engine::new(&Self::config(flavour))?)
     }
 
     pub(crate) fn new(shared: Shared, options: SandboxOptions) -> anyhow::Result<Self> {
-        let engine = Self::engine(options.flavour)?;
+        let config = Self::config(options.flavour);
+        let engine = Engine::new(&config)?;
         let bytes: &[u8] = match (&options.component, options.flavour) {
             (Some(b), _) => b,
             (None, Flavour::Wide) => builtin::WIDE,
             (None, Flavour::Portable) => builtin::PORTABLE,
         };
-        let (component, load_report) = load_component(
-            &engine,
-            options.flavour,
-            bytes,
-            options.aot_cache_dir.as_ref(),
-        )?;
+        let (component, load_report) =
+            load_component(&engine, &config, bytes, options.aot_cache_dir.as_ref())?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -254,6 +261,7 @@ impl Sandbox {
         let ticker = EpochTicker::start(engine.clone());
         Ok(Sandbox {
             engine,
+            config,
             linker,
             pre,
             shared: Arc::new(shared),
@@ -324,7 +332,7 @@ impl Sandbox {
     pub fn instantiate_component(&self, bytes: &[u8]) -> anyhow::Result<EmbeddedComponent> {
         let (component, _) = load_component(
             &self.engine,
-            self.options.flavour,
+            &self.config,
             bytes,
             self.options.aot_cache_dir.as_ref(),
         )?;
@@ -454,17 +462,15 @@ impl EmbeddedComponent {
     }
 }
 
-/// Compiles `bytes`, or loads the compiled form from `cache_dir` keyed by
-/// the engine's compatibility hash and the component's hash.
-/// Compiles `bytes` on an engine of its own, configured as `engine` is
-/// (`flavour`), and drops that engine with its compiler: wasmtime keeps
-/// each compiling thread's Cranelift context in the engine for reuse, which
-/// a long-lived engine would hold for as long as it runs. Then gives the
-/// freed heap back to the system (glibc keeps it in its arenas otherwise).
-/// Without this a cold start stayed about 30 MiB above a warm one
-/// (BENCHMARKS.md, "Cold start").
-fn compile(flavour: Flavour, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let compiled = Sandbox::engine(flavour)?.precompile_component(bytes)?;
+/// Compiles `bytes` on an engine of its own, built from the serving
+/// engine's `config`, and drops that engine with its compiler: wasmtime
+/// keeps each compiling thread's Cranelift context in the engine for reuse,
+/// which a long-lived engine would hold for as long as it runs. Then gives
+/// the freed heap back to the system (glibc keeps it in its arenas
+/// otherwise). Without this a cold start stayed about 30 MiB above a warm
+/// one (BENCHMARKS.md, "Cold start"). Only a cache miss compiles.
+fn compile(config: &wasmtime::Config, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let compiled = Engine::new(config)?.precompile_component(bytes)?;
     release_freed_heap();
     Ok(compiled)
 }
@@ -479,12 +485,28 @@ fn release_freed_heap() {
     }
 }
 
-/// The plugin (or another component) compiled for `engine`: from the AOT
-/// cache in `cache_dir` when it holds this component for this engine's
-/// configuration, else compiled (see [`compile`]) and written there.
+/// Writes `compiled` to `path` through a new file of a random name in the
+/// same directory, renamed over `path` when complete: `path` is never seen
+/// half written, and a file another thread or process maps is replaced,
+/// never changed in place.
+fn write_cache_entry(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".plugin-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(compiled)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The plugin (or another component) compiled for `engine` (built from
+/// `config`): from the AOT cache in `cache_dir` when it holds this
+/// component for this configuration, else compiled ([`compile`]) and
+/// written there.
 fn load_component(
     engine: &Engine,
-    flavour: Flavour,
+    config: &wasmtime::Config,
     bytes: &[u8],
     cache_dir: Option<&PathBuf>,
 ) -> anyhow::Result<(Component, LoadReport)> {
@@ -495,9 +517,10 @@ fn load_component(
         component_size: bytes.len(),
     };
     let Some(dir) = cache_dir else {
-        let compiled = compile(flavour, bytes)?;
-        // SAFETY: serialized just now by an engine of the same
-        // configuration (`Sandbox::engine(flavour)`), never left memory.
+        let compiled = compile(config, bytes)?;
+        // SAFETY: `compiled` is `Engine::precompile_component`'s output,
+        // unmodified and never out of this process's memory; wasmtime
+        // checks that it suits `engine` and refuses it otherwise.
         let c = unsafe { Component::deserialize(engine, &compiled) }?;
         return Ok((c, report(true)));
     };
@@ -506,9 +529,11 @@ fn load_component(
     bytes.hash(&mut h);
     let path = dir.join(format!("plugin-{:016x}.cwasm", h.finish()));
     if path.exists() {
-        // SAFETY: the file was written by `Engine::precompile_component` of an
-        // engine with the same compatibility hash (it is in the name), in a
-        // directory only this tool writes to.
+        // SAFETY: files in the cache are `Engine::precompile_component`'s
+        // output, written whole under a temporary name and renamed into
+        // place (`write_cache_entry`), never changed in place, in a
+        // directory only this tool writes to; wasmtime checks that the
+        // compiled code suits `engine` and refuses it otherwise.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok((c, report(false))),
             Err(e) => {
@@ -516,18 +541,22 @@ fn load_component(
             }
         }
     }
-    let compiled = compile(flavour, bytes)?;
-    let cached = std::fs::create_dir_all(dir).is_ok() && {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &compiled).is_ok() && std::fs::rename(&tmp, &path).is_ok()
-    };
-    // Run from the file when it was written, as a warm start does: the code
-    // is then a file mapping, not anonymous memory.
-    let from_file = if cached {
-        // SAFETY: as above; the file was written just now from `compiled`.
-        unsafe { Component::deserialize_file(engine, &path) }.ok()
-    } else {
-        None
+    let compiled = compile(config, bytes)?;
+    let from_file = match write_cache_entry(dir, &path, &compiled) {
+        // Run from the file, as a warm start does: the code is then a file
+        // mapping, not anonymous memory.
+        // SAFETY: as above.
+        Ok(()) => match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "AOT cache entry just written is unusable; running from memory");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "AOT cache not written; running from memory");
+            None
+        }
     };
     let c = match from_file {
         Some(c) => c,

@@ -225,3 +225,82 @@ fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_
         "only what went out before the trap goes out twice"
     );
 }
+
+/// A plugin on the fixture with its AOT cache in `dir`.
+fn fixture_cached_in(dir: &std::path::Path) -> PushPlugin {
+    PushPlugin::builder()
+        .config(test_config())
+        .store(Arc::new(MemoryStore::new()))
+        .sandbox(SandboxOptions {
+            flavour: Flavour::Portable,
+            component: Some(std::fs::read(FIXTURE_PATH).expect("fixture component built")),
+            aot_cache_dir: Some(dir.to_path_buf()),
+            ..SandboxOptions::default()
+        })
+        .build()
+        .expect("fixture loads")
+}
+
+/// The names of the files in `dir`.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("cache directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_aot_cache_is_written_whole_once_reused_and_rewritten_when_damaged() {
+    let dir = std::env::temp_dir().join(format!(
+        "jwp-aot-cache-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Four sandboxes compiling into an empty cache at once: each works, and
+    // the cache holds one complete entry and no temporary file.
+    let plugins: Vec<PushPlugin> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| fixture_cached_in(&dir)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    for p in &plugins {
+        works(p);
+    }
+    assert!(plugins.iter().any(|p| p.load_report().compiled));
+    let names = files_in(&dir);
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        names[0].starts_with("plugin-") && names[0].ends_with(".cwasm"),
+        "{names:?}"
+    );
+    let entry = dir.join(&names[0]);
+    let size = std::fs::metadata(&entry).expect("entry").len();
+
+    // The next start reads it.
+    let warm = fixture_cached_in(&dir);
+    assert!(!warm.load_report().compiled);
+    works(&warm);
+
+    // A damaged entry is compiled again and replaced. (Written under
+    // another name and renamed, and only once nothing maps the old file.)
+    drop((plugins, warm));
+    let bytes = std::fs::read(&entry).expect("entry");
+    let damaged = dir.join("damaged");
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).expect("half an entry");
+    std::fs::rename(&damaged, &entry).expect("damaged entry in place");
+    let repaired = fixture_cached_in(&dir);
+    assert!(repaired.load_report().compiled);
+    works(&repaired);
+    assert_eq!(files_in(&dir), names);
+    assert_eq!(std::fs::metadata(&entry).expect("entry").len(), size);
+    assert!(!fixture_cached_in(&dir).load_report().compiled);
+    drop(repaired);
+    let _ = std::fs::remove_dir_all(&dir);
+}
