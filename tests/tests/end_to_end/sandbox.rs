@@ -10,6 +10,12 @@ use jmap_web_push_host::{CallError, Flavour, PushPlugin, SandboxOptions};
 use jmap_web_push_tests::{cache_dir, caller, test_config, FIXTURE_PATH};
 
 fn fixture() -> PushPlugin {
+    fixture_cached_in(&cache_dir())
+}
+
+/// The fixture plugin (500 ms deadline, 16 MiB memory) with its AOT cache
+/// in `dir`.
+fn fixture_cached_in(dir: &std::path::Path) -> PushPlugin {
     PushPlugin::builder()
         .config(test_config())
         .store(Arc::new(MemoryStore::new()))
@@ -18,7 +24,7 @@ fn fixture() -> PushPlugin {
             component: Some(std::fs::read(FIXTURE_PATH).expect("fixture component built")),
             call_deadline: Duration::from_millis(500),
             memory_limit: 16 << 20,
-            aot_cache_dir: Some(cache_dir()),
+            aot_cache_dir: Some(dir.to_path_buf()),
             ..SandboxOptions::default()
         })
         .build()
@@ -224,21 +230,6 @@ fn a_fan_out_stopped_by_the_cpu_deadline_midway_is_contained_and_a_resent_event_
         twice <= sent_before,
         "only what went out before the trap goes out twice"
     );
-}
-
-/// A plugin on the fixture with its AOT cache in `dir`.
-fn fixture_cached_in(dir: &std::path::Path) -> PushPlugin {
-    PushPlugin::builder()
-        .config(test_config())
-        .store(Arc::new(MemoryStore::new()))
-        .sandbox(SandboxOptions {
-            flavour: Flavour::Portable,
-            component: Some(std::fs::read(FIXTURE_PATH).expect("fixture component built")),
-            aot_cache_dir: Some(dir.to_path_buf()),
-            ..SandboxOptions::default()
-        })
-        .build()
-        .expect("fixture loads")
 }
 
 /// The names of the files in `dir`.
