@@ -488,13 +488,16 @@ fn release_freed_heap() {
 /// Writes `compiled` to `path` through a new file of a random name in the
 /// same directory, renamed over `path` when complete: `path` is never seen
 /// half written, and a file another thread or process maps is replaced,
-/// never changed in place.
+/// never changed in place. The entry gets the mode any new file gets
+/// (0666 less the umask), so a cache another user precompiled stays
+/// readable as before.
 fn write_cache_entry(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".plugin-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".plugin-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(compiled)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -273,6 +273,17 @@ fn the_aot_cache_is_written_whole_once_reused_and_rewritten_when_damaged() {
     );
     let entry = dir.join(&names[0]);
     let size = std::fs::metadata(&entry).expect("entry").len();
+    // The entry has the mode any new file gets here (not a private
+    // temporary file's 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let plain = dir.join("plain");
+        std::fs::write(&plain, b"x").expect("plain file");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("mode").permissions().mode();
+        assert_eq!(mode(&entry), mode(&plain));
+        std::fs::remove_file(&plain).expect("remove plain file");
+    }
 
     // The next start reads it.
     let warm = fixture_cached_in(&dir);
