@@ -11,10 +11,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, status_kib, KillOnDrop};
+use common::{free_port, spawn_serve, status_kib, KillOnDrop};
 
 /// Starts `serve` with `dir` as its AOT cache and store directory; returns
 /// the time until `/healthz` answered and (RSS, anonymous, file) in KiB a
@@ -46,13 +45,7 @@ credentials = [{{ id = "t", token_sha256 = "{}" }}]
     )
     .expect("config written");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_jmap-web-push"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let child = spawn_serve(&config);
     let pid = child.id();
     let _serve = KillOnDrop(child);
     while !healthy(port) {

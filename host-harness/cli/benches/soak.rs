@@ -19,11 +19,11 @@ mod common;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{free_port, status_kib, KillOnDrop};
+use common::{free_port, spawn_serve, status_kib, KillOnDrop};
 use jmap_web_push::gateway::Gateway;
 use jmap_web_push::server::auth::token_sha256;
 use jmap_web_push_guest::crypto::ece::receiver::webpush_decrypt;
@@ -82,13 +82,7 @@ credentials = [{{ id = "t", token_sha256 = "{}" }}]
         ),
     )
     .expect("config written");
-    let child = Command::new(env!("CARGO_BIN_EXE_jmap-web-push"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let child = spawn_serve(&config);
     (child, format!("http://127.0.0.1:{port}"))
 }
 

@@ -146,6 +146,17 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `jmap-web-push serve -c <config>`, its output discarded.
+pub fn spawn_serve(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jmap-web-push"))
+        .args(["serve", "-c"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts")
+}
+
 /// A child process (`serve`) killed and reaped on drop, however the bench
 /// ends (a panic included).
 pub struct KillOnDrop(pub std::process::Child);

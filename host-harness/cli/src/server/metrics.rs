@@ -286,10 +286,12 @@ fn push_labels(series: &mut BTreeSet<(String, String)>, outcome: &str, reason: &
         None => reason.chars().take(MAX_REASON_LEN).collect(),
     };
     let mut key = (outcome.to_string(), reason);
-    if !series.contains(&key) && series.len() >= MAX_PUSH_SERIES {
-        key.1 = OVERFLOW_REASON.to_string();
+    if !series.contains(&key) {
+        if series.len() >= MAX_PUSH_SERIES {
+            key.1 = OVERFLOW_REASON.to_string();
+        }
+        series.insert(key.clone());
     }
-    series.insert(key.clone());
     PushLabels {
         outcome: key.0,
         reason: key.1,
